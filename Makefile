@@ -1,0 +1,45 @@
+# One command each: `make demo`, `make test`. Everything installs into .venv.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit integration e2e bench clean promtool
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# promtool (Debian package "prometheus") checks the /metrics exposition.
+promtool:
+	@command -v promtool >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
+	  || echo "warning: could not install promtool"; }
+
+demo: $(STAMP)
+	rm -rf out
+	$(BIN)/imgstream run tests/data/photos --out out --ops gray
+	@echo "outputs are under ./out (records in out/results.jsonl)"
+
+lint: $(STAMP)
+	$(BIN)/ruff check stream producers consumers tests benchmarks
+	$(BIN)/ruff format --check stream producers consumers tests benchmarks
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: $(STAMP) promtool lint typecheck
+	$(BIN)/python -m pytest -q tests
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q tests/unit
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_gray.py
+
+clean:
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache

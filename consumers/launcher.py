@@ -1,0 +1,307 @@
+"""Start N worker processes, and the one-command job behind ``imgstream run``.
+
+:func:`run_job` starts (or joins) a broker, creates the topics, starts the
+workers in one consumer group, produces the refs, collects every result and
+failure record until each ref is accounted for, stops the workers, writes
+``results.jsonl`` and returns a :class:`JobSummary`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+from producers.files import Found
+from producers.produce import produce_refs
+from stream.broker import EmbeddedBroker
+from stream.codec import decode_record, to_dict
+from stream.config import WorkerConfig
+from stream.errors import ImageError
+from stream.kafka_io import KafkaSink, TopicReader, ensure_topics
+from stream.partitioning import Partitioner
+from stream.records import BatchSummary, Failure, Result
+
+
+def worker_command(config: WorkerConfig) -> list[str]:
+    """The command line of one worker process for ``config``."""
+    cmd = [
+        sys.executable,
+        "-m",
+        "stream.cli",
+        "work",
+        "--bootstrap",
+        config.bootstrap,
+        "--group",
+        config.group,
+        "--topic",
+        config.refs_topic,
+        "--results-topic",
+        config.results_topic,
+        "--dlq-topic",
+        config.dlq_topic,
+        "--ops",
+        config.ops,
+        "--out",
+        config.out_dir,
+        "--max-batch",
+        str(config.max_batch),
+        "--max-wait",
+        str(config.max_wait_s),
+        "--threads",
+        str(config.threads),
+        "--format",
+        config.output_format,
+        "--max-bytes",
+        str(config.max_bytes),
+        "--max-pixels",
+        str(config.max_pixels),
+    ]
+    for root in config.roots:
+        cmd += ["--root", root]
+    if config.allow_hardlinks:
+        cmd.append("--allow-hardlinks")
+    return cmd
+
+
+class WorkerProcesses:
+    """N worker processes started from one config."""
+
+    def __init__(self, config: WorkerConfig, n: int, log_dir: str) -> None:
+        os.makedirs(log_dir, exist_ok=True)
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[str] = []
+        for i in range(n):
+            path = os.path.join(log_dir, f"worker-{i + 1}.log")
+            with open(path, "wb") as log:
+                proc = subprocess.Popen(
+                    worker_command(config),
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            self.procs.append(proc)
+            self.logs.append(path)
+
+    @property
+    def worker_ids(self) -> set[str]:
+        """The worker ids the processes will report (host-pid)."""
+        host = socket.gethostname()
+        return {f"{host}-{p.pid}" for p in self.procs}
+
+    def alive(self) -> int:
+        """How many are still running."""
+        return sum(p.poll() is None for p in self.procs)
+
+    def stop(self, timeout_s: float = 30.0) -> list[int]:
+        """SIGTERM every worker, wait, SIGKILL stragglers; the exit codes."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        codes = []
+        for p in self.procs:
+            try:
+                codes.append(p.wait(max(0.1, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                codes.append(p.wait())
+        return codes
+
+
+@dataclass
+class JobSummary:
+    """What ``imgstream run`` reports."""
+
+    expected: int
+    ok: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    missing: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    pixels: int = 0
+    latencies_ms: list[int] = field(default_factory=list)
+    records: int = 0
+    duplicates: int = 0
+    batches: int = 0
+    pipeline: str = ""
+    pipeline_hash: str = ""
+    worker_exit_codes: list[int] = field(default_factory=list)
+
+    @property
+    def accounted(self) -> int:
+        """Refs with a result or a failure."""
+        return self.ok + sum(self.failures.values())
+
+    def percentile(self, q: float) -> float | None:
+        """Latency percentile in ms (nearest rank)."""
+        if not self.latencies_ms:
+            return None
+        data = sorted(self.latencies_ms)
+        k = min(len(data) - 1, max(0, round(q / 100 * len(data) + 0.5) - 1))
+        return float(data[k])
+
+    def lines(self) -> list[str]:
+        """The printed summary."""
+        rate = self.accounted / self.seconds if self.seconds else 0.0
+        mps = self.pixels / 1e6 / self.seconds if self.seconds else 0.0
+        failed = sum(self.failures.values())
+        by_type = ", ".join(f"{t}: {n}" for t, n in sorted(self.failures.items()))
+        out = [
+            f"refs        {self.expected}   pipeline {self.pipeline} ({self.pipeline_hash})",
+            f"ok          {self.ok}",
+            f"failed      {failed}" + (f"   ({by_type})" if by_type else ""),
+            f"missing     {len(self.missing)}",
+            f"time        {self.seconds:.2f} s   {rate:.1f} images/s   {mps:.2f} megapixels/s",
+        ]
+        p50, p99 = self.percentile(50), self.percentile(99)
+        if p50 is not None and p99 is not None:
+            out.append(f"latency     p50 {p50:.0f} ms   p99 {p99:.0f} ms")
+        out.append(f"batches     {self.batches}   duplicate records {self.duplicates}")
+        return out
+
+
+def collect(
+    reader: TopicReader,
+    expected: set[str],
+    workers: WorkerProcesses | None,
+    sink: TextIO,
+    summary: JobSummary,
+    on_progress: Callable[[int], None] | None = None,
+    stall_timeout_s: float = 300.0,
+    worker_ids: set[str] | None = None,
+) -> None:
+    """Read records until every expected id is accounted for (or no progress is possible)."""
+    seen: set[str] = set()
+    last_progress = time.monotonic()
+    while len(seen) < len(expected):
+        messages = reader.poll(0.2)
+        for msg in messages:
+            try:
+                record = decode_record(msg.value)
+            except ImageError:
+                continue
+            if isinstance(record, BatchSummary):
+                if worker_ids is None or record.worker in worker_ids:
+                    summary.batches += 1
+                    _write(sink, to_dict(record))
+                continue
+            if not isinstance(record, (Result, Failure)) or record.id not in expected:
+                continue
+            summary.records += 1
+            _write(sink, to_dict(record))
+            if record.id in seen:
+                summary.duplicates += 1
+                continue
+            seen.add(record.id)
+            last_progress = time.monotonic()
+            if on_progress is not None:
+                on_progress(1)
+            if isinstance(record, Result):
+                summary.ok += 1
+                summary.pixels += record.width * record.height
+                summary.latencies_ms.append(record.latency_ms)
+            else:
+                summary.failures[record.error_type] += 1
+        if not messages:
+            if workers is not None and workers.alive() == 0:
+                break
+            if time.monotonic() - last_progress > stall_timeout_s:
+                break
+    summary.missing = sorted(expected - seen)
+
+
+def _write(sink: TextIO, obj: dict[str, Any]) -> None:
+    sink.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
+
+
+def run_job(
+    found: Sequence[Found],
+    config: WorkerConfig,
+    workers: int,
+    partitions: int,
+    partitioner: Partitioner,
+    embedded: bool,
+    on_progress: Callable[[int], None] | None = None,
+    stall_timeout_s: float = 300.0,
+) -> JobSummary:
+    """The whole job; ``config.bootstrap`` is ignored when ``embedded``."""
+    broker = EmbeddedBroker().start() if embedded else None
+    try:
+        if broker is not None:
+            config = _replace(config, bootstrap=broker.bootstrap)
+        return _run(found, config, workers, partitions, partitioner, on_progress, stall_timeout_s)
+    finally:
+        if broker is not None:
+            broker.stop()
+
+
+def _replace(config: WorkerConfig, **changes: Any) -> WorkerConfig:
+    from dataclasses import replace
+
+    return replace(config, **changes)
+
+
+def _run(
+    found: Sequence[Found],
+    config: WorkerConfig,
+    n_workers: int,
+    partitions: int,
+    partitioner: Partitioner,
+    on_progress: Callable[[int], None] | None,
+    stall_timeout_s: float,
+) -> JobSummary:
+    from stream.ops import build_registry
+    from stream.pipeline import parse_spec
+
+    pipeline = parse_spec(config.ops, build_registry())
+    ensure_topics(
+        config.bootstrap,
+        {config.refs_topic: partitions, config.results_topic: partitions, config.dlq_topic: 1},
+    )
+    os.makedirs(config.out_dir, exist_ok=True)
+    started = time.monotonic()
+    procs = WorkerProcesses(config, n_workers, os.path.join(config.out_dir, "logs"))
+    summary = JobSummary(
+        expected=len(found), pipeline=pipeline.canonical, pipeline_hash=pipeline.hash
+    )
+    results_path = os.path.join(config.out_dir, "results.jsonl")
+    try:
+        reader = TopicReader(config.bootstrap, [config.results_topic, config.dlq_topic])
+        producer = KafkaSink(config.bootstrap, client_id="imgstream-run")
+        try:
+            report = produce_refs((f.ref for f in found), producer, config.refs_topic, partitioner)
+        finally:
+            producer.close()
+        expected = set(report.ids)
+        summary.expected = len({f.ref.id for f in found})
+        with open(results_path, "w", encoding="utf-8") as sink:
+            collect(
+                reader,
+                expected,
+                procs,
+                sink,
+                summary,
+                on_progress,
+                stall_timeout_s,
+                procs.worker_ids,
+            )
+        summary.missing = sorted(set(summary.missing) | ({f.ref.id for f in found} - expected))
+        summary.seconds = time.monotonic() - started
+        reader.close()
+    finally:
+        summary.worker_exit_codes = procs.stop()
+    return summary
+
+
+def new_group_name() -> str:
+    """A consumer group name unique to one run."""
+    return f"imgstream-run-{uuid.uuid4().hex[:8]}"

@@ -1,0 +1,74 @@
+"""The worker process: build a Runner on Kafka and run it until told to stop.
+
+SIGTERM and SIGINT stop taking work; the in-flight batch is finished and
+committed, the member leaves the group, and the process exits 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from types import FrameType
+
+from stream.clock import SystemClock
+from stream.config import WorkerConfig
+from stream.kafka_io import KafkaSink, KafkaSource
+from stream.metrics import Metrics
+from stream.ops import build_registry
+from stream.pipeline import parse_spec
+from stream.processor import ImageProcessor
+from stream.runner import Runner
+
+log = logging.getLogger("imgstream.worker")
+
+
+def build_runner(config: WorkerConfig, metrics: Metrics | None = None) -> Runner:
+    """A Runner wired to Kafka, for ``config`` (validated here)."""
+    config.validate()
+    pipeline = parse_spec(config.ops, build_registry())
+    clock = SystemClock()
+    processor = ImageProcessor(config, pipeline, clock)
+
+    def source(runner: Runner) -> KafkaSource:
+        return KafkaSource(
+            config.bootstrap,
+            config.group,
+            [config.refs_topic],
+            handler=runner,
+            fetch_max_wait_ms=config.fetch_max_wait_ms,
+            client_id=config.worker_id,
+            session_timeout_ms=config.session_timeout_ms,
+            heartbeat_interval_ms=config.heartbeat_interval_ms,
+            max_poll_interval_ms=config.max_poll_interval_ms,
+        )
+
+    def sink() -> KafkaSink:
+        return KafkaSink(config.bootstrap, client_id=config.worker_id)
+
+    return Runner(config, processor, source, sink, clock, metrics)
+
+
+def run_worker(config: WorkerConfig) -> int:
+    """Run one worker in this process; returns the exit code."""
+    metrics = Metrics()
+    runner = build_runner(config, metrics)
+    if config.metrics_port is not None:
+        server, _thread = metrics.serve(config.metrics_port, config.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.server_port)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("received %s: finishing the in-flight batch", signal.Signals(signum).name)
+        runner.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    log.info(
+        "worker %s: group %r, topic %r, pipeline %s (%s)",
+        config.worker_id,
+        config.group,
+        config.refs_topic,
+        runner.processor.pipeline.canonical,
+        runner.processor.pipeline.hash,
+    )
+    runner.run()
+    return 0

@@ -1,0 +1,1 @@
+"""Reference producers: files, directories, globs and manifests (more to come)."""

@@ -1,0 +1,67 @@
+"""Send refs to the refs topic with an idempotent producer, and report how they spread."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from stream.codec import encode
+from stream.errors import BrokerError
+from stream.kafka_io import KafkaSink
+from stream.partitioning import Partitioner, partition_key
+from stream.records import ImageRef
+
+
+@dataclass
+class ProduceReport:
+    """What a produce run did."""
+
+    sent: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    per_partition: Counter[int] = field(default_factory=Counter)
+    ids: list[str] = field(default_factory=list)
+
+    @property
+    def rate(self) -> float:
+        """Refs per second."""
+        return self.sent / self.seconds if self.seconds > 0 else 0.0
+
+
+def produce_refs(
+    refs: Iterable[ImageRef],
+    sink: KafkaSink,
+    topic: str,
+    partitioner: Partitioner,
+    on_sent: Callable[[ImageRef], None] | None = None,
+) -> ProduceReport:
+    """Send every ref, flush, and count deliveries (raises BrokerError if none got through)."""
+    report = ProduceReport()
+    started = time.monotonic()
+    n = sink.partitions(topic)
+    futures: list[tuple[ImageRef, Any]] = []
+    for ref in refs:
+        partition = partitioner.partition(ref, n)
+        futures.append(
+            (ref, sink.send_partition(topic, partition, partition_key(ref), encode(ref)))
+        )
+        report.per_partition[partition] += 1
+        if on_sent is not None:
+            on_sent(ref)
+    sink.flush()
+    errors = []
+    for ref, future in futures:
+        try:
+            future.get(timeout=30)
+            report.sent += 1
+            report.ids.append(ref.id)
+        except Exception as exc:
+            report.failed += 1
+            errors.append(exc)
+    report.seconds = time.monotonic() - started
+    if futures and report.sent == 0:
+        raise BrokerError(f"no ref was delivered to {topic!r}: {errors[0]}")
+    return report

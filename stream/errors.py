@@ -1,0 +1,80 @@
+"""Errors of imgstream.
+
+Two kinds, kept apart on purpose:
+
+* Errors that concern **one image or one message** are data: an
+  :class:`ImageError` raised inside the per-image work is caught by the
+  runner and becomes a ``failure`` record with a stable ``error.type``
+  (one of :data:`FAILURE_TYPES`). Nothing else happens to the batch.
+* Errors after which **the process cannot go on** are exceptions that
+  reach the CLI edge, which turns each into its exit code::
+
+    ImgstreamError                 exit 1
+    ├── ConfigError                exit 2   bad flag, option or pipeline spec
+    │   └── SpecError                       unknown operation / parameter / value
+    ├── BrokerError                exit 3   broker unreachable, embedded one failed
+    └── DeliveryError              exit 4   records could not be delivered; offsets
+                                            were not committed past them
+"""
+
+from __future__ import annotations
+
+#: Stable failure types, the values of ``error.type`` in failure records.
+BAD_MESSAGE = "bad_message"
+NOT_FOUND = "not_found"
+FORBIDDEN = "forbidden"
+TOO_LARGE = "too_large"
+UNSUPPORTED_FORMAT = "unsupported_format"
+DECODE_ERROR = "decode_error"
+OP_ERROR = "op_error"
+IO_ERROR = "io_error"
+
+FAILURE_TYPES = (
+    BAD_MESSAGE,
+    NOT_FOUND,
+    FORBIDDEN,
+    TOO_LARGE,
+    UNSUPPORTED_FORMAT,
+    DECODE_ERROR,
+    OP_ERROR,
+    IO_ERROR,
+)
+
+
+class ImageError(Exception):
+    """One image (or message) could not be processed; becomes a failure record."""
+
+    def __init__(self, type: str, message: str) -> None:
+        if type not in FAILURE_TYPES:
+            raise ValueError(f"unknown failure type {type!r}")
+        super().__init__(message)
+        self.type = type
+        self.message = message
+
+
+class ImgstreamError(Exception):
+    """Base of the errors that stop the process."""
+
+    exit_code = 1
+
+
+class ConfigError(ImgstreamError):
+    """A flag, option, environment variable or config value is invalid."""
+
+    exit_code = 2
+
+
+class SpecError(ConfigError):
+    """A pipeline spec names an unknown operation or a bad parameter."""
+
+
+class BrokerError(ImgstreamError):
+    """The broker cannot be reached or the embedded broker failed to start."""
+
+    exit_code = 3
+
+
+class DeliveryError(ImgstreamError):
+    """Records could not be delivered to the broker even after recreating the producer."""
+
+    exit_code = 4

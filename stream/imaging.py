@@ -1,0 +1,210 @@
+"""Decode and encode images, with limits checked before anything is allocated.
+
+:func:`sniff` names the format from the magic bytes (unknown bytes are
+``unsupported_format``), :func:`header_size` reads width and height from the
+header of the common formats without decoding pixels, so a decompression bomb
+is refused as ``too_large`` in microseconds. Decoding goes through
+``cv2.imdecode`` on bytes (never a path) with ``cv2.IMREAD_COLOR``: the
+pixels are exactly those ``cv2.imread`` gives (EXIF orientation applied,
+alpha dropped, 16-bit scaled to 8-bit, grayscale as three equal channels).
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+from stream._cv import cv2
+from stream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
+
+DEFAULT_MAX_PIXELS = 100_000_000
+
+_MAGIC: tuple[tuple[bytes, int, str], ...] = (
+    (b"\xff\xd8\xff", 0, "jpeg"),
+    (b"\x89PNG\r\n\x1a\n", 0, "png"),
+    (b"GIF87a", 0, "gif"),
+    (b"GIF89a", 0, "gif"),
+    (b"BM", 0, "bmp"),
+    (b"II*\x00", 0, "tiff"),
+    (b"MM\x00*", 0, "tiff"),
+    (b"\x00\x00\x00\x0cjP  ", 0, "jp2"),
+    (b"\xff\x4f\xff\x51", 0, "jp2"),
+    (b"v/1\x01", 0, "exr"),
+    (b"#?RADIANCE", 0, "hdr"),
+    (b"#?RGBE", 0, "hdr"),
+    (b"\x59\xa6\x6a\x95", 0, "sunras"),
+)
+
+
+def sniff(data: bytes) -> str:
+    """The image format of ``data``, or raise ``unsupported_format``."""
+    for magic, offset, name in _MAGIC:
+        if data[offset : offset + len(magic)] == magic:
+            return name
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if len(data) > 2 and data[0:1] == b"P" and data[1:2] in b"123456" and data[2:3].isspace():
+        return "pnm"
+    if data[:2] in (b"PF", b"Pf") and data[2:3].isspace():
+        return "pfm"
+    head = data[:16]
+    shown = head.hex(" ") if head else "empty file"
+    raise ImageError(UNSUPPORTED_FORMAT, f"not a recognised image format (first bytes: {shown})")
+
+
+def _jpeg(data: bytes) -> tuple[int, int] | None:
+    """Walk the JPEG markers up to the first scan: frame size, and a truncation check.
+
+    libjpeg decodes a truncated file with a warning and grey rows at the
+    bottom; we refuse it. In entropy-coded data 0xFF is always stuffed, so an
+    end-of-image marker after the first scan exists only if the file is whole.
+    A marker structure we cannot follow is left to the decoder to judge.
+    """
+    i, n = 2, len(data)
+    size: tuple[int, int] | None = None
+    sos: int | None = None
+    while i + 4 <= n and data[i] == 0xFF:
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in _SOF and i + 9 <= n:
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+            size = (w, h)
+        if marker == 0xDA:
+            sos = i
+            break
+        i += 2 + length
+    if data.rfind(b"\xff\xd9") < (sos if sos is not None else 2):
+        raise ImageError(DECODE_ERROR, "truncated JPEG: no end-of-image marker")
+    return size
+
+
+_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
+def _tiff(data: bytes) -> tuple[int, int] | None:
+    order = "<" if data[:2] == b"II" else ">"
+    try:
+        (ifd,) = struct.unpack(order + "I", data[4:8])
+        (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
+        w = h = None
+        for k in range(count):
+            entry = data[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+            tag, typ = struct.unpack(order + "HH", entry[:4])
+            if tag in (256, 257):
+                fmt = "H" if typ == 3 else "I"
+                (value,) = struct.unpack(order + fmt, entry[8 : 8 + struct.calcsize(fmt)])
+                if tag == 256:
+                    w = value
+                else:
+                    h = value
+        return (w, h) if w is not None and h is not None else None
+    except struct.error:
+        return None
+
+
+def _webp(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    try:
+        if chunk == b"VP8 ":
+            w, h = struct.unpack("<HH", data[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+        if chunk == b"VP8L":
+            b = data[21:25]
+            bits = int.from_bytes(b, "little")
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            w = int.from_bytes(data[24:27], "little") + 1
+            h = int.from_bytes(data[27:30], "little") + 1
+            return w, h
+    except struct.error:
+        return None
+    return None
+
+
+def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
+    """(width, height) from the header, without decoding; None if not parsed."""
+    try:
+        if fmt == "jpeg":
+            return _jpeg(data)
+        if fmt == "png" and data[12:16] == b"IHDR":
+            w, h = struct.unpack(">II", data[16:24])
+            return int(w), int(h)
+        if fmt == "gif":
+            w, h = struct.unpack("<HH", data[6:10])
+            return int(w), int(h)
+        if fmt == "bmp":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if fmt == "tiff":
+            return _tiff(data)
+        if fmt == "webp":
+            return _webp(data)
+    except struct.error:
+        raise ImageError(DECODE_ERROR, f"truncated {fmt.upper()} header") from None
+    return None
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded image and what we know of its source."""
+
+    image: np.ndarray
+    format: str
+
+
+def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Decode image bytes to 8-bit BGR, refusing bombs and broken files."""
+    fmt = sniff(data)
+    size = header_size(data, fmt)
+    if size is not None:
+        w, h = size
+        if w * h > max_pixels:
+            raise ImageError(
+                TOO_LARGE, f"{fmt.upper()} is {w}x{h} = {w * h} pixels, over the {max_pixels} limit"
+            )
+        if w == 0 or h == 0:
+            raise ImageError(DECODE_ERROR, f"{fmt.upper()} header says {w}x{h}")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    except cv2.error as exc:
+        raise ImageError(
+            DECODE_ERROR, f"OpenCV could not decode the {fmt.upper()}: {exc}"
+        ) from None
+    if img is None:
+        raise ImageError(
+            DECODE_ERROR, f"corrupt or truncated {fmt.upper()} (OpenCV decoded nothing)"
+        )
+    if img.shape[0] * img.shape[1] > max_pixels:
+        raise ImageError(TOO_LARGE, f"{img.shape[1]}x{img.shape[0]} is over the {max_pixels} limit")
+    return Decoded(img, fmt)
+
+
+#: Output formats: file extension and OpenCV encoder parameters.
+FORMATS = ("png", "jpg", "webp")
+
+
+def encode_params(fmt: str, png_level: int = 1, jpeg_quality: int = 95) -> list[int]:
+    """OpenCV encoder flags for an output format (PNG and WebP are lossless)."""
+    if fmt == "png":
+        return [cv2.IMWRITE_PNG_COMPRESSION, png_level]
+    if fmt == "jpg":
+        return [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
+    if fmt == "webp":
+        return [cv2.IMWRITE_WEBP_QUALITY, 101]  # above 100 means lossless
+    raise ValueError(f"unknown output format {fmt!r}")
+
+
+def encode(img: np.ndarray, fmt: str, params: list[int]) -> bytes:
+    """Encode an image to bytes in the given format."""
+    ok, buf = cv2.imencode("." + fmt, img, params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {img.shape} {img.dtype} image as {fmt}")
+    return bytes(buf)

@@ -1,0 +1,65 @@
+"""Colour operations: ``identity`` and ``gray``.
+
+``gray`` is ITU-R BT.601 luma, Y = 0.299 R + 0.587 G + 0.114 B, on OpenCV's
+BGR channel order with no offset; it is exactly ``cv2.cvtColor(img,
+cv2.COLOR_BGR2GRAY)`` (OpenCV's fixed-point form of the same weights).
+Input policy:
+
+* a 1-channel image passes through unchanged (it is already luma);
+* a 4-channel image has its alpha dropped (not composited) before conversion;
+* a 16-bit image is scaled to 8 bits first by ``v >> 8`` (the top byte), the
+  same rule ``cv2.imread`` applies when it reads a 16-bit file as 8-bit;
+* a float image in [0, 1] is scaled by 255 and rounded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+
+from stream._cv import cv2
+from stream.ops.registry import Image, Operation
+
+
+def to_uint8(img: Image) -> Image:
+    """8-bit view of an image under the policy above."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return (img >> 8).astype(np.uint8)
+    if img.dtype.kind == "f":
+        return np.clip(np.rint(img * 255.0), 0, 255).astype(np.uint8)
+    raise ValueError(f"unsupported pixel type {img.dtype}")
+
+
+def gray(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+    """BT.601 luma of a BGR(A) image; 1-channel images pass through."""
+    img = to_uint8(img)
+    if img.ndim == 2:
+        return img, None
+    channels = img.shape[2]
+    if channels == 1:
+        return img[:, :, 0], None
+    if channels == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), None
+    if channels == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY), None
+    raise ValueError(f"cannot convert a {channels}-channel image to gray")
+
+
+def identity(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+    """The image, unchanged."""
+    return img, None
+
+
+OPERATIONS = (
+    Operation("identity", identity, "pass the image through unchanged"),
+    Operation(
+        "gray",
+        gray,
+        "BT.601 luma (cv2.COLOR_BGR2GRAY); gray passes through, alpha dropped, 16-bit >> 8",
+        details=__doc__ or "",
+    ),
+)

@@ -1,0 +1,142 @@
+"""The operation registry: named operations with typed parameters.
+
+An :class:`Operation` maps an image (numpy array, OpenCV's BGR order) and
+its validated parameters to an image and, for analysis operations, a dict of
+data for the result record. :class:`Registry` is an object built by
+:func:`stream.ops.build_registry`; there is no module-level mutable state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from stream.errors import SpecError
+
+Image = np.ndarray[Any, Any]
+OpFn = Callable[[Image, Mapping[str, Any]], tuple[Image, Mapping[str, Any] | None]]
+
+
+@dataclass(frozen=True)
+class Param:
+    """One typed parameter of an operation."""
+
+    name: str
+    type: type
+    default: Any
+    help: str = ""
+    choices: tuple[Any, ...] | None = None
+    min: float | None = None
+    max: float | None = None
+
+    def parse(self, op: str, text: str) -> Any:
+        """Convert the spec text of this parameter, or raise SpecError."""
+        where = f"operation {op!r}: parameter {self.name!r}"
+        value: Any
+        try:
+            if self.type is bool:
+                lowered = text.lower()
+                if lowered not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(text)
+                value = lowered in ("true", "1", "yes")
+            elif self.type is int:
+                value = int(text)
+            elif self.type is float:
+                value = float(text)
+                if value != value or value in (float("inf"), float("-inf")):
+                    raise ValueError(text)
+            else:
+                value = text
+        except ValueError:
+            raise SpecError(f"{where} expects {self.type.__name__}, got {text!r}") from None
+        return self.check(op, value)
+
+    def check(self, op: str, value: Any) -> Any:
+        """Range and choice checks; returns the value."""
+        where = f"operation {op!r}: parameter {self.name!r}"
+        if self.choices is not None and value not in self.choices:
+            valid = ", ".join(str(c) for c in self.choices)
+            raise SpecError(f"{where} must be one of {valid}, got {value!r}")
+        if self.min is not None and value < self.min:
+            raise SpecError(f"{where} must be >= {self.min}, got {value!r}")
+        if self.max is not None and value > self.max:
+            raise SpecError(f"{where} must be <= {self.max}, got {value!r}")
+        return value
+
+    def describe(self) -> str:
+        """One line: name, type, default, constraints, help."""
+        bits = [f"{self.name}: {self.type.__name__} = {self.default!r}"]
+        if self.choices is not None:
+            bits.append("one of " + "|".join(str(c) for c in self.choices))
+        if self.min is not None or self.max is not None:
+            bits.append(f"range [{self.min}, {self.max}]")
+        if self.help:
+            bits.append(self.help)
+        return "  ".join(bits)
+
+
+@dataclass(frozen=True)
+class Operation:
+    """A named image operation."""
+
+    name: str
+    fn: OpFn
+    help: str
+    params: tuple[Param, ...] = ()
+    #: "image" changes the pixels; "analysis" adds data and passes the image on.
+    kind: str = "image"
+    details: str = ""
+    _by_name: dict[str, Param] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._by_name.update({p.name: p for p in self.params})
+
+    def param(self, name: str) -> Param:
+        """A parameter by name; an unknown name lists the valid ones."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            valid = ", ".join(self._by_name) or "(none)"
+            raise SpecError(
+                f"operation {self.name!r} has no parameter {name!r}; valid: {valid}"
+            ) from None
+
+    def defaults(self) -> dict[str, Any]:
+        """Every parameter at its default."""
+        return {p.name: p.default for p in self.params}
+
+
+class Registry:
+    """Operations by name."""
+
+    def __init__(self, operations: tuple[Operation, ...] = ()) -> None:
+        self._ops: dict[str, Operation] = {}
+        for op in operations:
+            self.add(op)
+
+    def add(self, op: Operation) -> None:
+        """Register an operation; names are unique."""
+        if op.name in self._ops:
+            raise ValueError(f"operation {op.name!r} is registered twice")
+        self._ops[op.name] = op
+
+    def get(self, name: str) -> Operation:
+        """An operation by name; an unknown name lists the valid ones."""
+        try:
+            return self._ops[name]
+        except KeyError:
+            raise SpecError(
+                f"unknown operation {name!r}; valid: {', '.join(sorted(self._ops))}"
+            ) from None
+
+    def __iter__(self) -> Iterator[Operation]:
+        return iter(sorted(self._ops.values(), key=lambda op: op.name))
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._ops
+
+    def __len__(self) -> int:
+        return len(self._ops)

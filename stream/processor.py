@@ -1,0 +1,157 @@
+"""One image, start to finish: ref -> load -> decode -> ops -> encode -> store -> record.
+
+:meth:`ImageProcessor.process` never raises for a bad image or message: it
+returns an :class:`Outcome` holding either a ``Result`` or a ``Failure``
+record, with per-stage timings. It is called from a thread pool; OpenCV,
+hashing and file I/O release the GIL, so images of a batch run in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stream import imaging
+from stream._cv import cv2
+from stream.clock import Clock
+from stream.codec import b64, decode_ref
+from stream.config import WorkerConfig
+from stream.errors import IO_ERROR, OP_ERROR, ImageError
+from stream.pipeline import Pipeline
+from stream.records import Failure, ImageRef, Lineage, Message, Result
+from stream.storage import SafeStore, output_path, write_atomic
+
+VERSION = "0.1.0"
+
+
+def library_versions() -> dict[str, str]:
+    """Versions recorded in every result's lineage."""
+    return {"imgstream": VERSION, "opencv": cv2.__version__, "numpy": np.__version__}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What became of one message."""
+
+    message: Message
+    record: Result | Failure
+    pixels: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """True for a result, False for a failure."""
+        return isinstance(self.record, Result)
+
+
+class ImageProcessor:
+    """Turns one consumed message into a stored output and a record."""
+
+    def __init__(self, config: WorkerConfig, pipeline: Pipeline, clock: Clock) -> None:
+        self.config = config
+        self.pipeline = pipeline
+        self.clock = clock
+        self.store = SafeStore(config.roots, config.max_bytes, config.allow_hardlinks)
+        self.encode_params = imaging.encode_params(
+            config.output_format, config.png_level, config.jpeg_quality
+        )
+        self.versions = library_versions()
+
+    def _failure(
+        self, msg: Message, error: ImageError, batch_id: str, ref: ImageRef | None
+    ) -> Failure:
+        return Failure(
+            error_type=error.type,
+            error_message=error.message,
+            topic=msg.topic,
+            partition=msg.partition,
+            offset=msg.offset,
+            worker=self.config.worker_id,
+            ts=self.clock.wall_ms(),
+            id=ref.id if ref else None,
+            uri=ref.uri if ref else None,
+            source=ref.source if ref else None,
+            raw_b64=None if ref else b64(msg.value),
+            batch_id=batch_id,
+        )
+
+    def process(self, msg: Message, batch_id: str, wait_s: float = 0.0) -> Outcome:
+        """Process one message; never raises for bad input."""
+        try:
+            ref = decode_ref(msg.value, msg.timestamp_ms)
+        except ImageError as exc:
+            return Outcome(msg, self._failure(msg, exc, batch_id, None))
+        try:
+            return self._process_ref(msg, ref, batch_id, wait_s)
+        except ImageError as exc:
+            return Outcome(msg, self._failure(msg, exc, batch_id, ref))
+        except Exception as exc:  # a bug or an unforeseen input: still one failure
+            error = ImageError(OP_ERROR, f"{type(exc).__name__}: {exc}")
+            return Outcome(msg, self._failure(msg, error, batch_id, ref))
+
+    def _process_ref(self, msg: Message, ref: ImageRef, batch_id: str, wait_s: float) -> Outcome:
+        mono = self.clock.monotonic
+        timings: dict[str, float] = {"wait": wait_s}
+        t0 = mono()
+        loaded = self.store.read(ref.uri)
+        t1 = mono()
+        decoded = imaging.decode(loaded.data, self.config.max_pixels)
+        t2 = mono()
+        image = decoded.image
+        out, outputs = self.pipeline.run(image)
+        t3 = mono()
+        try:
+            encoded = imaging.encode(out, self.config.output_format, self.encode_params)
+        except (ValueError, cv2.error) as exc:
+            raise ImageError(OP_ERROR, f"cannot encode the output: {exc}") from None
+        t4 = mono()
+        path = output_path(
+            self.config.out_dir, self.pipeline.hash, ref.source, ref.id, self.config.output_format
+        )
+        try:
+            write_atomic(path, encoded, fsync=self.config.fsync)
+        except OSError as exc:
+            raise ImageError(IO_ERROR, f"cannot write {path}: {exc.strerror or exc}") from None
+        t5 = mono()
+        timings.update(load=t1 - t0, decode=t2 - t1, ops=t3 - t2, encode=t4 - t3, store=t5 - t4)
+        sha = hashlib.sha256(loaded.data).hexdigest()
+        now_ms = self.clock.wall_ms()
+        height, width = image.shape[:2]
+        result = Result(
+            id=ref.id,
+            uri=ref.uri,
+            output_uri=os.path.abspath(path),
+            pipeline=self.pipeline.canonical,
+            pipeline_hash=self.pipeline.hash,
+            width=int(width),
+            height=int(height),
+            channels=1 if image.ndim == 2 else int(image.shape[2]),
+            outputs=_jsonable(outputs),
+            timings={k: round(v, 6) for k, v in timings.items()},
+            batch_id=batch_id,
+            worker=self.config.worker_id,
+            source=ref.source,
+            ts=ref.ts,
+            latency_ms=max(0, now_ms - ref.ts),
+            lineage=Lineage(msg.topic, msg.partition, msg.offset, sha, self.versions),
+            bytes_in=len(loaded.data),
+        )
+        return Outcome(msg, result, int(width * height), len(loaded.data), len(encoded))
+
+
+def _jsonable(value: Any) -> Any:
+    """numpy scalars and arrays to plain JSON values."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,411 @@
+"""The worker loop, written against small protocols so tests can drive it.
+
+One thread polls: it feeds the :class:`~stream.batching.MicroBatcher`,
+blocks at most until the open batch is due, hands closed batches to a batch
+thread, applies delivery acknowledgements to the
+:class:`~stream.offsets.OffsetTracker`, and commits what is safe. Batches
+run off the poll thread (images in parallel on a thread pool), so a slow
+batch never keeps the member from polling; when too many batches are in
+flight the partitions are paused (back-pressure) and resumed when they drain.
+
+Delivery: a message counts as complete when its output is stored and its
+result or failure record is acknowledged by the broker. A record that cannot
+be delivered is re-sent on a new producer; after ``MAX_SEND_ATTEMPTS`` the
+worker stops with :class:`~stream.errors.DeliveryError` and never commits
+past it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+from typing import Protocol
+
+from stream import batching
+from stream.batching import Batch, MicroBatcher
+from stream.clock import Clock
+from stream.codec import encode
+from stream.config import WorkerConfig
+from stream.errors import DeliveryError
+from stream.metrics import Metrics
+from stream.offsets import OffsetTracker
+from stream.processor import ImageProcessor, Outcome
+from stream.records import BatchSummary, Failure, Message, Result, TopicPartition
+
+log = logging.getLogger(__name__)
+
+MAX_SEND_ATTEMPTS = 4
+POLL_MAX_S = 0.2
+COMMIT_EVERY_S = 0.1
+LAG_EVERY_S = 1.0
+
+Ack = Callable[[BaseException | None], None]
+
+
+class Source(Protocol):
+    """Where messages come from (a consumer-group member)."""
+
+    def poll(self, timeout_s: float) -> list[Message]: ...
+    def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
+    def assignment(self) -> list[TopicPartition]: ...
+    def pause(self, tps: list[TopicPartition]) -> None: ...
+    def resume(self, tps: list[TopicPartition]) -> None: ...
+    def highwater(self, tp: TopicPartition) -> int | None: ...
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Where records go; ``ack`` is called once per record, from any thread."""
+
+    def send(self, topic: str, key: bytes | None, value: bytes, ack: Ack) -> None: ...
+    def flush(self, timeout_s: float | None = None) -> None: ...
+    def close(self, timeout_s: float = 5.0) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Ack:
+    tp: TopicPartition
+    offset: int
+    error: BaseException | None
+    topic: str
+    key: bytes | None
+    value: bytes
+    attempt: int
+
+
+class Runner:
+    """A consumer-group worker: poll, batch, process, deliver, commit."""
+
+    def __init__(
+        self,
+        config: WorkerConfig,
+        processor: ImageProcessor,
+        source_factory: Callable[[Runner], Source],
+        sink_factory: Callable[[], Sink],
+        clock: Clock,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self.config = config
+        self.processor = processor
+        self.clock = clock
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.batcher: MicroBatcher[Message] = MicroBatcher(config.max_batch, config.max_wait_s)
+        self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._sink_factory = sink_factory
+        self._sink_lock = threading.Lock()
+        self._sink = sink_factory()
+        self._acks: queue.SimpleQueue[_Ack] = queue.SimpleQueue()
+        self._images = ThreadPoolExecutor(config.threads, thread_name_prefix="imgstream-image")
+        self._batches = ThreadPoolExecutor(
+            config.max_inflight_batches, thread_name_prefix="imgstream-batch"
+        )
+        self._inflight: set[Future[None]] = set()
+        self._stop = threading.Event()
+        self._paused = False
+        self._batch_seq = itertools.count(1)
+        self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = float("-inf")
+        self._last_lag = float("-inf")
+        self._last_activity = clock.monotonic()
+        self.processed = 0
+        self.source = source_factory(self)
+
+    # -- rebalance handler (called on the poll thread, inside poll) --------
+
+    def on_revoked(self, tps: list[TopicPartition]) -> None:
+        """Finish in-flight work and commit what is safe before giving partitions up."""
+        self.metrics.rebalances.labels(event="revoked").inc()
+        log.info("partitions revoked: %s", _fmt_tps(tps))
+        self._submit(self.batcher.drain(self.clock.monotonic(), batching.REVOKE))
+        self._finish_inflight()
+        self._commit(force=True)
+        self.tracker.forget(tps)
+        for tp in tps:
+            self._arrivals.pop(tp, None)
+            self._committed.pop(tp, None)
+            for gauge in (self.metrics.lag, self.metrics.lag_seconds):
+                with contextlib.suppress(KeyError):
+                    gauge.remove(tp.topic, str(tp.partition))
+        self._paused = False
+
+    def on_assigned(self, tps: list[TopicPartition]) -> None:
+        """Log and count the new assignment."""
+        self.metrics.rebalances.labels(event="assigned").inc()
+        log.info("partitions assigned: %s", _fmt_tps(tps))
+
+    # -- the loop ------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask the loop to stop taking work and shut down cleanly (signal-safe)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Run until :meth:`stop` or idle exit; then finish, commit and leave."""
+        try:
+            while not self._stop.is_set():
+                self._step()
+                if self._idle_expired():
+                    log.info(
+                        "idle for %.1fs with nothing in flight: exiting", self.config.idle_exit_s
+                    )
+                    break
+        finally:
+            self._shutdown()
+
+    def _step(self) -> None:
+        now = self.clock.monotonic()
+        due_in = self.batcher.seconds_until_due(now)
+        timeout = POLL_MAX_S if due_in is None else min(POLL_MAX_S, due_in)
+        messages = self.source.poll(timeout)
+        now = self.clock.monotonic()
+        for msg in messages:
+            self.tracker.register(msg.tp, msg.offset)
+            self._arrivals.setdefault(msg.tp, collections.deque()).append(
+                (msg.offset, msg.timestamp_ms)
+            )
+            for batch in self.batcher.add(msg, now):
+                self._submit(batch)
+        if messages:
+            self._last_activity = now
+        self._submit(self.batcher.poll(now))
+        self._apply_acks()
+        self._commit()
+        self._backpressure()
+        self._update_lag(now)
+
+    def _idle_expired(self) -> bool:
+        idle = self.config.idle_exit_s
+        if idle is None:
+            return False
+        busy = len(self.batcher) or self.tracker.in_flight() or self._live_batches()
+        if busy:
+            self._last_activity = self.clock.monotonic()
+            return False
+        return self.clock.monotonic() - self._last_activity >= idle
+
+    def _live_batches(self) -> int:
+        for future in [f for f in self._inflight if f.done()]:
+            self._inflight.discard(future)
+            exc = future.exception()
+            if exc is not None:  # a bug, not a bad image: stop rather than lose work
+                raise exc
+        return len(self._inflight)
+
+    def _backpressure(self) -> None:
+        full = self._live_batches() >= self.config.max_inflight_batches
+        if full and not self._paused:
+            self.source.pause(self.source.assignment())
+            self._paused = True
+            self.metrics.paused.set(1)
+        elif not full and self._paused:
+            self.source.resume(self.source.assignment())
+            self._paused = False
+            self.metrics.paused.set(0)
+
+    # -- batches -------------------------------------------------------------
+
+    def _submit(self, batch: Batch[Message] | None) -> None:
+        if batch is None or not batch.items:
+            return
+        batch_id = f"{self.config.worker_id}-{next(self._batch_seq)}"
+        future = self._batches.submit(self._process_batch, batch, batch_id)
+        self._inflight.add(future)
+
+    def _process_batch(self, batch: Batch[Message], batch_id: str) -> None:
+        """Runs on a batch thread: images in parallel, records sent as they finish."""
+        started = self.clock.monotonic()
+        wait_s = max(0.0, started - batch.opened_at)
+        futures = [
+            self._images.submit(self.processor.process, msg, batch_id, wait_s)
+            for msg in batch.items
+        ]
+        ok = failed = pixels = 0
+        for future in as_completed(futures):
+            outcome = future.result()
+            self._deliver(outcome)
+            pixels += outcome.pixels
+            if outcome.ok:
+                ok += 1
+            else:
+                failed += 1
+        elapsed = self.clock.monotonic() - started
+        summary = BatchSummary(
+            batch_id=batch_id,
+            worker=self.config.worker_id,
+            size=len(batch.items),
+            ok=ok,
+            failed=failed,
+            pixels=pixels,
+            reason=batch.reason,
+            wait_s=round(wait_s, 6),
+            process_s=round(elapsed, 6),
+            partitions=tuple(sorted({m.partition for m in batch.items})),
+            ts=self.clock.wall_ms(),
+        )
+        self._send(self.config.results_topic, None, encode(summary), None)
+        m = self.metrics
+        m.batches.labels(reason=batch.reason).inc()
+        m.batch_size.observe(len(batch.items))
+        m.batch_pixels.observe(pixels)
+        m.batch_seconds.observe(elapsed)
+
+    def _deliver(self, outcome: Outcome) -> None:
+        record = outcome.record
+        msg = outcome.message
+        m = self.metrics
+        if isinstance(record, Result):
+            topic = self.config.results_topic
+            m.images.labels(status="ok").inc()
+            m.observe_stages(record.timings)
+            m.latency.observe(record.latency_ms / 1000.0)
+            m.bytes_in.inc(outcome.bytes_in)
+            m.bytes_out.inc(outcome.bytes_out)
+        else:
+            assert isinstance(record, Failure)
+            topic = self.config.dlq_topic
+            m.images.labels(status="failed").inc()
+            m.failures.labels(type=record.error_type).inc()
+            log.warning(
+                "failure %s at %s[%d]@%d: %s",
+                record.error_type,
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                record.error_message,
+            )
+        self._send(topic, msg.key, encode(record), (msg.tp, msg.offset), 1)
+
+    def _send(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes,
+        origin: tuple[TopicPartition, int] | None,
+        attempt: int = 1,
+    ) -> None:
+        def ack(error: BaseException | None) -> None:
+            if origin is not None:
+                self._acks.put(_Ack(origin[0], origin[1], error, topic, key, value, attempt))
+            elif error is not None:
+                log.warning("batch record not delivered: %s", error)
+
+        with self._sink_lock:
+            sink = self._sink
+        sink.send(topic, key, value, ack)
+
+    def _apply_acks(self) -> None:
+        restarted = False
+        while True:
+            try:
+                ack = self._acks.get_nowait()
+            except queue.Empty:
+                return
+            if ack.error is None:
+                self.tracker.complete(ack.tp, ack.offset)
+                self.processed += 1
+                continue
+            if ack.attempt >= MAX_SEND_ATTEMPTS:
+                raise DeliveryError(
+                    f"could not deliver the record of {ack.tp.topic}[{ack.tp.partition}]@"
+                    f"{ack.offset} after {ack.attempt} attempts: {ack.error}"
+                )
+            log.warning("record not delivered (%s); recreating the producer", ack.error)
+            if not restarted:
+                self._restart_sink()
+                restarted = True
+            self._send(ack.topic, ack.key, ack.value, (ack.tp, ack.offset), ack.attempt + 1)
+
+    def _restart_sink(self) -> None:
+        with self._sink_lock:
+            old, self._sink = self._sink, self._sink_factory()
+        self.metrics.producer_restarts.inc()
+        try:
+            old.close(0.5)
+        except Exception as exc:  # a broken producer may fail to close too
+            log.debug("closing the old producer failed: %s", exc)
+
+    def _finish_inflight(self, timeout_s: float | None = None) -> None:
+        """Wait for every submitted batch, then for every record's acknowledgement."""
+        for future in list(self._inflight):
+            future.exception(timeout=timeout_s)
+        self._inflight.clear()
+        for _ in range(MAX_SEND_ATTEMPTS):
+            with self._sink_lock:
+                sink = self._sink
+            sink.flush(timeout_s)
+            self._apply_acks()
+            if not self.tracker.in_flight():
+                return
+
+    # -- offsets and lag -----------------------------------------------------
+
+    def _commit(self, force: bool = False) -> None:
+        now = self.clock.monotonic()
+        if not force and now - self._last_commit < COMMIT_EVERY_S:
+            return
+        due = self.tracker.commits_due()
+        if not due:
+            return
+        self._last_commit = now
+        try:
+            self.source.commit(due)
+        except Exception as exc:  # e.g. a rebalance in progress: the work is redone
+            self.metrics.commits.labels(outcome="failed").inc()
+            log.warning("offset commit failed: %s", exc)
+            return
+        self.metrics.commits.labels(outcome="ok").inc()
+        self.tracker.mark_committed(due)
+        self._committed.update(due)
+        for tp, point in due.items():
+            arrivals = self._arrivals.get(tp)
+            while arrivals and arrivals[0][0] < point:
+                arrivals.popleft()
+
+    def _update_lag(self, now: float) -> None:
+        if now - self._last_lag < LAG_EVERY_S:
+            return
+        self._last_lag = now
+        wall = self.clock.wall_ms()
+        for tp in self.source.assignment():
+            hw = self.source.highwater(tp)
+            if hw is None:
+                continue
+            committed = self._committed.get(tp)
+            lag = max(0, hw - committed) if committed is not None else 0
+            arrivals = self._arrivals.get(tp)
+            age = (wall - arrivals[0][1]) / 1000.0 if arrivals else 0.0
+            labels = (tp.topic, str(tp.partition))
+            self.metrics.lag.labels(*labels).set(lag)
+            self.metrics.lag_seconds.labels(*labels).set(max(0.0, age))
+        self.metrics.in_flight.set(self.tracker.in_flight())
+
+    # -- shutdown ------------------------------------------------------------
+
+    def _shutdown(self) -> None:
+        log.info("stopping: finishing in-flight work")
+        try:
+            self._submit(self.batcher.drain(self.clock.monotonic(), batching.SHUTDOWN))
+            self._finish_inflight()
+            self._commit(force=True)
+        finally:
+            self._images.shutdown(wait=True)
+            self._batches.shutdown(wait=True)
+            try:
+                self.source.close()
+            finally:
+                with self._sink_lock:
+                    sink = self._sink
+                sink.close(5.0)
+        log.info("stopped after %d messages", self.processed)
+
+
+def _fmt_tps(tps: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(tps)) or "(none)"
