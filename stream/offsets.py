@@ -56,12 +56,12 @@ class OffsetTracker(Generic[K]):
     def commit_point(self, tp: K) -> int | None:
         """The offset that is safe to commit (next to read), or None if nothing is."""
         part = self._parts.get(tp)
-        if part is None or not part.done:
+        if part is None:
             return None
         low_pending = min(part.pending) if part.pending else None
         safe = [o for o in part.done if low_pending is None or o < low_pending]
         if not safe:
-            return None
+            return part.committed
         return max(safe) + 1
 
     def commits_due(self) -> dict[K, int]:

@@ -1,0 +1,140 @@
+"""Decoding with limits: formats, truncation, bombs; and the gray operation."""
+
+from __future__ import annotations
+
+import resource
+import struct
+import time
+import zlib
+
+import cv2
+import numpy as np
+import pytest
+
+from stream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
+from stream.imaging import decode, encode, encode_params, header_size, sniff
+from stream.ops import build_registry
+from stream.pipeline import parse_spec
+
+GRAY = parse_spec("gray", build_registry())
+
+
+def error_type(data: bytes, **kw) -> str:
+    with pytest.raises(ImageError) as info:
+        decode(data, **kw)
+    return info.value.type
+
+
+def png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png_bomb(w: int, h: int) -> bytes:
+    """A tiny PNG whose header claims w×h pixels (the pixel data is a stub)."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\x00" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", idat)
+
+
+def test_decodes_exactly_like_imread(photos) -> None:
+    for path in photos:
+        expected = cv2.imread(str(path))
+        got = decode(path.read_bytes()).image
+        assert np.array_equal(got, expected), path.name
+
+
+def test_header_sizes_match_the_decoded_images(photos) -> None:
+    for path in photos:
+        data = path.read_bytes()
+        h, w = cv2.imread(str(path)).shape[:2]
+        assert header_size(data, sniff(data)) == (w, h)
+
+
+def test_other_formats_have_header_sizes() -> None:
+    img = np.zeros((37, 53, 3), np.uint8)
+    for ext in (".bmp", ".tiff", ".webp", ".png"):
+        data = encode(img, ext[1:], [])
+        assert header_size(data, sniff(data)) == (53, 37), ext
+
+
+def test_non_images_are_unsupported() -> None:
+    assert error_type(b"hello, world") == UNSUPPORTED_FORMAT
+    assert error_type(b"") == UNSUPPORTED_FORMAT
+    assert error_type(b"%PDF-1.4 ...") == UNSUPPORTED_FORMAT
+
+
+def test_truncated_and_corrupt_files_are_decode_errors(photos) -> None:
+    jpeg = next(p for p in photos if p.suffix == ".jpg").read_bytes()
+    png = next(p for p in photos if p.suffix == ".png").read_bytes()
+    assert error_type(jpeg[: len(jpeg) // 2]) == DECODE_ERROR
+    assert error_type(jpeg[:300]) == DECODE_ERROR
+    assert error_type(png[: len(png) // 2]) == DECODE_ERROR
+    assert error_type(b"\xff\xd8\xff\xe0" + b"\x00" * 100) == DECODE_ERROR
+    assert error_type(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40) == DECODE_ERROR
+
+
+def test_decompression_bomb_is_refused_fast_and_small() -> None:
+    bomb = png_bomb(100_000, 100_000)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.perf_counter()
+    assert error_type(bomb) == TOO_LARGE
+    assert time.perf_counter() - started < 0.1
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+
+
+def test_jpeg_bomb_header_is_refused(photos) -> None:
+    data = bytearray(next(p for p in photos if p.suffix == ".jpg").read_bytes())
+    sof = data.find(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", 60000, 60000)
+    assert error_type(bytes(data)) == TOO_LARGE
+
+
+def test_opencv_backstop_refuses_what_the_header_check_lets_through() -> None:
+    # Past our own limit check, OpenCV's OPENCV_IO_MAX_IMAGE_PIXELS still refuses.
+    started = time.perf_counter()
+    assert error_type(png_bomb(40_000, 40_000), max_pixels=10**12) == DECODE_ERROR
+    assert time.perf_counter() - started < 1.0
+
+
+def test_gray_equals_opencv_on_real_photos(photos) -> None:
+    for path in photos:
+        img = cv2.imread(str(path))
+        out, _ = GRAY.run(img)
+        assert np.array_equal(out, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)), path.name
+
+
+@pytest.mark.parametrize(
+    ("bgr", "luma"),
+    [
+        ((0, 0, 0), 0),
+        ((255, 255, 255), 255),
+        ((0, 0, 255), 76),  # red: 0.299 * 255 = 76.2
+        ((0, 255, 0), 150),  # green: 0.587 * 255 = 149.7
+        ((255, 0, 0), 29),  # blue: 0.114 * 255 = 29.07
+        ((128, 128, 128), 128),
+    ],
+)
+def test_gray_is_bt601_without_offset_on_pure_colours(bgr, luma) -> None:
+    img = np.full((4, 4, 3), bgr, np.uint8)
+    out, _ = GRAY.run(img)
+    assert out.dtype == np.uint8 and out.shape == (4, 4)
+    assert (out == luma).all()
+    b, g, r = bgr
+    assert abs(int(out[0, 0]) - (0.299 * r + 0.587 * g + 0.114 * b)) <= 0.5
+
+
+def test_gray_policy_for_gray_alpha_and_16_bit() -> None:
+    rng = np.random.default_rng(1)
+    g = rng.integers(0, 256, (8, 9), dtype=np.uint8)
+    assert GRAY.run(g)[0] is g
+    bgra = rng.integers(0, 256, (8, 9, 4), dtype=np.uint8)
+    assert np.array_equal(GRAY.run(bgra)[0], cv2.cvtColor(bgra[:, :, :3], cv2.COLOR_BGR2GRAY))
+    deep = rng.integers(0, 65536, (8, 9, 3), dtype=np.uint16)
+    expected = cv2.cvtColor((deep >> 8).astype(np.uint8), cv2.COLOR_BGR2GRAY)
+    assert np.array_equal(GRAY.run(deep)[0], expected)
+
+
+def test_png_output_is_lossless() -> None:
+    img = np.random.default_rng(2).integers(0, 256, (30, 40), dtype=np.uint8)
+    data = encode(img, "png", encode_params("png"))
+    assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), img)

@@ -1,0 +1,61 @@
+"""Spec parsing, validation, canonical form and hash."""
+
+from __future__ import annotations
+
+import pytest
+
+from stream.errors import SpecError
+from stream.ops import Operation, Param, Registry, build_registry
+from stream.pipeline import parse_spec
+
+
+def _toy_registry() -> Registry:
+    def scale(img, params):
+        return img, None
+
+    return Registry(
+        (
+            Operation(
+                "scale", scale, "toy",
+                (Param("k", float, 1.0, min=0.0), Param("mode", str, "a", choices=("a", "b"))),
+            ),
+            *build_registry(),
+        )
+    )
+
+
+def test_canonical_form_fills_defaults_and_sorts() -> None:
+    reg = _toy_registry()
+    a = parse_spec(" gray | scale:mode=b,k=2 ", reg)
+    b = parse_spec("gray|scale:k=2.0,mode=b", reg)
+    assert a.canonical == "gray|scale:k=2.0,mode=b"
+    assert a.hash == b.hash
+    assert parse_spec("scale", reg).canonical == "scale:k=1.0,mode=a"
+    assert parse_spec("scale", reg).hash == parse_spec("scale:k=1", reg).hash
+    assert parse_spec("gray", reg).hash != parse_spec("identity", reg).hash
+    assert parse_spec(a.canonical, reg) == a
+
+
+def test_hash_is_stable_across_runs() -> None:
+    assert parse_spec("gray", build_registry()).hash == "0e92d69f9b95"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("", "empty pipeline spec"),
+        ("gray||identity", "empty step at position 2"),
+        ("grey", "unknown operation 'grey'; valid: gray, identity"),
+        ("scale:q=1", "has no parameter 'q'; valid: k, mode"),
+        ("scale:k=abc", "expects float"),
+        ("scale:k=-1", "must be >= 0.0"),
+        ("scale:mode=c", "must be one of a, b"),
+        ("scale:k", "expected key=value"),
+        ("scale:k=1,k=2", "given twice"),
+        ("scale:", "nothing after ':'"),
+    ],
+)
+def test_errors_name_the_problem(spec, message) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec(spec, _toy_registry())
+    assert message in str(info.value)
