@@ -52,10 +52,27 @@ class Topics:
 
     def worker_cmd(self, out: Path, root: Path, *extra: str) -> list[str]:
         return [
-            sys.executable, "-m", "stream.cli", "work",
-            "--bootstrap", self.bootstrap, "--group", self.group,
-            "--topic", self.refs, "--results-topic", self.results, "--dlq-topic", self.dlq,
-            "--out", str(out), "--root", str(root), "--threads", "2", *extra,
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "work",
+            "--bootstrap",
+            self.bootstrap,
+            "--group",
+            self.group,
+            "--topic",
+            self.refs,
+            "--results-topic",
+            self.results,
+            "--dlq-topic",
+            self.dlq,
+            "--out",
+            str(out),
+            "--root",
+            str(root),
+            "--threads",
+            "2",
+            *extra,
         ]
 
     def start_worker(self, out: Path, root: Path, *extra: str, log: Path | None = None):

@@ -78,9 +78,7 @@ def test_kill9_mid_stream_loses_nothing(topics, tmp_path) -> None:
     a.wait()
     a = topics.start_worker(out, root, *args, log=log)
     try:
-        records, _ = collect_until(
-            reader, {r.id for r in refs} - seen, timeout_s=120, settle_s=2
-        )
+        records, _ = collect_until(reader, {r.id for r in refs} - seen, timeout_s=120, settle_s=2)
     finally:
         stop(a)
         stop(b)

@@ -62,10 +62,23 @@ def test_invalid_refs_have_a_precise_reason(raw, reason) -> None:
 
 def test_output_records_round_trip() -> None:
     result = Result(
-        id="a", uri="/x/a.jpg", output_uri="/o/a.png", pipeline="gray", pipeline_hash="h",
-        width=4, height=3, channels=3, outputs={"stats": {"mean": 1.5}}, timings={"ops": 0.1},
-        batch_id="w-1", worker="w", source="cam", ts=1, latency_ms=9,
-        lineage=Lineage("t", 0, 5, "ab", {"opencv": "4"}), bytes_in=10,
+        id="a",
+        uri="/x/a.jpg",
+        output_uri="/o/a.png",
+        pipeline="gray",
+        pipeline_hash="h",
+        width=4,
+        height=3,
+        channels=3,
+        outputs={"stats": {"mean": 1.5}},
+        timings={"ops": 0.1},
+        batch_id="w-1",
+        worker="w",
+        source="cam",
+        ts=1,
+        latency_ms=9,
+        lineage=Lineage("t", 0, 5, "ab", {"opencv": "4"}),
+        bytes_in=10,
     )
     batch = BatchSummary("w-1", "w", 2, 1, 1, 12, "size", 0.1, 0.2, (0, 1), 3)
     failure = Failure("not_found", "gone", "t", 1, 7, "w", 4, id="b", uri="y", raw_b64=None)

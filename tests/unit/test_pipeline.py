@@ -16,7 +16,9 @@ def _toy_registry() -> Registry:
     return Registry(
         (
             Operation(
-                "scale", scale, "toy",
+                "scale",
+                scale,
+                "toy",
                 (Param("k", float, 1.0, min=0.0), Param("mode", str, "a", choices=("a", "b"))),
             ),
             *build_registry(),
