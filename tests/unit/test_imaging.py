@@ -138,3 +138,41 @@ def test_png_output_is_lossless() -> None:
     img = np.random.default_rng(2).integers(0, 256, (30, 40), dtype=np.uint8)
     data = encode(img, "png", encode_params("png"))
     assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED), img)
+
+
+def _exif_app1(orientation: int) -> bytes:
+    ifd = struct.pack("<H", 1) + struct.pack("<HHIHH", 0x0112, 3, 1, orientation, 0)
+    tiff = b"II*\x00" + struct.pack("<I", 8) + ifd + struct.pack("<I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    return b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+
+
+@pytest.mark.parametrize("orientation", [1, 3, 6, 8])
+def test_exif_orientation_is_applied_like_imread(photos, tmp_path, orientation) -> None:
+    jpeg = next(p for p in photos if p.suffix == ".jpg").read_bytes()
+    rotated = jpeg[:2] + _exif_app1(orientation) + jpeg[2:]
+    path = tmp_path / "rotated.jpg"
+    path.write_bytes(rotated)
+    expected = cv2.imread(str(path))
+    got = decode(rotated).image
+    assert got.shape == expected.shape and np.array_equal(got, expected)
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        [cv2.IMWRITE_JPEG_QUALITY, 75],
+        [cv2.IMWRITE_JPEG_QUALITY, 95, cv2.IMWRITE_JPEG_PROGRESSIVE, 1],
+        [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444],
+        [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_422],
+        [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, cv2.IMWRITE_JPEG_SAMPLING_FACTOR_411],
+    ],
+)
+def test_fast_jpeg_decoder_gives_opencvs_pixels(photos, tmp_path, params) -> None:
+    for photo in photos:
+        img = cv2.imread(str(photo))
+        for variant in (img, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), img[:, 1:-2]):
+            ok, buf = cv2.imencode(".jpg", variant, params)
+            data = bytes(buf)
+            expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            assert np.array_equal(decode(data).image, expected), (photo.name, params)

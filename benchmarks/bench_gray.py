@@ -1,0 +1,89 @@
+"""Benchmark: naive sequential loop vs `imgstream run --ops gray` on the same 1080p JPEGs.
+
+Run on purpose (`make bench`), not in the tests. Both are timed in one run on
+one generated set, so the ratio is meaningful on a shared, noisy machine.
+
+    python benchmarks/bench_gray.py [--n 300] [--workers 1] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
+
+
+def make_set(directory: Path, n: int) -> None:
+    """n distinct 1920x1080 JPEGs made from the sample photos (quality 90)."""
+    directory.mkdir(parents=True)
+    bases = [cv2.imread(str(p)) for p in sorted(PHOTOS.glob("*.jpg"))]
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        img = cv2.resize(bases[i % len(bases)], (1920, 1080), interpolation=cv2.INTER_CUBIC)
+        noise = rng.integers(-6, 7, img.shape, dtype=np.int16)
+        img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+        cv2.imwrite(str(directory / f"frame{i:05d}.jpg"), img, [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+def naive(src: Path, out: Path) -> float:
+    """imread -> cvtColor -> imwrite PNG, one image at a time; seconds."""
+    out.mkdir()
+    started = time.perf_counter()
+    for path in sorted(src.iterdir()):
+        img = cv2.imread(str(path))
+        gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        cv2.imwrite(str(out / (path.stem + ".png")), gray)
+    return time.perf_counter() - started
+
+
+def imgstream(src: Path, out: Path, workers: int, threads: int) -> float:
+    """`imgstream run --ops gray` end to end (broker start-up included); seconds."""
+    cmd = [
+        sys.executable, "-m", "stream.cli", "run", str(src), "--out", str(out), "--ops", "gray",
+        "--workers", str(workers), "--threads", str(threads),
+    ]
+    started = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"imgstream run failed:\n{proc.stdout}\n{proc.stderr}")
+    print(proc.stdout)
+    return elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="imgstream-bench-"))
+    try:
+        src = work / "in"
+        make_set(src, args.n)
+        t_naive = naive(src, work / "naive")
+        t_stream = imgstream(src, work / "stream", args.workers, args.threads)
+        a, b = args.n / t_naive, args.n / t_stream
+        print(f"images            {args.n} x 1920x1080 JPEG (cores: {os.cpu_count()})")
+        print(f"(a) naive loop    {t_naive:7.2f} s  {a:7.1f} images/s")
+        print(
+            f"(b) imgstream run {t_stream:7.2f} s  {b:7.1f} images/s  "
+            f"(workers={args.workers}, threads={args.threads}, start-up included)"
+        )
+        print(f"(b)/(a)           {b / a:.2f}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
