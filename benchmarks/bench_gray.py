@@ -49,8 +49,19 @@ def naive(src: Path, out: Path) -> float:
 def imgstream(src: Path, out: Path, workers: int, threads: int) -> float:
     """`imgstream run --ops gray` end to end (broker start-up included); seconds."""
     cmd = [
-        sys.executable, "-m", "stream.cli", "run", str(src), "--out", str(out), "--ops", "gray",
-        "--workers", str(workers), "--threads", str(threads),
+        sys.executable,
+        "-m",
+        "stream.cli",
+        "run",
+        str(src),
+        "--out",
+        str(out),
+        "--ops",
+        "gray",
+        "--workers",
+        str(workers),
+        "--threads",
+        str(threads),
     ]
     started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -63,8 +74,8 @@ def imgstream(src: Path, out: Path, workers: int, threads: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=300)
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--n", type=int, default=1500)
+    parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imgstream-bench-"))

@@ -284,7 +284,13 @@ def work(bootstrap: str, out: str, roots: tuple[str, ...], **kw: Any) -> None:
     default=None,
     help="Use this Kafka cluster (default: start the embedded broker).",
 )
-@click.option("--workers", type=int, default=2, show_default=True, help="Worker processes.")
+@click.option(
+    "--workers",
+    type=int,
+    default=1,
+    show_default=True,
+    help="Worker processes (one process with --threads already uses every core).",
+)
 @click.option("--partitions", type=int, default=None, help="Refs partitions (default 2×workers).")
 @click.option(
     "--partition-by",
