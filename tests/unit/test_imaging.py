@@ -172,7 +172,7 @@ def test_fast_jpeg_decoder_gives_opencvs_pixels(photos, tmp_path, params) -> Non
     for photo in photos:
         img = cv2.imread(str(photo))
         for variant in (img, cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), img[:, 1:-2]):
-            ok, buf = cv2.imencode(".jpg", variant, params)
+            _ok, buf = cv2.imencode(".jpg", variant, params)
             data = bytes(buf)
             expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             assert np.array_equal(decode(data).image, expected), (photo.name, params)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -56,7 +57,7 @@ class FakeSource:
 class FakeSink:
     """Acks every record, except the first ``fail`` sends of each instance's life."""
 
-    instances: list[FakeSink] = []
+    instances: ClassVar[list[FakeSink]] = []
 
     def __init__(self, fail: int = 0) -> None:
         self.fail = fail
