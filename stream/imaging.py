@@ -12,10 +12,12 @@ alpha dropped, 16-bit scaled to 8-bit, grayscale as three equal channels).
 from __future__ import annotations
 
 import struct
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
 import simplejpeg
+from isal import isal_zlib
 
 from stream._cv import cv2
 from stream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
@@ -264,8 +266,55 @@ def encode_params(fmt: str, png_level: int = 1, jpeg_quality: int = 95) -> list[
     raise ValueError(f"unknown output format {fmt!r}")
 
 
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+_PNG_COLOUR_TYPE = {1: 0, 3: 2, 4: 6}
+
+
+def encode_png(img: np.ndarray, level: int = 1) -> bytes:
+    """Lossless 8-bit PNG with the SUB filter, deflated by ISA-L.
+
+    PNG encoding is the costliest stage of a gray pipeline: zlib in OpenCV
+    takes ~22 ms for a 1080p gray frame, ISA-L ~7 ms for the same pixels (and
+    a file of about the same size). Both release the GIL. Decoding the bytes
+    gives back exactly ``img`` (tests check it against OpenCV's decoder).
+    """
+    h, w = img.shape[:2]
+    c = 1 if img.ndim == 2 else img.shape[2]
+    if img.dtype != np.uint8 or c not in _PNG_COLOUR_TYPE:
+        raise ValueError(
+            f"encode_png takes 8-bit 1/3/4-channel images, got {img.shape} {img.dtype}"
+        )
+    if c == 3:
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    elif c == 4:
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    rows = np.ascontiguousarray(img).reshape(h, w * c)
+    filtered = np.empty((h, w * c + 1), np.uint8)
+    filtered[:, 0] = 1  # SUB: each byte minus the byte one pixel to its left
+    filtered[:, 1 : 1 + c] = rows[:, :c]
+    np.subtract(rows[:, c:], rows[:, :-c], out=filtered[:, 1 + c :])
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, _PNG_COLOUR_TYPE[c], 0, 0, 0)
+    idat = isal_zlib.compress(filtered.data, min(max(level, 0), 3))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _png_chunk(b"IHDR", ihdr)
+        + _png_chunk(b"IDAT", idat)
+        + _png_chunk(b"IEND", b"")
+    )
+
+
 def encode(img: np.ndarray, fmt: str, params: list[int]) -> bytes:
-    """Encode an image to bytes in the given format."""
+    """Encode an image to bytes in the given format.
+
+    8-bit PNG goes through :func:`encode_png` (the level is ``params[1]``);
+    everything else through ``cv2.imencode``.
+    """
+    if fmt == "png" and img.dtype == np.uint8 and (img.ndim == 2 or img.shape[2] in (1, 3, 4)):
+        level = params[1] if len(params) > 1 and params[0] == cv2.IMWRITE_PNG_COMPRESSION else 1
+        return encode_png(img, level)
     ok, buf = cv2.imencode("." + fmt, img, params)
     if not ok:
         raise ValueError(f"OpenCV could not encode a {img.shape} {img.dtype} image as {fmt}")

@@ -176,3 +176,25 @@ def test_fast_jpeg_decoder_gives_opencvs_pixels(photos, tmp_path, params) -> Non
             data = bytes(buf)
             expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
             assert np.array_equal(decode(data).image, expected), (photo.name, params)
+
+
+@pytest.mark.parametrize("shape", [(31, 17), (31, 17, 1), (31, 17, 3), (31, 17, 4), (1, 1, 3)])
+def test_fast_png_round_trips_exactly(shape) -> None:
+    img = np.random.default_rng(3).integers(0, 256, shape, dtype=np.uint8)
+    for level in (0, 1, 3):
+        data = encode(img, "png", encode_params("png", png_level=level))
+        back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(back.reshape(img.shape), img)
+
+
+def test_fast_png_of_real_photos_decodes_to_the_same_pixels(photos) -> None:
+    for path in photos:
+        img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        data = encode(img, "png", encode_params("png"))
+        assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), -1), img), path.name
+
+
+def test_sixteen_bit_png_goes_through_opencv() -> None:
+    img = np.random.default_rng(4).integers(0, 65536, (9, 7), dtype=np.uint16)
+    data = encode(img, "png", encode_params("png"))
+    assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), -1), img)
