@@ -45,6 +45,7 @@ MAX_SEND_ATTEMPTS = 4
 POLL_MAX_S = 0.2
 COMMIT_EVERY_S = 0.1
 LAG_EVERY_S = 1.0
+JOIN_GRACE_S = 60.0
 
 Ack = Callable[[BaseException | None], None]
 
@@ -115,6 +116,8 @@ class Runner:
         self._last_commit = float("-inf")
         self._last_lag = float("-inf")
         self._last_activity = clock.monotonic()
+        self._started = clock.monotonic()
+        self._assigned_once = False
         self.processed = 0
         self.source = source_factory(self)
 
@@ -140,6 +143,9 @@ class Runner:
         """Log and count the new assignment."""
         self.metrics.rebalances.labels(event="assigned").inc()
         log.info("partitions assigned: %s", _fmt_tps(tps))
+        if tps:
+            self._assigned_once = True
+            self._last_activity = self.clock.monotonic()
 
     # -- the loop ------------------------------------------------------------
 
@@ -186,7 +192,10 @@ class Runner:
         if idle is None:
             return False
         busy = len(self.batcher) or self.tracker.in_flight() or self._live_batches()
-        if busy:
+        # A member still joining the group has not had a chance to receive
+        # anything: idle time counts from its first assignment.
+        joining = not self._assigned_once and self.clock.monotonic() - self._started < JOIN_GRACE_S
+        if busy or joining:
             self._last_activity = self.clock.monotonic()
             return False
         return self.clock.monotonic() - self._last_activity >= idle

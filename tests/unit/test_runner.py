@@ -27,8 +27,16 @@ class FakeSource:
         self.pending = list(messages)
         self.commits: list[dict[TopicPartition, int]] = []
         self.paused = False
+        self.handler = None
+
+    def bind(self, handler) -> FakeSource:
+        self.handler = handler
+        return self
 
     def poll(self, timeout_s: float) -> list[Message]:
+        if self.handler is not None:
+            self.handler.on_assigned([TP])
+            self.handler = None
         if self.paused or not self.pending:
             time.sleep(min(timeout_s, 0.01))
             return []
@@ -107,7 +115,7 @@ def test_everything_is_delivered_then_committed(tmp_path) -> None:
     config, processor, messages = _setup(tmp_path)
     source = FakeSource(messages)
     FakeSink.instances = []
-    runner = Runner(config, processor, lambda r: source, FakeSink, SystemClock())
+    runner = Runner(config, processor, lambda r: source.bind(r), FakeSink, SystemClock())
     runner.run()
     records = [decode_record(v) for s in FakeSink.instances for _, v in s.sent]
     results = [r for r in records if isinstance(r, Result)]
@@ -124,7 +132,7 @@ def test_a_broken_producer_is_recreated(tmp_path) -> None:
     source = FakeSource(messages)
     FakeSink.instances = []
     made = iter([FakeSink(fail=3), FakeSink()])
-    runner = Runner(config, processor, lambda r: source, lambda: next(made), SystemClock())
+    runner = Runner(config, processor, lambda r: source.bind(r), lambda: next(made), SystemClock())
     runner.run()
     assert source.commits[-1] == {TP: len(messages)}
     assert runner.metrics.producer_restarts._value.get() == 1
@@ -134,8 +142,32 @@ def test_undeliverable_records_stop_the_worker_without_committing_them(tmp_path)
     config, processor, messages = _setup(tmp_path)
     source = FakeSource(messages)
     runner = Runner(
-        config, processor, lambda r: source, lambda: FakeSink(fail=10**6), SystemClock()
+        config, processor, lambda r: source.bind(r), lambda: FakeSink(fail=10**6), SystemClock()
     )
     with pytest.raises(DeliveryError):
         runner.run()
     assert all(TP not in c for c in source.commits)
+
+
+def test_idle_exit_counts_from_the_first_assignment(tmp_path) -> None:
+    from stream.clock import FakeClock
+
+    config, processor, messages = _setup(tmp_path, n=2)
+    clock = FakeClock()
+
+    class SlowJoin(FakeSource):
+        polls = 0
+
+        def poll(self, timeout_s: float) -> list[Message]:
+            clock.advance(1.0)
+            self.polls += 1
+            if self.polls < 10:  # still joining the group
+                return []
+            return super().poll(0)
+
+    source = SlowJoin(messages)
+    config = type(config)(**{**config.__dict__, "idle_exit_s": 3.0})
+    runner = Runner(config, processor, lambda r: source.bind(r), FakeSink, clock)
+    runner.run()
+    assert source.polls >= 10 and not source.pending
+    assert source.commits[-1] == {TP: len(messages)}
