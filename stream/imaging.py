@@ -188,10 +188,12 @@ def _decode_turbo(data: bytes) -> np.ndarray | None:
     (which bundles libjpeg-turbo with those defaults); tests check it on real
     photos. Returns None where OpenCV must decide (CMYK, 12-bit, arithmetic
     coding, data simplejpeg rejects), and EXIF-rotated files never come here.
+    Strict mode turns libjpeg's corrupt-data warnings into errors, so a damaged
+    file is always decoded by OpenCV, whose error recovery defines the result.
     """
     try:
         img = simplejpeg.decode_jpeg(
-            data, colorspace="BGR", fastdct=False, fastupsample=False, strict=False
+            data, colorspace="BGR", fastdct=False, fastupsample=False, strict=True
         )
     except (ValueError, RuntimeError):
         return None

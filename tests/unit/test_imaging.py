@@ -198,3 +198,12 @@ def test_sixteen_bit_png_goes_through_opencv() -> None:
     img = np.random.default_rng(4).integers(0, 65536, (9, 7), dtype=np.uint16)
     data = encode(img, "png", encode_params("png"))
     assert np.array_equal(cv2.imdecode(np.frombuffer(data, np.uint8), -1), img)
+
+
+def test_damaged_jpeg_decodes_as_opencv_recovers_it(photos) -> None:
+    data = bytearray(next(p for p in photos if p.suffix == ".jpg").read_bytes())
+    for k in range(len(data) // 2, len(data) // 2 + 40):
+        data[k] = (data[k] * 7 + 3) % 256
+    expected = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR)
+    assert expected is not None
+    assert np.array_equal(decode(bytes(data)).image, expected)
