@@ -27,7 +27,7 @@ from stream.broker import EmbeddedBroker
 from stream.codec import decode_record, to_dict
 from stream.config import WorkerConfig
 from stream.errors import ImageError
-from stream.kafka_io import KafkaSink, TopicReader, ensure_topics
+from stream.kafka_io import KafkaSink, TopicReader, ensure_topics, start_group_at_end
 from stream.partitioning import Partitioner
 from stream.records import BatchSummary, Failure, Result
 
@@ -238,7 +238,16 @@ def run_job(
     try:
         if broker is not None:
             config = _replace(config, bootstrap=broker.bootstrap)
-        return _run(found, config, workers, partitions, partitioner, on_progress, stall_timeout_s)
+        return _run(
+            found,
+            config,
+            workers,
+            partitions,
+            partitioner,
+            on_progress,
+            stall_timeout_s,
+            fresh_topics=broker is not None,
+        )
     finally:
         if broker is not None:
             broker.stop()
@@ -258,6 +267,7 @@ def _run(
     partitioner: Partitioner,
     on_progress: Callable[[int], None] | None,
     stall_timeout_s: float,
+    fresh_topics: bool,
 ) -> JobSummary:
     from stream.ops import build_registry
     from stream.pipeline import parse_spec
@@ -267,6 +277,8 @@ def _run(
         config.bootstrap,
         {config.refs_topic: partitions, config.results_topic: partitions, config.dlq_topic: 1},
     )
+    if not fresh_topics:  # a shared cluster: skip the refs already in the topic
+        start_group_at_end(config.bootstrap, config.group, config.refs_topic)
     os.makedirs(config.out_dir, exist_ok=True)
     started = time.monotonic()
     procs = WorkerProcesses(config, n_workers, os.path.join(config.out_dir, "logs"))

@@ -219,6 +219,51 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
         admin.close()
 
 
+def fetch_highwaters(
+    consumer: KafkaConsumer, tps: list[KTP], timeout_s: float = 10.0
+) -> dict[KTP, int]:
+    """High-watermarks from real fetches (``end_offsets()`` is unreliable on some brokers).
+
+    The consumer must have ``tps`` assigned; records fetched here are discarded.
+    """
+    deadline = time.monotonic() + timeout_s
+    marks: dict[KTP, int] = {}
+    while time.monotonic() < deadline:
+        for tp in tps:
+            hw = consumer.highwater(tp)
+            if hw is not None:
+                marks[tp] = int(hw)
+        if len(marks) == len(tps):
+            return marks
+        consumer.poll(timeout_ms=200, max_records=1)
+    missing = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in tps if tp not in marks)
+    raise BrokerError(f"no high-watermark for {missing} within {timeout_s:.0f}s")
+
+
+def start_group_at_end(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """Commit the current end of every partition for a new group; returns the offsets.
+
+    ``imgstream run`` on a shared cluster uses it so its fresh group processes
+    only the refs it is about to produce, not the topic's history.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        auto_offset_reset="earliest",
+    )
+    try:
+        tps = [KTP(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = fetch_highwaters(consumer, tps)
+        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in ends.items()})
+        return {tp.partition: o for tp, o in ends.items()}
+    finally:
+        consumer.close(autocommit=False)
+
+
 class TopicReader:
     """Reads whole topics from the start without a group (assign + seek)."""
 
