@@ -170,8 +170,8 @@ def ops(name: str | None) -> None:
             click.echo(op.details.strip())
         return
     for op in registry:
-        params = ",".join(f"{p.name}={p.default}" for p in op.params)
-        click.echo(f"{op.name + (':' + params if params else ''):<32} {op.help}")
+        params = ",".join(f"{p.name}={'' if p.default is None else p.default}" for p in op.params)
+        click.echo(f"{op.name:<10} {params:<44} {op.help}")
 
 
 def _skip_reporter(where: str, why: str) -> None:

@@ -32,8 +32,8 @@ class Step:
         """``name`` or ``name:k=v,...`` with every parameter, sorted."""
         if not self.params:
             return self.op.name
-        body = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()))
-        return f"{self.op.name}:{body}"
+        body = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()) if v is not None)
+        return f"{self.op.name}:{body}" if body else self.op.name
 
 
 def _fmt(value: Any) -> str:
@@ -109,8 +109,7 @@ def parse_spec(spec: str, registry: Registry) -> Pipeline:
                 params[key] = op.param(key).parse(op.name, value.strip())
         elif _:
             raise SpecError(f"operation {op.name!r}: nothing after ':'")
-        missing = [p.name for p in op.params if params.get(p.name) is None and p.default is ...]
-        if missing:
-            raise SpecError(f"operation {op.name!r}: missing parameter(s) {', '.join(missing)}")
+        if op.check is not None:
+            op.check(params)
         steps.append(Step(op, params))
     return Pipeline(tuple(steps))

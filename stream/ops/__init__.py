@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from stream.ops import color
+from stream.ops import analysis, color, detect, edges, enhance, filters, geometry, segment
 from stream.ops.registry import Image, Operation, Param, Registry
 
 __all__ = ["Image", "Operation", "Param", "Registry", "build_registry"]
 
+_FAMILIES = (color, enhance, geometry, filters, edges, segment, analysis, detect)
+
 
 def build_registry() -> Registry:
     """A registry holding every built-in operation."""
-    return Registry(color.OPERATIONS)
+    return Registry(tuple(op for family in _FAMILIES for op in family.OPERATIONS))

@@ -49,6 +49,17 @@ def gray(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
     raise ValueError(f"cannot convert a {channels}-channel image to gray")
 
 
+def as_gray(img: Image) -> Image:
+    """A 2-D 8-bit luma image under the policy above (for operations defined on gray)."""
+    out, _ = gray(img, {})
+    return out
+
+
+def channels(img: Image) -> int:
+    """Number of channels (1 for a 2-D image)."""
+    return 1 if img.ndim == 2 else int(img.shape[2])
+
+
 def identity(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
     """The image, unchanged."""
     return img, None

@@ -18,6 +18,8 @@ from stream.errors import SpecError
 
 Image = np.ndarray[Any, Any]
 OpFn = Callable[[Image, Mapping[str, Any]], tuple[Image, Mapping[str, Any] | None]]
+#: Validates the parameters together (one parameter depending on another).
+CheckFn = Callable[[Mapping[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -68,11 +70,16 @@ class Param:
 
     def describe(self) -> str:
         """One line: name, type, default, constraints, help."""
-        bits = [f"{self.name}: {self.type.__name__} = {self.default!r}"]
+        default = "(unset)" if self.default is None else repr(self.default)
+        bits = [f"{self.name}: {self.type.__name__} = {default}"]
         if self.choices is not None:
             bits.append("one of " + "|".join(str(c) for c in self.choices))
-        if self.min is not None or self.max is not None:
+        if self.min is not None and self.max is not None:
             bits.append(f"range [{self.min}, {self.max}]")
+        elif self.min is not None:
+            bits.append(f">= {self.min}")
+        elif self.max is not None:
+            bits.append(f"<= {self.max}")
         if self.help:
             bits.append(self.help)
         return "  ".join(bits)
@@ -89,6 +96,7 @@ class Operation:
     #: "image" changes the pixels; "analysis" adds data and passes the image on.
     kind: str = "image"
     details: str = ""
+    check: CheckFn | None = None
     _by_name: dict[str, Param] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -105,8 +113,12 @@ class Operation:
             ) from None
 
     def defaults(self) -> dict[str, Any]:
-        """Every parameter at its default."""
+        """Every parameter at its default (None: unset)."""
         return {p.name: p.default for p in self.params}
+
+    def spec_error(self, message: str) -> SpecError:
+        """A SpecError that names this operation."""
+        return SpecError(f"operation {self.name!r}: {message}")
 
 
 class Registry:

@@ -1,0 +1,122 @@
+"""Geometry: resize, crop, rotate, flip.
+
+``resize`` keeps the aspect ratio when one side is given (the other is
+rounded half up), uses ``INTER_AREA`` when the image shrinks and
+``INTER_LINEAR`` when it grows. ``max`` shrinks so the longest side is at
+most ``max`` and never enlarges. ``rotate`` turns clockwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from stream._cv import cv2
+from stream.errors import OP_ERROR, ImageError, SpecError
+from stream.ops.registry import Image, Operation, Param
+
+
+def _round(x: float) -> int:
+    return max(1, int(x + 0.5))
+
+
+def target_size(width: int, height: int, params: Mapping[str, Any]) -> tuple[int, int]:
+    """(new width, new height) for the resize parameters."""
+    w, h, scale, longest = params["w"], params["h"], params["scale"], params["max"]
+    if w is not None and h is not None:
+        return w, h
+    if w is not None:
+        return w, _round(height * w / width)
+    if h is not None:
+        return _round(width * h / height), h
+    if scale is not None:
+        return _round(width * scale), _round(height * scale)
+    factor = min(1.0, longest / max(width, height))
+    return _round(width * factor), _round(height * factor)
+
+
+def resize(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+    """``cv2.resize`` to the target size; AREA when shrinking, LINEAR when enlarging."""
+    height, width = img.shape[:2]
+    new_w, new_h = target_size(width, height, params)
+    if (new_w, new_h) == (width, height):
+        return img, None
+    shrinking = new_w * new_h < width * height
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(img, (new_w, new_h), interpolation=interp), None
+
+
+def _check_resize(params: Mapping[str, Any]) -> None:
+    given = [k for k in ("w", "h", "scale", "max") if params[k] is not None]
+    if not given:
+        raise SpecError("operation 'resize': give w, h, w and h, scale, or max")
+    if ("scale" in given or "max" in given) and len(given) > 1:
+        raise SpecError(
+            f"operation 'resize': scale and max cannot be combined with other sizes ({given})"
+        )
+
+
+def crop(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+    """The box (x, y, w, h), clipped to the image; w/h unset means to the edge."""
+    height, width = img.shape[:2]
+    x, y = params["x"], params["y"]
+    w = params["w"] if params["w"] is not None else width - x
+    h = params["h"] if params["h"] is not None else height - y
+    x1, y1 = min(width, x + w), min(height, y + h)
+    if x >= width or y >= height or x1 <= x or y1 <= y:
+        raise ImageError(
+            OP_ERROR, f"crop box ({x}, {y}, {w}, {h}) is outside a {width}x{height} image"
+        )
+    return img[y:y1, x:x1].copy(), None
+
+
+_ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+def rotate(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+    """``cv2.rotate`` by 90, 180 or 270 degrees clockwise."""
+    return cv2.rotate(img, _ROTATIONS[params["deg"]]), None
+
+
+def flip(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+    """``cv2.flip``: axis h mirrors left-right (flipCode 1), v upside-down (0)."""
+    return cv2.flip(img, 1 if params["axis"] == "h" else 0), None
+
+
+OPERATIONS = (
+    Operation(
+        "resize",
+        resize,
+        "resize; aspect kept when one side is given",
+        (
+            Param("w", int, None, "width in pixels", min=1, max=100_000),
+            Param("h", int, None, "height in pixels", min=1, max=100_000),
+            Param("scale", float, None, "factor for both sides", min=0.001, max=100.0),
+            Param("max", int, None, "longest side at most this (never enlarges)", min=1),
+        ),
+        check=_check_resize,
+    ),
+    Operation(
+        "crop",
+        crop,
+        "crop a box (clipped to the image)",
+        (
+            Param("x", int, 0, "left", min=0),
+            Param("y", int, 0, "top", min=0),
+            Param("w", int, None, "width (default: to the right edge)", min=1),
+            Param("h", int, None, "height (default: to the bottom edge)", min=1),
+        ),
+    ),
+    Operation(
+        "rotate",
+        rotate,
+        "rotate clockwise by a right angle",
+        (Param("deg", int, 90, "degrees clockwise", choices=(90, 180, 270)),),
+    ),
+    Operation(
+        "flip",
+        flip,
+        "mirror the image",
+        (Param("axis", str, "h", "h: left-right, v: top-bottom", choices=("h", "v")),),
+    ),
+)
