@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 
 from stream.errors import SpecError
 from stream.ops import Operation, Param, Registry, build_registry
@@ -61,3 +63,49 @@ def test_errors_name_the_problem(spec, message) -> None:
     with pytest.raises(SpecError) as info:
         parse_spec(spec, _toy_registry())
     assert message in str(info.value)
+
+
+REGISTRY = build_registry()
+
+
+@st.composite
+def specs(draw):
+    """Random valid-looking specs over the real registry, with shuffled parameter order."""
+    steps = []
+    for op in draw(st.lists(st.sampled_from(list(REGISTRY)), min_size=1, max_size=4)):
+        items = []
+        for p in op.params:
+            if op.name == "resize" and p.name != "w":
+                continue
+            if not (op.name == "resize" or draw(st.booleans())):
+                continue
+            if p.choices is not None:
+                value = draw(st.sampled_from(p.choices))
+            elif p.type is int:
+                lo = int(p.min) if p.min is not None else 0
+                hi = int(p.max) if p.max is not None else lo + 1000
+                value = draw(st.integers(lo, min(hi, lo + 50)))
+                if p.name in ("k", "block"):
+                    value = value | 1
+            elif p.type is float:
+                lo = p.min if p.min is not None else -100.0
+                hi = p.max if p.max is not None else lo + 1000.0
+                value = draw(st.floats(lo, hi, allow_nan=False, allow_infinity=False))
+            else:
+                value = draw(st.sampled_from(["a"]))
+            items.append(f"{p.name}={value}")
+        items = draw(st.permutations(items))
+        steps.append(op.name + (":" + ",".join(items) if items else ""))
+    return "|".join(steps)
+
+
+@given(specs())
+def test_parse_canonical_parse_round_trips(spec) -> None:
+    try:
+        pipeline = parse_spec(spec, REGISTRY)
+    except SpecError:
+        assume(False)
+        return
+    again = parse_spec(pipeline.canonical, REGISTRY)
+    assert again == pipeline
+    assert again.canonical == pipeline.canonical and again.hash == pipeline.hash
