@@ -6,7 +6,15 @@ Each strategy is a small object with ``partition(ref, n) -> int``:
   even, ordered share;
 * ``random`` uniform, reproducible with a seed;
 * ``source`` a stable hash of the ref's source, so one camera's frames stay
-  on one partition and in order.
+  on one partition and in order;
+* ``size`` the image's shape (``meta.width`` x ``meta.height``, read by the
+  producer from the header), so same-shape images meet in the same batches;
+* ``phash`` a bucket of the perceptual hash (``meta.phash``): bits 1-8 of the
+  DCT hash, its lowest non-DC frequencies, which near-duplicates share;
+* ``parent`` the parent of a tile (``tile.parent``), so one image's tiles
+  stay together and in order.
+
+Feature strategies fall back to the ref id when the feature is missing.
 
 Hashes are CRC-32, stable across processes and Python versions (unlike
 ``hash()``).
@@ -68,10 +76,52 @@ class BySource:
         return stable_hash(ref.source if ref.source is not None else ref.id) % n
 
 
+def size_class(ref: ImageRef) -> str | None:
+    """``WxH`` from the ref's meta, or None."""
+    meta = ref.meta or {}
+    w, h = meta.get("width"), meta.get("height")
+    if isinstance(w, int) and isinstance(h, int):
+        return f"{w}x{h}"
+    return None
+
+
+def phash_bucket(ref: ImageRef) -> int | None:
+    """Bits 1-8 of the 64-bit perceptual hash in ``meta.phash`` (bit 0 is the DC term)."""
+    value = (ref.meta or {}).get("phash")
+    if not isinstance(value, str):
+        return None
+    try:
+        bits = int(value, 16)
+    except ValueError:
+        return None
+    return (bits >> 55) & 0xFF
+
+
+def tile_parent(ref: ImageRef) -> str | None:
+    """The parent id of a tile ref, or None."""
+    parent = (ref.tile or {}).get("parent")
+    return parent if isinstance(parent, str) else None
+
+
+class ByFeature:
+    """A stable hash of a feature of the ref (the id when it has none)."""
+
+    def __init__(self, feature: Callable[[ImageRef], object]) -> None:
+        self.feature = feature
+
+    def partition(self, ref: ImageRef, n: int) -> int:
+        """The partition of the ref's feature."""
+        value = self.feature(ref)
+        return stable_hash(str(value) if value is not None else ref.id) % n
+
+
 _STRATEGIES: dict[str, Callable[[int | None], Partitioner]] = {
     "sequential": lambda seed: Sequential(),
     "random": lambda seed: Random(seed),
     "source": lambda seed: BySource(),
+    "size": lambda seed: ByFeature(size_class),
+    "phash": lambda seed: ByFeature(phash_bucket),
+    "parent": lambda seed: ByFeature(tile_parent),
 }
 
 STRATEGIES = tuple(_STRATEGIES)
@@ -89,5 +139,8 @@ def make_partitioner(name: str, seed: int | None = None) -> Partitioner:
 
 
 def partition_key(ref: ImageRef) -> bytes:
-    """The message key of a ref: its source (keeps per-source order), else its id."""
+    """The message key: a tile's parent, else the source (per-source order), else the id."""
+    parent = tile_parent(ref)
+    if parent is not None:
+        return parent.encode("utf-8")
     return (ref.source if ref.source is not None else ref.id).encode("utf-8")
