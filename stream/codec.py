@@ -53,7 +53,7 @@ def ref_to_dict(ref: ImageRef) -> dict[str, Any]:
 
 def result_to_dict(r: Result) -> dict[str, Any]:
     """The JSON object of a result."""
-    return {
+    out: dict[str, Any] = {
         "v": SCHEMA_VERSION,
         "kind": "result",
         "id": r.id,
@@ -80,6 +80,9 @@ def result_to_dict(r: Result) -> dict[str, Any]:
             "versions": dict(r.lineage.versions),
         },
     }
+    if r.tile is not None:
+        out["tile"] = dict(r.tile)
+    return out
 
 
 def batch_to_dict(b: BatchSummary) -> dict[str, Any]:
@@ -273,6 +276,7 @@ def decode_record(value: bytes | None) -> Record:
                 latency_ms=obj["latency_ms"],
                 lineage=_lineage(obj["lineage"]),
                 bytes_in=obj.get("bytes_in", 0),
+                tile=obj.get("tile"),
             )
         if kind == "batch":
             return BatchSummary(

@@ -12,8 +12,12 @@ import socket
 from dataclasses import dataclass, field
 
 from stream.errors import ConfigError
-from stream.imaging import DEFAULT_MAX_PIXELS, FORMATS
 from stream.storage import DEFAULT_MAX_BYTES
+
+#: Decoded pixels above which an image is refused (checked from its header).
+DEFAULT_MAX_PIXELS = 100_000_000
+#: Output formats.
+FORMATS = ("png", "jpg", "webp")
 
 REFS_TOPIC = "imgstream.refs"
 RESULTS_TOPIC = "imgstream.results"

@@ -20,9 +20,8 @@ import simplejpeg
 from isal import isal_zlib
 
 from stream._cv import cv2
+from stream.config import DEFAULT_MAX_PIXELS
 from stream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
-
-DEFAULT_MAX_PIXELS = 100_000_000
 
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "jpeg"),
@@ -241,10 +240,6 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     if img.shape[0] * img.shape[1] > max_pixels:
         raise ImageError(TOO_LARGE, f"{img.shape[1]}x{img.shape[0]} is over the {max_pixels} limit")
     return Decoded(img, fmt)
-
-
-#: Output formats: file extension and OpenCV encoder parameters.
-FORMATS = ("png", "jpg", "webp")
 
 
 def encode_params(fmt: str, png_level: int = 1, jpeg_quality: int = 95) -> list[int]:

@@ -19,6 +19,7 @@ from typing import Any
 
 from stream.errors import OP_ERROR, ImageError, SpecError
 from stream.ops.registry import Image, Operation, Registry
+from stream.tiling import Box
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,46 @@ def _fmt(value: Any) -> str:
 
 
 @dataclass(frozen=True)
+class TileView:
+    """Where a tile image sits: its core (in tile coordinates) and its origin in the parent."""
+
+    core: Box
+    origin_x: int
+    origin_y: int
+
+    def _owns(self, cx: float, cy: float) -> bool:
+        c = self.core
+        return c.x <= cx < c.x + c.w and c.y <= cy < c.y + c.h
+
+    def to_parent(self, data: Mapping[str, Any]) -> dict[str, Any]:
+        """Detections in parent coordinates, kept only where their centre is in the core.
+
+        An object seen in two overlapping tiles is reported by the one tile
+        whose core holds its centre, so seams do not duplicate it.
+        """
+        out = dict(data)
+        ox, oy = self.origin_x, self.origin_y
+        if "boxes" in data:
+            kept = [
+                [x + ox, y + oy, w, h]
+                for x, y, w, h in data["boxes"]
+                if self._owns(x + w / 2, y + h / 2)
+            ]
+            out["boxes"] = kept
+            if "count" in data:
+                out["count"] = len(kept)
+        if data.get("points"):
+            pts = data["points"]
+            cx = sum(p[0] for p in pts) / len(pts)
+            cy = sum(p[1] for p in pts) / len(pts)
+            if self._owns(cx, cy):
+                out["points"] = [[p[0] + ox, p[1] + oy] for p in pts]
+            else:
+                out.update(points=[], found=False, text="")
+        return out
+
+
+@dataclass(frozen=True)
 class Pipeline:
     """A validated chain of operations."""
 
@@ -58,7 +99,21 @@ class Pipeline:
         """A short, stable hash of the canonical spec (12 hex digits)."""
         return hashlib.sha256(self.canonical.encode("utf-8")).hexdigest()[:12]
 
-    def run(self, img: Image) -> tuple[Image, dict[str, Any]]:
+    def footprint(self) -> int | None:
+        """Pixels of halo a tile needs so its core equals the whole-image result (None: never)."""
+        total = 0
+        for step in self.steps:
+            r = step.op.footprint(step.params)
+            if r is None:
+                return None
+            total += r
+        return total
+
+    def whole_image_steps(self) -> list[str]:
+        """Steps that need the whole image and so cannot run on tiles."""
+        return [s.canonical() for s in self.steps if s.op.footprint(s.params) is None]
+
+    def run(self, img: Image, tile: TileView | None = None) -> tuple[Image, dict[str, Any]]:
         """Apply every step; return the image and analysis outputs by step name.
 
         An operation that fails raises ImageError(``op_error``) naming the step.
@@ -66,7 +121,13 @@ class Pipeline:
         outputs: dict[str, Any] = {}
         for step in self.steps:
             try:
-                img, data = step.op.fn(img, step.params)
+                if tile is not None and step.op.tiles == "core":
+                    c = tile.core
+                    _, data = step.op.fn(img[c.y : c.y + c.h, c.x : c.x + c.w], step.params)
+                else:
+                    img, data = step.op.fn(img, step.params)
+                    if tile is not None and step.op.tiles == "boxes" and data is not None:
+                        data = tile.to_parent(data)
             except ImageError:
                 raise
             except Exception as exc:  # one bad image must not take the batch down

@@ -20,10 +20,11 @@ from stream._cv import cv2
 from stream.clock import Clock
 from stream.codec import b64, decode_ref
 from stream.config import WorkerConfig
-from stream.errors import IO_ERROR, OP_ERROR, ImageError
-from stream.pipeline import Pipeline
+from stream.errors import BAD_MESSAGE, DECODE_ERROR, IO_ERROR, OP_ERROR, ImageError
+from stream.pipeline import Pipeline, TileView
 from stream.records import Failure, ImageRef, Lineage, Message, Result
 from stream.storage import SafeStore, output_path, write_atomic
+from stream.tiling import Tile, tile_from_meta
 
 VERSION = "0.1.0"
 
@@ -94,16 +95,49 @@ class ImageProcessor:
             error = ImageError(OP_ERROR, f"{type(exc).__name__}: {exc}")
             return Outcome(msg, self._failure(msg, error, batch_id, ref))
 
+    def _tile(self, ref: ImageRef) -> Tile | None:
+        """The tile a ref describes, checked against the pipeline's footprint."""
+        if ref.tile is None:
+            return None
+        try:
+            tile = tile_from_meta(ref.tile)
+            overlap = int(ref.tile.get("overlap", 0))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ImageError(BAD_MESSAGE, f"invalid 'tile' field: {exc}") from None
+        need = self.pipeline.footprint()
+        if need is None:
+            steps = ", ".join(self.pipeline.whole_image_steps())
+            raise ImageError(OP_ERROR, f"{steps}: needs the whole image, so it cannot run on tiles")
+        if need > overlap:
+            raise ImageError(
+                OP_ERROR,
+                f"the pipeline reads {need} px around each pixel; the tile's overlap is {overlap}",
+            )
+        return tile
+
     def _process_ref(self, msg: Message, ref: ImageRef, batch_id: str, wait_s: float) -> Outcome:
         mono = self.clock.monotonic
         timings: dict[str, float] = {"wait": wait_s}
+        tile = self._tile(ref)
         t0 = mono()
         loaded = self.store.read(ref.uri)
         t1 = mono()
         decoded = imaging.decode(loaded.data, self.config.max_pixels)
         t2 = mono()
         image = decoded.image
-        out, outputs = self.pipeline.run(image)
+        view = None
+        if tile is not None:
+            h, w = image.shape[:2]
+            if (w, h) != (tile.halo.w, tile.halo.h):
+                raise ImageError(
+                    DECODE_ERROR,
+                    f"tile image is {w}x{h}, its ref says {tile.halo.w}x{tile.halo.h}",
+                )
+            view = TileView(tile.core_in_halo(), tile.halo.x, tile.halo.y)
+        out, outputs = self.pipeline.run(image, view)
+        if view is not None:
+            k = view.core
+            out = out[k.y : k.y + k.h, k.x : k.x + k.w]
         t3 = mono()
         try:
             encoded = imaging.encode(out, self.config.output_format, self.encode_params)
@@ -122,6 +156,8 @@ class ImageProcessor:
         sha = hashlib.sha256(loaded.data).hexdigest()
         now_ms = self.clock.wall_ms()
         height, width = image.shape[:2]
+        if tile is not None:
+            width, height = tile.core.w, tile.core.h
         result = Result(
             id=ref.id,
             uri=ref.uri,
@@ -140,6 +176,7 @@ class ImageProcessor:
             latency_ms=max(0, now_ms - ref.ts),
             lineage=Lineage(msg.topic, msg.partition, msg.offset, sha, self.versions),
             bytes_in=len(loaded.data),
+            tile=ref.tile,
         )
         return Outcome(msg, result, int(width * height), len(loaded.data), len(encoded))
 

@@ -87,6 +87,8 @@ class Result:
     latency_ms: int
     lineage: Lineage
     bytes_in: int = 0
+    #: The ref's tile field, for tiles of a larger image (width/height are the core's).
+    tile: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True)

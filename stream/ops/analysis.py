@@ -14,7 +14,7 @@ import numpy as np
 
 from stream._cv import cv2
 from stream.ops.color import as_gray, channels, to_uint8
-from stream.ops.registry import Image, Operation, Param
+from stream.ops.registry import Image, Operation, Param, whole_image
 
 
 def stats(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any]]:
@@ -75,6 +75,7 @@ OPERATIONS = (
         stats,
         "per-channel mean/std/min/max, brightness, contrast, sharpness",
         kind="analysis",
+        tiles="core",
     ),
     Operation(
         "hist",
@@ -82,6 +83,13 @@ OPERATIONS = (
         "per-channel histogram",
         (Param("bins", int, 32, "number of bins", min=1, max=256),),
         kind="analysis",
+        tiles="core",
     ),
-    Operation("phash", phash, "64-bit DCT perceptual hash (hex)", kind="analysis"),
+    Operation(
+        "phash",
+        phash,
+        "64-bit DCT perceptual hash (hex)",
+        kind="analysis",
+        footprint=whole_image,
+    ),
 )

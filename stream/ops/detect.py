@@ -102,6 +102,7 @@ OPERATIONS = (
         "frontal faces (Haar cascade)",
         _params(5, 30),
         kind="analysis",
+        tiles="boxes",
     ),
     Operation(
         "plates",
@@ -109,6 +110,7 @@ OPERATIONS = (
         "licence plates (Haar cascade)",
         _params(3, 20),
         kind="analysis",
+        tiles="boxes",
     ),
-    Operation("qr", qr, "QR code: decoded text and corners", kind="analysis"),
+    Operation("qr", qr, "QR code: decoded text and corners", kind="analysis", tiles="boxes"),
 )

@@ -12,7 +12,7 @@ from typing import Any
 from stream._cv import cv2
 from stream.errors import SpecError
 from stream.ops.color import as_gray
-from stream.ops.registry import Image, Operation, Param
+from stream.ops.registry import Image, Operation, Param, whole_image
 
 
 def canny(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
@@ -55,6 +55,7 @@ OPERATIONS = (
             Param("hi", float, 200.0, "high hysteresis threshold", min=0.0),
         ),
         check=_check_canny,
+        footprint=whole_image,  # hysteresis follows edges across the image
     ),
     Operation(
         "sobel",
@@ -66,11 +67,13 @@ OPERATIONS = (
             Param("k", int, 3, "kernel size", choices=(1, 3, 5, 7)),
         ),
         check=_check_sobel,
+        footprint=lambda p: max(1, p["k"] // 2),
     ),
     Operation(
         "laplacian",
         laplacian,
         "Laplacian on gray (absolute, 8-bit)",
         (Param("k", int, 3, "kernel size", choices=(1, 3, 5, 7)),),
+        footprint=lambda p: max(1, p["k"] // 2),
     ),
 )

@@ -14,7 +14,7 @@ import numpy as np
 
 from stream._cv import cv2
 from stream.ops.color import channels, to_uint8
-from stream.ops.registry import Image, Operation, Param
+from stream.ops.registry import Image, Operation, Param, whole_image
 
 
 def _bgr(img: Image) -> Image:
@@ -79,7 +79,12 @@ def sharpen(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
 
 
 OPERATIONS = (
-    Operation("equalize", equalize, "histogram equalisation (gray, or Y of YCrCb)"),
+    Operation(
+        "equalize",
+        equalize,
+        "histogram equalisation (gray, or Y of YCrCb)",
+        footprint=whole_image,
+    ),
     Operation(
         "clahe",
         clahe,
@@ -88,6 +93,7 @@ OPERATIONS = (
             Param("clip", float, 2.0, "clip limit", min=0.0),
             Param("tile", int, 8, "tile grid size (tile x tile)", min=1, max=256),
         ),
+        footprint=whole_image,
     ),
     Operation(
         "gamma",
@@ -95,7 +101,12 @@ OPERATIONS = (
         "gamma correction, out = 255*(in/255)^(1/g)",
         (Param("g", float, 1.0, "gamma; > 1 brightens", min=0.01, max=100.0),),
     ),
-    Operation("normalize", normalize, "stretch the value range to 0..255 (min-max)"),
+    Operation(
+        "normalize",
+        normalize,
+        "stretch the value range to 0..255 (min-max)",
+        footprint=whole_image,
+    ),
     Operation(
         "sharpen",
         sharpen,
@@ -104,5 +115,6 @@ OPERATIONS = (
             Param("amount", float, 1.0, "strength", min=0.0, max=20.0),
             Param("sigma", float, 1.0, "Gaussian sigma of the mask", min=0.1, max=100.0),
         ),
+        footprint=lambda p: (int(p["sigma"] * 6 + 1.5) | 1) // 2,  # OpenCV's ksize for 8-bit
     ),
 )

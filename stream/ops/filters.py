@@ -12,7 +12,7 @@ from typing import Any
 from stream._cv import cv2
 from stream.errors import SpecError
 from stream.ops.color import channels, to_uint8
-from stream.ops.registry import Image, Operation, Param
+from stream.ops.registry import Image, Operation, Param, radius
 
 
 def _odd(name: str, key: str = "k", minimum: int = 1) -> Any:
@@ -63,6 +63,7 @@ OPERATIONS = (
         "Gaussian blur",
         (Param("k", int, 5, "kernel size (odd)", min=1, max=255),),
         check=_odd("blur"),
+        footprint=radius("k"),
     ),
     Operation(
         "median",
@@ -70,6 +71,7 @@ OPERATIONS = (
         "median filter",
         (Param("k", int, 5, "aperture (odd, >= 3)", min=3, max=255),),
         check=_odd("median", minimum=3),
+        footprint=radius("k"),
     ),
     Operation(
         "bilateral",
@@ -80,11 +82,13 @@ OPERATIONS = (
             Param("sigma_color", float, 75.0, "filter sigma in colour space", min=0.0),
             Param("sigma_space", float, 75.0, "filter sigma in coordinate space", min=0.0),
         ),
+        footprint=radius("d"),
     ),
     Operation(
         "denoise",
         denoise,
         "non-local means denoising",
         (Param("h", float, 10.0, "filter strength", min=0.0, max=100.0),),
+        footprint=lambda p: 3 + 10,  # 7x7 template in a 21x21 search window
     ),
 )

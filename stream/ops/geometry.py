@@ -13,7 +13,7 @@ from typing import Any
 
 from stream._cv import cv2
 from stream.errors import OP_ERROR, ImageError, SpecError
-from stream.ops.registry import Image, Operation, Param
+from stream.ops.registry import Image, Operation, Param, whole_image
 
 
 def _round(x: float) -> int:
@@ -95,6 +95,7 @@ OPERATIONS = (
             Param("max", int, None, "longest side at most this (never enlarges)", min=1),
         ),
         check=_check_resize,
+        footprint=whole_image,
     ),
     Operation(
         "crop",
@@ -106,17 +107,20 @@ OPERATIONS = (
             Param("w", int, None, "width (default: to the right edge)", min=1),
             Param("h", int, None, "height (default: to the bottom edge)", min=1),
         ),
+        footprint=whole_image,
     ),
     Operation(
         "rotate",
         rotate,
         "rotate clockwise by a right angle",
         (Param("deg", int, 90, "degrees clockwise", choices=(90, 180, 270)),),
+        footprint=whole_image,
     ),
     Operation(
         "flip",
         flip,
         "mirror the image",
         (Param("axis", str, "h", "h: left-right, v: top-bottom", choices=("h", "v")),),
+        footprint=whole_image,
     ),
 )

@@ -20,6 +20,31 @@ Image = np.ndarray[Any, Any]
 OpFn = Callable[[Image, Mapping[str, Any]], tuple[Image, Mapping[str, Any] | None]]
 #: Validates the parameters together (one parameter depending on another).
 CheckFn = Callable[[Mapping[str, Any]], None]
+#: The radius in pixels an operation reads around each output pixel, or None
+#: when the output depends on the whole image (it cannot run on tiles).
+FootprintFn = Callable[[Mapping[str, Any]], "int | None"]
+
+
+def point(params: Mapping[str, Any]) -> int:
+    """Footprint of a per-pixel operation."""
+    return 0
+
+
+def whole_image(params: Mapping[str, Any]) -> None:
+    """Footprint of an operation that needs the whole image (histograms, geometry)."""
+    return None
+
+
+def radius(key: str, scale: int = 1) -> FootprintFn:
+    """Footprint of ``scale * (params[key] // 2)``: a k x k kernel read ``scale`` times."""
+    return lambda params: scale * (int(params[key]) // 2)
+
+
+#: How an operation runs on a tile: on the tile with its halo ("image"), on
+#: the core only (statistics that are merged later, "core"), or on the tile
+#: with its halo with boxes and points shifted to the parent's coordinates
+#: (detections, merged across seams later, "boxes").
+TILE_MODES = ("image", "core", "boxes")
 
 
 @dataclass(frozen=True)
@@ -97,6 +122,8 @@ class Operation:
     kind: str = "image"
     details: str = ""
     check: CheckFn | None = None
+    footprint: FootprintFn = point
+    tiles: str = "image"
     _by_name: dict[str, Param] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 from stream._cv import cv2
 from stream.errors import SpecError
 from stream.ops.color import as_gray, channels, to_uint8
-from stream.ops.registry import Image, Operation, Param
+from stream.ops.registry import Image, Operation, Param, whole_image
 
 
 def threshold(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any] | None]:
@@ -115,6 +115,7 @@ OPERATIONS = (
             Param("c", float, 2.0, "constant subtracted from the mean (adaptive)"),
         ),
         check=_check_threshold,
+        footprint=lambda p: {"binary": 0, "otsu": None, "adaptive": p["block"] // 2}[p["method"]],
     ),
     Operation(
         "morph",
@@ -124,12 +125,14 @@ OPERATIONS = (
             Param("op", str, "open", "operation", choices=tuple(_MORPH)),
             Param("k", int, 3, "kernel side", min=1, max=255),
         ),
+        footprint=lambda p: (2 if p["op"] in ("open", "close") else 1) * (p["k"] // 2),
     ),
     Operation(
         "kmeans",
         kmeans,
         "k-means colour quantisation (deterministic)",
         (Param("k", int, 4, "number of colours", min=1, max=64),),
+        footprint=whole_image,
     ),
     Operation(
         "contours",
@@ -137,5 +140,6 @@ OPERATIONS = (
         "count and boxes of objects in a binary image (Otsu first if not binary)",
         (Param("min_area", float, 100.0, "ignore smaller contours (pixels)", min=0.0),),
         kind="analysis",
+        tiles="boxes",
     ),
 )
