@@ -14,22 +14,25 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-from producers.files import Found
+from consumers.aggregator import Aggregator, AggregatorLoop
 from producers.produce import produce_refs
 from stream.broker import EmbeddedBroker
+from stream.clock import SystemClock
 from stream.codec import decode_record, to_dict
 from stream.config import WorkerConfig
 from stream.errors import ImageError
-from stream.kafka_io import KafkaSink, TopicReader, ensure_topics, start_group_at_end
+from stream.kafka_io import KafkaSink, KafkaSource, TopicReader, ensure_topics, start_group_at_end
 from stream.partitioning import Partitioner
-from stream.records import BatchSummary, Failure, Result
+from stream.records import BatchSummary, Failure, ImageRef, Result
+from stream.store import SQLiteStore
 
 
 def worker_command(config: WorkerConfig) -> list[str]:
@@ -76,7 +79,9 @@ def worker_command(config: WorkerConfig) -> list[str]:
 class WorkerProcesses:
     """N worker processes started from one config."""
 
-    def __init__(self, config: WorkerConfig, n: int, log_dir: str) -> None:
+    def __init__(
+        self, config: WorkerConfig, n: int, log_dir: str, env: Mapping[str, str] | None = None
+    ) -> None:
         os.makedirs(log_dir, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[str] = []
@@ -88,6 +93,7 @@ class WorkerProcesses:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
+                    env=dict(env) if env is not None else None,
                 )
             self.procs.append(proc)
             self.logs.append(path)
@@ -135,6 +141,9 @@ class JobSummary:
     pipeline: str = ""
     pipeline_hash: str = ""
     worker_exit_codes: list[int] = field(default_factory=list)
+    tiles: int = 0
+    parents: int = 0
+    fused: int = 0
 
     @property
     def accounted(self) -> int:
@@ -166,6 +175,10 @@ class JobSummary:
         if p50 is not None and p99 is not None:
             out.append(f"latency     p50 {p50:.0f} ms   p99 {p99:.0f} ms")
         out.append(f"batches     {self.batches}   duplicate records {self.duplicates}")
+        if self.parents:
+            out.append(
+                f"tiled       {self.parents} images in {self.tiles} tiles; {self.fused} stitched"
+            )
         return out
 
 
@@ -223,8 +236,20 @@ def _write(sink: TextIO, obj: dict[str, Any]) -> None:
     sink.write(json.dumps(obj, separators=(",", ":"), ensure_ascii=False) + "\n")
 
 
+@dataclass(frozen=True)
+class JobPlan:
+    """What a run produces and waits for."""
+
+    refs: Sequence[ImageRef]
+    #: Parent ids of tiled images: each gets a fused result from the aggregator.
+    parents: Sequence[str] = ()
+    db_path: str | None = None
+    tile_timeout_s: float = 120.0
+    child_env: Mapping[str, str] | None = None
+
+
 def run_job(
-    found: Sequence[Found],
+    plan: JobPlan,
     config: WorkerConfig,
     workers: int,
     partitions: int,
@@ -237,9 +262,9 @@ def run_job(
     broker = EmbeddedBroker().start() if embedded else None
     try:
         if broker is not None:
-            config = _replace(config, bootstrap=broker.bootstrap)
+            config = replace(config, bootstrap=broker.bootstrap)
         return _run(
-            found,
+            plan,
             config,
             workers,
             partitions,
@@ -253,14 +278,42 @@ def run_job(
             broker.stop()
 
 
-def _replace(config: WorkerConfig, **changes: Any) -> WorkerConfig:
-    from dataclasses import replace
+class _AggregatorThread:
+    """The aggregator, in-process, on its own consumer group."""
 
-    return replace(config, **changes)
+    def __init__(self, config: WorkerConfig, db_path: str, tile_timeout_s: float) -> None:
+        self.store = SQLiteStore(db_path)
+        self.sink = KafkaSink(config.bootstrap, client_id="imgstream-run-aggregator")
+        aggregator = Aggregator(
+            self.store,
+            self.sink,
+            config.results_topic,
+            config.dlq_topic,
+            SystemClock(),
+            "imgstream-run-aggregator",
+            tile_timeout_s=tile_timeout_s,
+        )
+        source = KafkaSource(
+            config.bootstrap,
+            config.group + "-aggregate",
+            [config.results_topic, config.dlq_topic],
+            fetch_max_wait_ms=20,
+            client_id="imgstream-run-aggregator",
+        )
+        self.loop = AggregatorLoop(aggregator, source)
+        self.thread = threading.Thread(target=self.loop.run, name="aggregator", daemon=True)
+        self.thread.start()
+
+    def stop(self) -> Aggregator:
+        self.loop.stop()
+        self.thread.join(60)
+        self.sink.close()
+        self.store.close()
+        return self.loop.aggregator
 
 
 def _run(
-    found: Sequence[Found],
+    plan: JobPlan,
     config: WorkerConfig,
     n_workers: int,
     partitions: int,
@@ -281,20 +334,27 @@ def _run(
         start_group_at_end(config.bootstrap, config.group, config.refs_topic)
     os.makedirs(config.out_dir, exist_ok=True)
     started = time.monotonic()
-    procs = WorkerProcesses(config, n_workers, os.path.join(config.out_dir, "logs"))
+    procs = WorkerProcesses(config, n_workers, os.path.join(config.out_dir, "logs"), plan.child_env)
+    aggregator = (
+        _AggregatorThread(config, plan.db_path, plan.tile_timeout_s) if plan.db_path else None
+    )
+    all_ids = {r.id for r in plan.refs} | set(plan.parents)
     summary = JobSummary(
-        expected=len(found), pipeline=pipeline.canonical, pipeline_hash=pipeline.hash
+        expected=len(all_ids),
+        pipeline=pipeline.canonical,
+        pipeline_hash=pipeline.hash,
+        tiles=sum(1 for r in plan.refs if r.tile),
+        parents=len(plan.parents),
     )
     results_path = os.path.join(config.out_dir, "results.jsonl")
     try:
         reader = TopicReader(config.bootstrap, [config.results_topic, config.dlq_topic])
         producer = KafkaSink(config.bootstrap, client_id="imgstream-run")
         try:
-            report = produce_refs((f.ref for f in found), producer, config.refs_topic, partitioner)
+            report = produce_refs(plan.refs, producer, config.refs_topic, partitioner)
         finally:
             producer.close()
-        expected = set(report.ids)
-        summary.expected = len({f.ref.id for f in found})
+        expected = set(report.ids) | set(plan.parents)
         with open(results_path, "w", encoding="utf-8") as sink:
             collect(
                 reader,
@@ -306,11 +366,14 @@ def _run(
                 stall_timeout_s,
                 procs.worker_ids,
             )
-        summary.missing = sorted(set(summary.missing) | ({f.ref.id for f in found} - expected))
+        summary.missing = sorted(set(summary.missing) | (all_ids - expected))
         summary.seconds = time.monotonic() - started
         reader.close()
     finally:
         summary.worker_exit_codes = procs.stop()
+        if aggregator is not None:
+            agg = aggregator.stop()
+            summary.fused = agg.fused
     return summary
 
 

@@ -178,6 +178,78 @@ def _skip_reporter(where: str, why: str) -> None:
     click.echo(f"skipped {where}: {why}", err=True)
 
 
+PARTITION_CHOICES = click.Choice(["sequential", "random", "source", "size", "phash", "parent"])
+_CV_LIMIT = "OPENCV_IO_MAX_IMAGE_PIXELS"
+
+
+def _tile_options(fn: F) -> F:
+    options = [
+        click.option(
+            "--tile",
+            type=int,
+            default=None,
+            help="Split images into tiles of this many pixels a side.",
+        ),
+        click.option(
+            "--overlap",
+            type=int,
+            default=None,
+            help="Halo pixels around each tile (run: the pipeline's footprint).",
+        ),
+        click.option(
+            "--tiles-for-over",
+            "tiles_for_over",
+            type=int,
+            default=None,
+            help="With --tile, tile only images with more pixels than this.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _allow_big_sources() -> dict[str, str]:
+    """Let this process decode huge images to tile them; the env for child workers."""
+    child = dict(os.environ)
+    if "stream._cv" not in sys.modules:  # OpenCV reads the limit once, at first use
+        os.environ[_CV_LIMIT] = str(cfg.MAX_SOURCE_PIXELS)
+    return child
+
+
+def _expand(inputs: tuple[str, ...], source: str | None, partition_by: str) -> list[Any]:
+    from producers.features import ENRICH
+    from producers.files import Found, expand_inputs
+
+    found = list(expand_inputs(inputs, int(time.time() * 1000), source, _skip_reporter))
+    enrich = ENRICH.get(partition_by)
+    if enrich is not None:
+        found = [Found(enrich(f.ref), f.root) for f in found]
+    return found
+
+
+def _tiled(
+    found: list[Any], tile: int | None, overlap: int, store: str, over: int | None
+) -> tuple[list[Any], list[str]]:
+    """Refs to produce (tiles in place of tiled images) and the tiled parents' ids."""
+    if tile is None:
+        return [f.ref for f in found], []
+    from producers.tiles import expand_tiles
+
+    if tile < 16:
+        raise click.BadParameter("must be at least 16", param_hint="--tile")
+    if overlap < 0 or overlap >= tile:
+        raise click.BadParameter("must be between 0 and the tile size", param_hint="--overlap")
+    refs, parents = [], []
+    for item, tiles in expand_tiles(found, tile, overlap, store, over):
+        if tiles is None:
+            refs.append(item.ref)
+        else:
+            refs += tiles
+            parents.append(item.ref.id)
+    return refs, parents
+
+
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @click.option(
@@ -187,12 +259,7 @@ def _skip_reporter(where: str, why: str) -> None:
     help="Kafka bootstrap servers host:port.",
 )
 @click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
-@click.option(
-    "--partition-by",
-    type=click.Choice(["sequential", "random", "source"]),
-    default="sequential",
-    show_default=True,
-)
+@click.option("--partition-by", type=PARTITION_CHOICES, default="sequential", show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for --partition-by random.")
 @click.option("--source", default=None, help="Source name (default: the parent folder's name).")
 @click.option(
@@ -202,6 +269,13 @@ def _skip_reporter(where: str, why: str) -> None:
     show_default=True,
     help="Partitions when the topic has to be created.",
 )
+@_tile_options
+@click.option(
+    "--tile-store",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory the tiles are written to (needed with --tile; workers need it under a --root).",
+)
 def produce(
     inputs: tuple[str, ...],
     bootstrap: str,
@@ -210,11 +284,18 @@ def produce(
     seed: int | None,
     source: str | None,
     partitions: int,
+    tile: int | None,
+    overlap: int | None,
+    tiles_for_over: int | None,
+    tile_store: str | None,
 ) -> None:
-    """Produce refs for files, directories, globs and @manifests."""
+    """Produce refs for files, directories, globs and @manifests (optionally tiled)."""
+    if tile is not None:
+        if tile_store is None:
+            raise click.UsageError("--tile needs --tile-store DIR")
+        _allow_big_sources()
     from tqdm import tqdm
 
-    from producers.files import expand_inputs
     from producers.produce import produce_refs
     from stream.kafka_io import KafkaSink, ensure_topics
     from stream.partitioning import make_partitioner
@@ -222,9 +303,11 @@ def produce(
     partitioner = make_partitioner(partition_by, seed)
     if partitions < 1:
         raise click.BadParameter("must be at least 1", param_hint="--partitions")
+    found = _expand(inputs, source, partition_by)
+    refs, parents = _tiled(
+        found, tile, overlap if overlap is not None else 32, tile_store or "", tiles_for_over
+    )
     ensure_topics(bootstrap, {topic: partitions})
-    now = int(time.time() * 1000)
-    refs = (f.ref for f in expand_inputs(inputs, now, source, _skip_reporter))
     sink = KafkaSink(bootstrap, client_id="imgstream-produce")
     bar = tqdm(unit="ref", disable=not sys.stderr.isatty(), desc="producing")
     try:
@@ -236,6 +319,7 @@ def produce(
     click.echo(
         f"produced {report.sent} refs to {topic} in {report.seconds:.2f}s "
         f"({report.rate:.0f} refs/s); partitions: {spread or '-'}"
+        + (f"; {len(parents)} images tiled" if parents else "")
         + (f"; {report.failed} NOT delivered" if report.failed else "")
     )
     if report.failed:
@@ -292,12 +376,7 @@ def work(bootstrap: str, out: str, roots: tuple[str, ...], **kw: Any) -> None:
     help="Worker processes (one process with --threads already uses every core).",
 )
 @click.option("--partitions", type=int, default=None, help="Refs partitions (default 2×workers).")
-@click.option(
-    "--partition-by",
-    type=click.Choice(["sequential", "random", "source"]),
-    default="sequential",
-    show_default=True,
-)
+@click.option("--partition-by", type=PARTITION_CHOICES, default="sequential", show_default=True)
 @click.option("--source", default=None, help="Source name (default: the parent folder's name).")
 @click.option(
     "--stall-timeout",
@@ -306,6 +385,14 @@ def work(bootstrap: str, out: str, roots: tuple[str, ...], **kw: Any) -> None:
     show_default=True,
     help="Give up after this many seconds without a new record.",
 )
+@click.option(
+    "--tile-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="A tiled image still incomplete after this many seconds is a failure.",
+)
+@_tile_options
 @_worker_options
 def run(
     inputs: tuple[str, ...],
@@ -316,15 +403,19 @@ def run(
     partition_by: str,
     source: str | None,
     stall_timeout: float,
+    tile_timeout: float,
+    tile: int | None,
+    overlap: int | None,
+    tiles_for_over: int | None,
     roots: tuple[str, ...],
     group: str,
     **kw: Any,
 ) -> None:
-    """Process INPUTs end to end: broker, producer, N workers, summary."""
+    """Process INPUTs end to end: broker, producer, N workers, aggregator, summary."""
+    child_env = _allow_big_sources() if tile is not None else None
     from tqdm import tqdm
 
-    from consumers.launcher import new_group_name, run_job
-    from producers.files import expand_inputs
+    from consumers.launcher import JobPlan, new_group_name, run_job
     from stream.ops import build_registry
     from stream.partitioning import make_partitioner
     from stream.pipeline import parse_spec
@@ -334,23 +425,45 @@ def run(
     n_partitions = partitions if partitions is not None else 2 * workers
     if n_partitions < 1:
         raise click.BadParameter("must be at least 1", param_hint="--partitions")
-    parse_spec(kw["ops"], build_registry())  # fail before starting anything
-    now = int(time.time() * 1000)
-    found = list(expand_inputs(inputs, now, source, _skip_reporter))
+    pipeline = parse_spec(kw["ops"], build_registry())  # fail before starting anything
+    if tile is not None:
+        need = pipeline.footprint()
+        if need is None:
+            raise click.BadParameter(
+                f"{', '.join(pipeline.whole_image_steps())} needs the whole image and cannot "
+                "run on tiles; drop --tile or use local operations",
+                param_hint="--tile",
+            )
+        if overlap is None:
+            overlap = need
+        elif overlap < need:
+            raise click.BadParameter(
+                f"the pipeline reads {need} px around each pixel; the overlap must be at least "
+                f"that (got {overlap})",
+                param_hint="--overlap",
+            )
+    found = _expand(inputs, source, partition_by)
     if not found:
         raise click.UsageError("no input files found")
-    auto_roots = tuple(sorted({f.root for f in found if f.root is not None}))
+    out_dir = os.path.abspath(out)
+    tile_store = os.path.join(out_dir, "tiles")
+    refs, parents = _tiled(found, tile, overlap or 0, tile_store, tiles_for_over)
+    auto_roots = {f.root for f in found if f.root is not None}
+    if parents:
+        auto_roots.add(tile_store)
     config = _config(
         bootstrap or "embedded",
         out,
-        roots or auto_roots,
+        roots or tuple(sorted(auto_roots)),
         group=group if group != cfg.DEFAULT_GROUP else new_group_name(),
         **kw,
     )
-    bar = tqdm(total=len(found), unit="img", disable=not sys.stderr.isatty(), desc="processing")
+    plan = JobPlan(refs, parents, os.path.join(out_dir, "results.db"), tile_timeout, child_env)
+    total = len(refs) + len(parents)
+    bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), desc="processing")
     try:
         summary = run_job(
-            found,
+            plan,
             config,
             workers,
             n_partitions,
@@ -365,10 +478,204 @@ def run(
         click.echo(line)
     click.echo(f"outputs     {os.path.join(config.out_dir, summary.pipeline_hash)}")
     click.echo(f"records     {os.path.join(config.out_dir, 'results.jsonl')}")
+    click.echo(f"store       {plan.db_path}  (imgstream query --db {plan.db_path})")
     if summary.missing:
         shown = ", ".join(summary.missing[:10])
         click.echo(f"error: {len(summary.missing)} refs have no record: {shown}", err=True)
         sys.exit(1)
+
+
+@cli.command()
+@click.option(
+    "--bootstrap",
+    envvar="IMGSTREAM_BOOTSTRAP",
+    required=True,
+    help="Kafka bootstrap servers host:port.",
+)
+@click.option("--group", default="imgstream-aggregate", show_default=True)
+@click.option("--results-topic", default=cfg.RESULTS_TOPIC, show_default=True)
+@click.option("--dlq-topic", default=cfg.DLQ_TOPIC, show_default=True)
+@click.option(
+    "--db", "db_path", required=True, type=click.Path(dir_okay=False), help="SQLite store."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where fused outputs go (default: beside the tiles' outputs).",
+)
+@click.option("--tile-timeout", type=float, default=300.0, show_default=True)
+@click.option(
+    "--idle-exit",
+    "idle_exit_s",
+    type=float,
+    default=None,
+    help="Exit after this many seconds without a new record.",
+)
+def aggregate(
+    bootstrap: str,
+    group: str,
+    results_topic: str,
+    dlq_topic: str,
+    db_path: str,
+    out: str | None,
+    tile_timeout: float,
+    idle_exit_s: float | None,
+) -> None:
+    """Merge results into a queryable store, accumulate statistics, fuse tiles."""
+    from consumers.aggregator import Aggregator, AggregatorLoop
+    from stream.clock import SystemClock
+    from stream.config import default_worker_id
+    from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+    from stream.store import SQLiteStore
+
+    ensure_topics(bootstrap, {results_topic: 4, dlq_topic: 1})
+    store = SQLiteStore(db_path)
+    sink = KafkaSink(bootstrap, client_id="imgstream-aggregate")
+    agg = Aggregator(
+        store,
+        sink,
+        results_topic,
+        dlq_topic,
+        SystemClock(),
+        "aggregator-" + default_worker_id(),
+        out,
+        tile_timeout,
+    )
+    source = KafkaSource(bootstrap, group, [results_topic, dlq_topic], fetch_max_wait_ms=50)
+    loop = AggregatorLoop(agg, source)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if idle_exit_s is not None:
+        import threading
+
+        def watchdog() -> None:
+            last, seen = time.monotonic(), -1
+            while not loop._stop.is_set():
+                if loop.records != seen:
+                    last, seen = time.monotonic(), loop.records
+                elif time.monotonic() - last > idle_exit_s:
+                    loop.stop()
+                time.sleep(0.2)
+
+        threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        loop.run()
+    finally:
+        sink.close()
+        store.close()
+    click.echo(
+        f"stored {loop.records} new records; stitched {agg.fused}; incomplete {agg.incomplete}"
+    )
+
+
+def _time_ms(text: str | None, flag: str) -> int | None:
+    if text is None:
+        return None
+    if text.isdigit():
+        return int(text)
+    from datetime import datetime, timezone
+
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise click.BadParameter(
+            f"not ISO 8601 or epoch milliseconds: {text!r}", param_hint=flag
+        ) from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return int(parsed.timestamp() * 1000)
+
+
+@cli.command()
+@click.option("--db", "db_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--source", default=None)
+@click.option("--since", default=None, help="ISO 8601 time or epoch ms (inclusive).")
+@click.option("--until", default=None, help="ISO 8601 time or epoch ms (exclusive).")
+@click.option("--pipeline", default=None, help="Pipeline hash or canonical spec.")
+@click.option("--has", type=click.Choice(["faces", "plates", "qr", "contours"]), default=None)
+@click.option("--id", "ref_id", default=None, help="A ref id (a parent also lists its tiles).")
+@click.option("--kind", type=click.Choice(["result", "failure"]), default=None)
+@click.option("--limit", type=int, default=None)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option("--summary", is_flag=True, help="Accumulated statistics per source instead.")
+def query(
+    db_path: str,
+    source: str | None,
+    since: str | None,
+    until: str | None,
+    pipeline: str | None,
+    has: str | None,
+    ref_id: str | None,
+    kind: str | None,
+    limit: int | None,
+    fmt: str,
+    summary: bool,
+) -> None:
+    """Answer from the store the aggregator fills."""
+    import json as _json
+
+    from stream.store import Query, SQLiteStore
+
+    store = SQLiteStore(db_path)
+    try:
+        if summary:
+            sums = store.summary()
+            if fmt == "json":
+                click.echo(_json.dumps({k: v.to_dict() for k, v in sums.items()}, indent=2))
+                return
+            click.echo(
+                f"{'source':<20} {'ok':>7} {'failed':>7} {'megapixels':>11} "
+                f"{'brightness':>10}  failures"
+            )
+            for name, acc in sorted(sums.items()):
+                b = acc.mean_brightness
+                fails = ", ".join(f"{t}: {n}" for t, n in sorted(acc.failures.items()))
+                click.echo(
+                    f"{name:<20} {acc.ok:>7} {sum(acc.failures.values()):>7} "
+                    f"{acc.pixels / 1e6:>11.2f} {'' if b is None else f'{b:.1f}':>10}  "
+                    f"{fails}"
+                )
+            return
+        q = Query(
+            source,
+            _time_ms(since, "--since"),
+            _time_ms(until, "--until"),
+            pipeline,
+            has,
+            ref_id,
+            kind,
+            limit,
+        )
+        rows = store.query(q)
+    finally:
+        store.close()
+    if fmt == "json":
+        for row in rows:
+            click.echo(_json.dumps(row, separators=(",", ":")))
+        return
+    click.echo(f"{'id':<36} {'kind':<8} {'source':<14} {'pipeline':<12} {'size':>11}  detail")
+    for r in rows:
+        size = f"{r.get('width', '')}x{r.get('height', '')}" if r["kind"] == "result" else ""
+        if r["kind"] == "result":
+            dets = [
+                f"{k}={v.get('count')}"
+                for k, v in (r.get("outputs") or {}).items()
+                if isinstance(v, dict) and "count" in v
+            ]
+            detail = " ".join(dets) or (r.get("output_uri") or "")
+        else:
+            detail = f"{r['error']['type']}: {r['error']['message']}"
+        click.echo(
+            f"{r.get('id')!s:<36} {r['kind']:<8} {r.get('source')!s:<14} "
+            f"{r.get('pipeline_hash', '')!s:<12} {size:>11}  {detail}"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:

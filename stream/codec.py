@@ -123,6 +123,8 @@ def failure_to_dict(f: Failure) -> dict[str, Any]:
     }
     if f.raw_b64 is not None:
         out["raw"] = f.raw_b64
+    if f.parent is not None:
+        out["parent"] = f.parent
     return out
 
 
@@ -308,6 +310,7 @@ def decode_record(value: bytes | None) -> Record:
                 raw_b64=obj.get("raw"),
                 attempts=obj.get("attempts", 1),
                 batch_id=obj.get("batch_id"),
+                parent=obj.get("parent"),
             )
     except (KeyError, TypeError) as exc:
         raise _bad(f"{kind} record is missing or has a malformed field: {exc}") from None

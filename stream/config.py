@@ -16,6 +16,8 @@ from stream.storage import DEFAULT_MAX_BYTES
 
 #: Decoded pixels above which an image is refused (checked from its header).
 DEFAULT_MAX_PIXELS = 100_000_000
+#: Decoded-pixel ceiling for images the producer tiles (they are big on purpose).
+MAX_SOURCE_PIXELS = 2_000_000_000
 #: Output formats.
 FORMATS = ("png", "jpg", "webp")
 

@@ -28,6 +28,7 @@ UNSUPPORTED_FORMAT = "unsupported_format"
 DECODE_ERROR = "decode_error"
 OP_ERROR = "op_error"
 IO_ERROR = "io_error"
+INCOMPLETE = "incomplete"
 
 FAILURE_TYPES = (
     BAD_MESSAGE,
@@ -38,6 +39,7 @@ FAILURE_TYPES = (
     DECODE_ERROR,
     OP_ERROR,
     IO_ERROR,
+    INCOMPLETE,
 )
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import struct
 import zlib
 from dataclasses import dataclass
+from typing import BinaryIO
 
 import numpy as np
 import simplejpeg
@@ -270,20 +271,10 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 _PNG_COLOUR_TYPE = {1: 0, 3: 2, 4: 6}
 
 
-def encode_png(img: np.ndarray, level: int = 1) -> bytes:
-    """Lossless 8-bit PNG with the SUB filter, deflated by ISA-L.
-
-    PNG encoding is the costliest stage of a gray pipeline: zlib in OpenCV
-    takes ~22 ms for a 1080p gray frame, ISA-L ~7 ms for the same pixels (and
-    a file of about the same size). Both release the GIL. Decoding the bytes
-    gives back exactly ``img`` (tests check it against OpenCV's decoder).
-    """
+def _png_rows(img: np.ndarray) -> bytes:
+    """Scanlines of an 8-bit image in PNG channel order, SUB-filtered."""
     h, w = img.shape[:2]
     c = 1 if img.ndim == 2 else img.shape[2]
-    if img.dtype != np.uint8 or c not in _PNG_COLOUR_TYPE:
-        raise ValueError(
-            f"encode_png takes 8-bit 1/3/4-channel images, got {img.shape} {img.dtype}"
-        )
     if c == 3:
         img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif c == 4:
@@ -293,14 +284,66 @@ def encode_png(img: np.ndarray, level: int = 1) -> bytes:
     filtered[:, 0] = 1  # SUB: each byte minus the byte one pixel to its left
     filtered[:, 1 : 1 + c] = rows[:, :c]
     np.subtract(rows[:, c:], rows[:, :-c], out=filtered[:, 1 + c :])
-    ihdr = struct.pack(">IIBBBBB", w, h, 8, _PNG_COLOUR_TYPE[c], 0, 0, 0)
-    idat = isal_zlib.compress(filtered.data, min(max(level, 0), 3))
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + _png_chunk(b"IHDR", ihdr)
-        + _png_chunk(b"IDAT", idat)
-        + _png_chunk(b"IEND", b"")
-    )
+    return filtered.tobytes()
+
+
+def _png_header(width: int, height: int, channels: int) -> bytes:
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr)
+
+
+def _png_check(img: np.ndarray) -> int:
+    c = 1 if img.ndim == 2 else img.shape[2]
+    if img.dtype != np.uint8 or c not in _PNG_COLOUR_TYPE:
+        raise ValueError(
+            f"PNG writer takes 8-bit 1/3/4-channel images, got {img.shape} {img.dtype}"
+        )
+    return int(c)
+
+
+def encode_png(img: np.ndarray, level: int = 1) -> bytes:
+    """Lossless 8-bit PNG with the SUB filter, deflated by ISA-L.
+
+    PNG encoding is the costliest stage of a gray pipeline: zlib in OpenCV
+    takes ~22 ms for a 1080p gray frame, ISA-L ~7 ms for the same pixels (and
+    a file of about the same size). Both release the GIL. Decoding the bytes
+    gives back exactly ``img`` (tests check it against OpenCV's decoder).
+    """
+    c = _png_check(img)
+    h, w = img.shape[:2]
+    idat = isal_zlib.compress(_png_rows(img), min(max(level, 0), 3))
+    return _png_header(w, h, c) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+
+
+class PngStreamWriter:
+    """Writes a PNG band by band, so a huge mosaic never sits whole in memory."""
+
+    def __init__(self, fh: BinaryIO, width: int, height: int, channels: int, level: int = 1):
+        if channels not in _PNG_COLOUR_TYPE:
+            raise ValueError(f"PNG writer takes 1, 3 or 4 channels, got {channels}")
+        self._fh = fh
+        self.width, self.height, self.channels = width, height, channels
+        self._rows = 0
+        self._deflate = isal_zlib.compressobj(min(max(level, 0), 3))
+        fh.write(_png_header(width, height, channels))
+
+    def write(self, band: np.ndarray) -> None:
+        """Append rows (an image ``width`` pixels wide, top to bottom)."""
+        if _png_check(band) != self.channels or band.shape[1] != self.width:
+            raise ValueError(f"band {band.shape} does not fit a {self.width}-wide PNG")
+        self._rows += band.shape[0]
+        if self._rows > self.height:
+            raise ValueError(f"more than the {self.height} rows announced")
+        data = self._deflate.compress(_png_rows(band))
+        if data:
+            self._fh.write(_png_chunk(b"IDAT", data))
+
+    def close(self) -> None:
+        """Finish the stream (every row must have been written)."""
+        if self._rows != self.height:
+            raise ValueError(f"{self._rows} rows written, {self.height} announced")
+        self._fh.write(_png_chunk(b"IDAT", self._deflate.flush()))
+        self._fh.write(_png_chunk(b"IEND", b""))
 
 
 def encode(img: np.ndarray, fmt: str, params: list[int]) -> bytes:

@@ -79,6 +79,7 @@ class ImageProcessor:
             source=ref.source if ref else None,
             raw_b64=None if ref else b64(msg.value),
             batch_id=batch_id,
+            parent=_parent(ref),
         )
 
     def process(self, msg: Message, batch_id: str, wait_s: float = 0.0) -> Outcome:
@@ -179,6 +180,11 @@ class ImageProcessor:
             tile=ref.tile,
         )
         return Outcome(msg, result, int(width * height), len(loaded.data), len(encoded))
+
+
+def _parent(ref: ImageRef | None) -> str | None:
+    parent = (ref.tile or {}).get("parent") if ref is not None else None
+    return parent if isinstance(parent, str) else None
 
 
 def _jsonable(value: Any) -> Any:

@@ -126,6 +126,8 @@ class Failure:
     raw_b64: str | None = None
     attempts: int = 1
     batch_id: str | None = None
+    #: The parent image when the ref was a tile of it.
+    parent: str | None = None
 
 
 Record = ImageRef | Result | BatchSummary | Failure

@@ -1,0 +1,350 @@
+"""The aggregator: results in, a queryable store, accumulated statistics, fused tiles.
+
+It consumes the results and dead-letter topics, merges every record into the
+store (once per ref id + pipeline hash, so replays change nothing), folds
+new records into per-source, per-window accumulators, and, when every tile of
+a parent image has a result, stitches the tile outputs into the parent's
+output (band by band: a 20,000 x 20,000 mosaic never sits whole in memory),
+merges their statistics and detections, and emits one ``result`` for the
+parent. A parent whose tile failed, or that is still incomplete after
+``tile_timeout_s``, becomes a ``failure`` of type ``incomplete`` naming the
+missing tiles. Offsets are committed after the store has committed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from stream import imaging
+from stream._cv import cv2
+from stream.clock import Clock
+from stream.codec import decode_record, to_dict
+from stream.errors import INCOMPLETE, ImageError
+from stream.integrate import merge_boxes, merge_hists, merge_stats
+from stream.records import Message, TopicPartition
+from stream.runner import Sink
+from stream.storage import output_path, safe_name
+from stream.store import SQLiteStore
+
+log = logging.getLogger("imgstream.aggregator")
+
+BOX_KINDS = ("faces", "plates", "contours")
+
+
+class Aggregator:
+    """Store, accumulate and fuse; driven by batches of consumed messages."""
+
+    def __init__(
+        self,
+        store: SQLiteStore,
+        sink: Sink | None,
+        results_topic: str,
+        dlq_topic: str,
+        clock: Clock,
+        worker_id: str,
+        out_dir: str | None = None,
+        tile_timeout_s: float = 300.0,
+    ) -> None:
+        self.store = store
+        self.sink = sink
+        self.results_topic = results_topic
+        self.dlq_topic = dlq_topic
+        self.clock = clock
+        self.worker_id = worker_id
+        self.out_dir = out_dir
+        self.tile_timeout_s = tile_timeout_s
+        self.pending: dict[tuple[str, str], float] = {}
+        self.fused = 0
+        self.incomplete = 0
+
+    # -- records -------------------------------------------------------------
+
+    def handle(self, messages: Sequence[Message]) -> int:
+        """Store a batch of messages; fuse parents they complete. Returns new records."""
+        records = []
+        for msg in messages:
+            try:
+                record = to_dict(decode_record(msg.value))
+            except ImageError:
+                continue  # not a record of ours: nothing to integrate
+            if record["kind"] in ("result", "failure"):
+                records.append(record)
+        new = self.store.add_many(records)
+        for record in records:
+            if record["kind"] == "result" and record.get("tile"):
+                self._tile_done(record)
+            elif record["kind"] == "failure" and record.get("parent"):
+                self._tile_failed(record)
+        return new
+
+    def _tile_done(self, record: Mapping[str, Any]) -> None:
+        parent, phash = record["tile"]["parent"], record["pipeline_hash"]
+        if self.store.get(parent, phash) is not None:
+            self.pending.pop((parent, phash), None)
+            return
+        tiles = self.store.tiles(parent, phash)
+        total = int(record["tile"]["rows"]) * int(record["tile"]["cols"])
+        if len({t["id"] for t in tiles}) < total:
+            self.pending.setdefault((parent, phash), self.clock.monotonic())
+            return
+        self.pending.pop((parent, phash), None)
+        try:
+            fused = self.fuse(parent, phash, tiles)
+        except (OSError, ValueError, cv2.error) as exc:
+            self._incomplete(
+                parent,
+                record.get("source"),
+                record["tile"].get("parent_uri"),
+                f"tiles could not be fused: {exc}",
+            )
+            return
+        self.store.add(fused)
+        self._emit(self.results_topic, parent, fused)
+        self.fused += 1
+        log.info("fused %s from %d tiles -> %s", parent, total, fused["output_uri"])
+
+    def _tile_failed(self, record: Mapping[str, Any]) -> None:
+        error = record.get("error") or {}
+        self._incomplete(
+            record["parent"],
+            record.get("source"),
+            None,
+            f"tile {record.get('id')} failed ({error.get('type')}: {error.get('message')})",
+        )
+
+    def check_timeouts(self) -> None:
+        """Parents still incomplete after the timeout become ``incomplete`` failures."""
+        now = self.clock.monotonic()
+        for (parent, phash), since in list(self.pending.items()):
+            if now - since < self.tile_timeout_s:
+                continue
+            del self.pending[(parent, phash)]
+            tiles = self.store.tiles(parent, phash)
+            have = {t["id"] for t in tiles}
+            meta = tiles[0]["tile"] if tiles else {}
+            rows, cols = int(meta.get("rows", 0)), int(meta.get("cols", 0))
+            missing = [
+                f"r{r}c{c}"
+                for r in range(rows)
+                for c in range(cols)
+                if f"{parent}~r{r}c{c}" not in have
+            ]
+            self._incomplete(
+                parent,
+                tiles[0].get("source") if tiles else None,
+                meta.get("parent_uri"),
+                f"{len(missing)} of {rows * cols} tiles missing after "
+                f"{self.tile_timeout_s:.0f}s: {', '.join(missing[:20])}",
+            )
+
+    def _incomplete(self, parent: str, source: str | None, uri: str | None, message: str) -> None:
+        failure = {
+            "v": 1,
+            "kind": "failure",
+            "id": parent,
+            "uri": uri,
+            "source": source,
+            "error": {"type": INCOMPLETE, "message": message},
+            "topic": self.results_topic,
+            "partition": -1,
+            "offset": -1,
+            "attempts": 1,
+            "batch_id": None,
+            "worker": self.worker_id,
+            "ts": self.clock.wall_ms(),
+        }
+        if self.store.add(failure):
+            self.incomplete += 1
+            log.warning("parent %s incomplete: %s", parent, message)
+            self._emit(self.dlq_topic, parent, failure)
+
+    def _emit(self, topic: str, key: str, record: Mapping[str, Any]) -> None:
+        if self.sink is None:
+            return
+        value = json.dumps(record, separators=(",", ":")).encode("utf-8")
+
+        def ack(error: BaseException | None) -> None:
+            if error is not None:
+                log.error("could not emit %s for %s: %s", record.get("kind"), key, error)
+
+        self.sink.send(topic, key.encode("utf-8"), value, ack)
+
+    # -- fusion --------------------------------------------------------------
+
+    def fuse(self, parent: str, phash: str, tiles: list[dict[str, Any]]) -> dict[str, Any]:
+        """Stitch the tiles' outputs, merge their data; the parent's result record."""
+        meta = tiles[0]["tile"]
+        rows, cols = int(meta["rows"]), int(meta["cols"])
+        width, height = int(meta["width"]), int(meta["height"])
+        by_pos = {(int(t["tile"]["row"]), int(t["tile"]["col"])): t for t in tiles}
+        ext = os.path.splitext(tiles[0]["output_uri"])[1].lstrip(".") or "png"
+        source = tiles[0].get("source")
+        if self.out_dir is not None:
+            path = output_path(self.out_dir, phash, source, parent, ext)
+        else:
+            path = os.path.join(
+                os.path.dirname(tiles[0]["output_uri"]), f"{safe_name(parent)}.{ext}"
+            )
+        channels = _stitch(path, by_pos, rows, cols, width, height, ext)
+        now = self.clock.wall_ms()
+        ts = min(int(t["ts"]) for t in tiles)
+        timings: dict[str, float] = defaultdict(float)
+        for t in tiles:
+            for stage, seconds in (t.get("timings") or {}).items():
+                timings[stage] += float(seconds)
+        return {
+            "v": 1,
+            "kind": "result",
+            "id": parent,
+            "uri": meta.get("parent_uri"),
+            "source": source,
+            "output_uri": os.path.abspath(path),
+            "pipeline": tiles[0]["pipeline"],
+            "pipeline_hash": phash,
+            "width": width,
+            "height": height,
+            "channels": channels,
+            "bytes_in": sum(int(t.get("bytes_in", 0)) for t in tiles),
+            "outputs": merge_outputs(tiles, rows, cols),
+            "timings": {k: round(v, 6) for k, v in timings.items()},
+            "batch_id": "fused",
+            "worker": self.worker_id,
+            "ts": ts,
+            "latency_ms": max(0, now - ts),
+            "lineage": {
+                "topic": self.results_topic,
+                "partition": -1,
+                "offset": -1,
+                "sha256": None,
+                "versions": (tiles[0].get("lineage") or {}).get("versions", {}),
+                "tiles": [t["id"] for t in tiles],
+            },
+        }
+
+
+def _stitch(
+    path: str,
+    by_pos: Mapping[tuple[int, int], Mapping[str, Any]],
+    rows: int,
+    cols: int,
+    width: int,
+    height: int,
+    ext: str,
+) -> int:
+    """Write the mosaic of the tiles' outputs to ``path`` atomically; its channel count."""
+    directory = os.path.dirname(path)
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    channels = 0
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            writer: imaging.PngStreamWriter | None = None
+            whole: list[np.ndarray] = []
+            for r in range(rows):
+                pieces = []
+                for c in range(cols):
+                    t = by_pos[(r, c)]
+                    img = cv2.imread(t["output_uri"], cv2.IMREAD_UNCHANGED)
+                    if img is None:
+                        raise ValueError(f"cannot read tile output {t['output_uri']}")
+                    core = t["tile"]["core"]
+                    if img.shape[:2] != (core[3], core[2]):
+                        raise ValueError(f"tile {t['id']} output is {img.shape[:2]}, core {core}")
+                    pieces.append(img)
+                band = np.hstack(pieces)
+                channels = 1 if band.ndim == 2 else int(band.shape[2])
+                if ext == "png" and band.dtype == np.uint8:
+                    if writer is None:
+                        writer = imaging.PngStreamWriter(fh, width, height, channels)
+                    writer.write(band)
+                else:
+                    whole.append(band)
+            if writer is not None:
+                writer.close()
+            else:
+                mosaic = np.vstack(whole)
+                fh.write(imaging.encode(mosaic, ext, imaging.encode_params(ext)))
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return channels
+
+
+def merge_outputs(tiles: Sequence[Mapping[str, Any]], rows: int, cols: int) -> dict[str, Any]:
+    """The parent's analysis outputs from its tiles' (statistics, histograms, detections)."""
+    merged: dict[str, Any] = {}
+    names = list((tiles[0].get("outputs") or {}).keys())
+    for name in names:
+        kind = name.split("#", 1)[0]
+        parts = [t["outputs"][name] for t in tiles if name in (t.get("outputs") or {})]
+        if len(parts) != len(tiles):
+            continue
+        if kind == "stats":
+            weights = [int(t["width"]) * int(t["height"]) for t in tiles]
+            merged[name] = merge_stats(list(zip(weights, parts, strict=True)))
+        elif kind == "hist":
+            merged[name] = merge_hists(parts)
+        elif kind in BOX_KINDS:
+            boxes = merge_boxes(b for p in parts for b in p.get("boxes", []))
+            merged[name] = {"count": len(boxes), "boxes": boxes}
+        elif kind == "qr":
+            found = [p for p in parts if p.get("found")]
+            merged[name] = found[0] if found else {"found": False, "text": "", "points": []}
+    merged["tiles"] = {"rows": rows, "cols": cols, "count": len(tiles)}
+    return merged
+
+
+class AggregatorLoop:
+    """Consume results and failures into an Aggregator until stopped."""
+
+    def __init__(self, aggregator: Aggregator, source: Any, poll_s: float = 0.2) -> None:
+        self.aggregator = aggregator
+        self.source = source
+        self.poll_s = poll_s
+        self._stop = threading.Event()
+        self.records = 0
+
+    def stop(self) -> None:
+        """Finish the current batch and stop (thread- and signal-safe)."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Poll, store, flush emitted records, commit; until stopped."""
+        try:
+            while not self._stop.is_set():
+                messages = self.source.poll(self.poll_s)
+                if messages:
+                    self.records += self.aggregator.handle(messages)
+                self.aggregator.check_timeouts()
+                if messages:
+                    if self.aggregator.sink is not None:
+                        self.aggregator.sink.flush(30)
+                    offsets: dict[TopicPartition, int] = {}
+                    for m in messages:
+                        offsets[m.tp] = max(offsets.get(m.tp, 0), m.offset + 1)
+                    self.source.commit(offsets)
+        finally:
+            self.source.close()
+
+
+def wait_until(predicate: Any, timeout_s: float) -> bool:
+    """Poll a condition (tests and the one-command job)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
