@@ -1,0 +1,213 @@
+"""Store and aggregator without a broker: dedupe, accumulators, fusion, incomplete parents."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import cv2
+import numpy as np
+import pytest
+
+from consumers.aggregator import Aggregator
+from stream.clock import FakeClock
+from stream.imaging import encode_png
+from stream.ops import build_registry
+from stream.pipeline import TileView, parse_spec
+from stream.records import Message
+from stream.store import Query, SQLiteStore
+from stream.tiling import grid, tile_meta
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict]] = []
+
+    def send(self, topic, key, value, ack):
+        self.sent.append((topic, json.loads(value)))
+        ack(None)
+
+    def flush(self, timeout_s=None):
+        pass
+
+    def close(self, timeout_s=5.0):
+        pass
+
+
+def msg(record: dict, offset: int = 0) -> Message:
+    return Message("results", 0, offset, None, json.dumps(record).encode(), 0)
+
+
+def result(ref_id: str, source="cam", ts=0, outputs=None, **kw) -> dict:
+    base = {
+        "v": 1,
+        "kind": "result",
+        "id": ref_id,
+        "uri": f"/{ref_id}.jpg",
+        "source": source,
+        "output_uri": f"/out/{ref_id}.png",
+        "pipeline": "gray",
+        "pipeline_hash": "h1",
+        "width": 10,
+        "height": 10,
+        "channels": 1,
+        "bytes_in": 100,
+        "outputs": outputs or {},
+        "timings": {},
+        "batch_id": "b",
+        "worker": "w",
+        "ts": ts,
+        "latency_ms": 5,
+        "lineage": {"topic": "refs", "partition": 0, "offset": 0, "sha256": None, "versions": {}},
+    }
+    base.update(kw)
+    return base
+
+
+def failure(ref_id: str, kind="not_found", source="cam", ts=0, **kw) -> dict:
+    return {
+        "v": 1,
+        "kind": "failure",
+        "id": ref_id,
+        "uri": "x",
+        "source": source,
+        "error": {"type": kind, "message": "m"},
+        "topic": "refs",
+        "partition": 0,
+        "offset": 1,
+        "attempts": 1,
+        "batch_id": "b",
+        "worker": "w",
+        "ts": ts,
+        **kw,
+    }
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SQLiteStore(str(tmp_path / "r.db"))
+    yield s
+    s.close()
+
+
+def snapshot(store: SQLiteStore):
+    return (
+        [json.dumps(r, sort_keys=True) for r in store.query(Query())],
+        {k: v.to_dict() for k, v in store.summary("minute").items()},
+    )
+
+
+def test_replaying_records_leaves_the_store_unchanged(store) -> None:
+    records = [
+        result(
+            "a",
+            outputs={
+                "stats": {"brightness": 100.0},
+                "faces": {"count": 1, "boxes": [[1, 2, 3, 4]]},
+            },
+        ),
+        result("b", source="door", ts=61_000, outputs={"stats": {"brightness": 50.0}}),
+        failure("c"),
+        failure(None, kind="bad_message", offset=9),
+    ]
+    assert store.add_many(records) == 4
+    before = snapshot(store)
+    assert store.add_many(records) == 0
+    assert store.add_many(list(reversed(records))) == 0
+    assert snapshot(store) == before
+    summary = store.summary()
+    assert summary["cam"].ok == 1
+    assert summary["cam"].failures == {"not_found": 1, "bad_message": 1}
+    assert summary["cam"].mean_brightness == 100.0
+    assert summary["door"].pixels == 100
+
+
+def test_query_filters(store) -> None:
+    store.add_many(
+        [
+            result("a", ts=1000, outputs={"faces": {"count": 1, "boxes": [[0, 0, 5, 5]]}}),
+            result("b", ts=2000, source="door"),
+            result("c", ts=3000, pipeline_hash="h2", pipeline="identity"),
+            failure("d", ts=4000),
+        ]
+    )
+    ids = lambda **kw: [r["id"] for r in store.query(Query(**kw))]  # noqa: E731
+    assert ids(source="door") == ["b"]
+    assert ids(since_ms=2000, until_ms=4000) == ["b", "c"]
+    assert ids(pipeline="h2") == ids(pipeline="identity") == ["c"]
+    assert ids(has="faces") == ["a"]
+    assert ids(id="d") == ["d"]
+    assert ids(kind="failure") == ["d"]
+
+
+def _tiles(tmp_path, img, spec, tile, overlap):
+    pipeline = parse_spec(spec, build_registry())
+    h, w = img.shape[:2]
+    records = []
+    for t in grid(w, h, tile, overlap):
+        b = t.halo
+        out, outputs = pipeline.run(
+            img[b.y : b.y + b.h, b.x : b.x + b.w].copy(), TileView(t.core_in_halo(), b.x, b.y)
+        )
+        k = t.core_in_halo()
+        path = tmp_path / f"t{t.row}_{t.col}.png"
+        path.write_bytes(encode_png(out[k.y : k.y + k.h, k.x : k.x + k.w]))
+        records.append(
+            result(
+                f"big~r{t.row}c{t.col}",
+                output_uri=str(path),
+                pipeline=pipeline.canonical,
+                pipeline_hash=pipeline.hash,
+                width=t.core.w,
+                height=t.core.h,
+                outputs=outputs,
+                tile=tile_meta("big", t, w, h, overlap, "/big.png"),
+            )
+        )
+    return pipeline, records
+
+
+def test_fusion_in_any_order_with_duplicates(tmp_path, store, photos) -> None:
+    img = cv2.imread(str(photos[0]))
+    pipeline, tiles = _tiles(tmp_path, img, "blur:k=5|stats|hist:bins=8", 150, 2)
+    sink = Sink()
+    agg = Aggregator(store, sink, "results", "dlq", FakeClock(), "agg", str(tmp_path / "fused"))
+    stream = tiles + random.Random(1).sample(tiles, 4)
+    random.Random(2).shuffle(stream)
+    for i, record in enumerate(stream):
+        agg.handle([msg(record, i)])
+    parents = [r for t, r in sink.sent if r["id"] == "big"]
+    assert len(parents) == 1 and agg.fused == 1
+    parent = parents[0]
+    whole, data = pipeline.run(img.copy())
+    assert np.array_equal(cv2.imread(parent["output_uri"], cv2.IMREAD_UNCHANGED), whole)
+    assert parent["width"] == img.shape[1] and parent["height"] == img.shape[0]
+    assert parent["outputs"]["hist"] == data["hist"]
+    assert parent["outputs"]["stats"]["brightness"] == pytest.approx(data["stats"]["brightness"])
+    assert store.get("big", pipeline.hash) == parent
+    assert store.summary()["cam"].ok == 1  # the parent counts, its tiles do not
+
+
+def test_missing_tiles_become_an_incomplete_failure(tmp_path, store, photos) -> None:
+    img = cv2.imread(str(photos[0]))
+    _, tiles = _tiles(tmp_path, img, "gray", 200, 0)
+    clock = FakeClock()
+    sink = Sink()
+    agg = Aggregator(store, sink, "results", "dlq", clock, "agg", tile_timeout_s=10)
+    agg.handle([msg(r, i) for i, r in enumerate(tiles[:-1])])
+    agg.check_timeouts()
+    assert sink.sent == []
+    clock.advance(11)
+    agg.check_timeouts()
+    [(topic, record)] = sink.sent
+    assert topic == "dlq" and record["error"]["type"] == "incomplete"
+    last = tiles[-1]["tile"]
+    assert f"r{last['row']}c{last['col']}" in record["error"]["message"]
+
+
+def test_a_failed_tile_makes_its_parent_incomplete_at_once(store) -> None:
+    sink = Sink()
+    agg = Aggregator(store, sink, "results", "dlq", FakeClock(), "agg")
+    agg.handle([msg(failure("big~r0c1", kind="decode_error", parent="big"))])
+    [(_topic, record)] = sink.sent
+    assert record["id"] == "big" and "big~r0c1" in record["error"]["message"]
