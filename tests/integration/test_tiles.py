@@ -1,0 +1,109 @@
+"""A large image tiled across two workers in a group, fused by the aggregator, queried."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from stream.store import Query, SQLiteStore
+from tests.integration.conftest import stop
+
+
+def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "stream.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def test_tiles_across_two_workers_fuse_into_the_whole_image(topics, tmp_path) -> None:
+    rng = np.random.default_rng(5)
+    big = cv2.GaussianBlur(rng.integers(0, 256, (1500, 2300, 3), dtype=np.uint8), (0, 0), 2)
+    src = tmp_path / "src"
+    src.mkdir()
+    cv2.imwrite(str(src / "big.png"), big)
+    store_dir, out, db = tmp_path / "tiles", tmp_path / "out", tmp_path / "r.db"
+    spec = "gray|blur:k=5|stats"
+    produced = cli(
+        "produce",
+        str(src),
+        "--bootstrap",
+        topics.bootstrap,
+        "--topic",
+        topics.refs,
+        "--partition-by",
+        "sequential",
+        "--tile",
+        "512",
+        "--overlap",
+        "2",
+        "--tile-store",
+        str(store_dir),
+    )
+    assert produced.returncode == 0, produced.stderr
+    assert "1 images tiled" in produced.stdout
+    workers = [
+        topics.start_worker(out, store_dir, "--ops", spec, "--max-batch", "2", "--idle-exit", "4")
+        for _ in range(2)
+    ]
+    aggregator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "aggregate",
+            "--bootstrap",
+            topics.bootstrap,
+            "--group",
+            f"agg-{topics.group}",
+            "--results-topic",
+            topics.results,
+            "--dlq-topic",
+            topics.dlq,
+            "--db",
+            str(db),
+            "--idle-exit",
+            "8",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert [w.wait(120) for w in workers] == [0, 0]
+        output, _ = aggregator.communicate(timeout=120)
+    finally:
+        for w in workers:
+            stop(w)
+        stop(aggregator)
+    assert aggregator.returncode == 0, output
+    assert "stitched 1" in output
+    store = SQLiteStore(str(db))
+    try:
+        rows = store.query(Query(kind="result"))
+    finally:
+        store.close()
+    parents = [r for r in rows if not r.get("tile")]
+    tiles = [r for r in rows if r.get("tile")]
+    assert len(parents) == 1 and len(tiles) == 15  # 3 x 5 grid
+    assert len({t["worker"] for t in tiles}) == 2, "the tiles did not spread over the group"
+    whole = cv2.GaussianBlur(cv2.cvtColor(big, cv2.COLOR_BGR2GRAY), (5, 5), 0)
+    fused = cv2.imread(parents[0]["output_uri"], cv2.IMREAD_UNCHANGED)
+    assert np.array_equal(fused, whole)
+    assert (
+        parents[0]["outputs"]["stats"]["brightness"]
+        == np.float64(cv2.cvtColor(big, cv2.COLOR_BGR2GRAY).mean())
+        or abs(parents[0]["outputs"]["stats"]["brightness"] - whole.mean()) < 1.0
+    )
+    q = cli("query", "--db", str(db), "--id", parents[0]["id"], "--format", "json")
+    assert q.returncode == 0, q.stderr
+    ids = [json.loads(line)["id"] for line in q.stdout.splitlines()]
+    assert parents[0]["id"] in ids and len(ids) == 16
+    summary = cli("query", "--db", str(db), "--summary")
+    assert "src" in summary.stdout
