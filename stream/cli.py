@@ -479,6 +479,9 @@ def run(
     click.echo(f"outputs     {os.path.join(config.out_dir, summary.pipeline_hash)}")
     click.echo(f"records     {os.path.join(config.out_dir, 'results.jsonl')}")
     click.echo(f"store       {plan.db_path}  (imgstream query --db {plan.db_path})")
+    from stream.runner import peak_rss_mb
+
+    click.echo(f"memory      this process peaked at {peak_rss_mb():.0f} MB; workers: see logs/")
     if summary.missing:
         shown = ", ".join(summary.missing[:10])
         click.echo(f"error: {len(summary.missing)} refs have no record: {shown}", err=True)

@@ -103,3 +103,48 @@ def test_wrong_specs_stop_at_start_up(tmp_path, spec, needle) -> None:
     )
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr
+
+
+def test_tiling_refuses_whole_image_operations(tmp_path) -> None:
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((64, 64, 3), np.uint8))
+    for spec, needle in (("equalize", "equalize"), ("gray|canny", "canny")):
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "run",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+                "--ops",
+                spec,
+                "--tile",
+                "32",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and needle in proc.stderr and "tiles" in proc.stderr
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "stream.cli",
+            "run",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+            "--ops",
+            "blur:k=9",
+            "--tile",
+            "32",
+            "--overlap",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and "at least" in proc.stderr
