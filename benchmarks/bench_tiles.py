@@ -121,10 +121,8 @@ def main() -> None:
                 + ", ".join(f"{m:.0f} MB" for m in worker_mb)
             )
             shutil.rmtree(out, ignore_errors=True)
-        print(
-            f"\nthis script's peak: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB"
-            f"; cores: {os.cpu_count()}"
-        )
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(f"\nthis script's peak: {peak:.0f} MB; cores: {os.cpu_count()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
