@@ -305,6 +305,7 @@ class _AggregatorThread:
         self.thread.start()
 
     def stop(self) -> Aggregator:
+        self.loop.wait_caught_up()
         self.loop.stop()
         self.thread.join(60)
         self.sink.close()

@@ -36,6 +36,9 @@ def build_runner(config: WorkerConfig, metrics: Metrics | None = None) -> Runner
             [config.refs_topic],
             handler=runner,
             fetch_max_wait_ms=config.fetch_max_wait_ms,
+            # One batch's worth per poll: back-pressure then bounds what is in flight
+            # (and so what a crash can make the group redo) to a few batches.
+            max_poll_records=config.max_batch,
             client_id=config.worker_id,
             session_timeout_ms=config.session_timeout_ms,
             heartbeat_interval_ms=config.heartbeat_interval_ms,

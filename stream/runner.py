@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 MAX_SEND_ATTEMPTS = 4
 POLL_MAX_S = 0.2
-COMMIT_EVERY_S = 0.1
+COMMIT_EVERY_S = 0.02
 LAG_EVERY_S = 1.0
 JOIN_GRACE_S = 60.0
 

@@ -87,9 +87,11 @@ def test_kill9_mid_stream_loses_nothing(topics, tmp_path) -> None:
         counts[ref_id] += 1
     assert set(counts) == {r.id for r in refs}, "refs missing"
     duplicates = sum(n - 1 for n in counts.values())
-    # Only messages in flight at the kill are redone: at most the batches being
-    # processed plus the open one, per worker that lost them.
-    assert duplicates <= 3 * max_batch, duplicates
+    print(f"duplicates after SIGKILL: {duplicates}")
+    # Only messages in flight at the kill are redone. By design that is at most
+    # the in-flight batches (2), one more submitted before the pause, and the open
+    # batch: a poll returns at most one batch's worth.
+    assert duplicates <= 4 * max_batch, duplicates
     assert all(isinstance(r, Result) for r in records)
 
 
