@@ -12,7 +12,6 @@ alpha dropped, 16-bit scaled to 8-bit, grayscale as three equal channels).
 from __future__ import annotations
 
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -265,13 +264,14 @@ def encode_params(fmt: str, png_level: int = 1, jpeg_quality: int = 95) -> list[
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    crc = isal_zlib.crc32(body, isal_zlib.crc32(kind))
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", crc)
 
 
 _PNG_COLOUR_TYPE = {1: 0, 3: 2, 4: 6}
 
 
-def _png_rows(img: np.ndarray) -> bytes:
+def _png_rows(img: np.ndarray) -> memoryview:
     """Scanlines of an 8-bit image in PNG channel order, SUB-filtered."""
     h, w = img.shape[:2]
     c = 1 if img.ndim == 2 else img.shape[2]
@@ -284,7 +284,7 @@ def _png_rows(img: np.ndarray) -> bytes:
     filtered[:, 0] = 1  # SUB: each byte minus the byte one pixel to its left
     filtered[:, 1 : 1 + c] = rows[:, :c]
     np.subtract(rows[:, c:], rows[:, :-c], out=filtered[:, 1 + c :])
-    return filtered.tobytes()
+    return filtered.data.cast("B")
 
 
 def _png_header(width: int, height: int, channels: int) -> bytes:
