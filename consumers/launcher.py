@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections import Counter
@@ -22,12 +21,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TextIO
 
-from consumers.aggregator import Aggregator, AggregatorLoop
+from consumers.aggregator import Aggregator
 from producers.produce import produce_refs
 from stream.broker import EmbeddedBroker
 from stream.clock import SystemClock
 from stream.config import WorkerConfig
-from stream.kafka_io import KafkaSink, KafkaSource, TopicReader, ensure_topics, start_group_at_end
+from stream.kafka_io import KafkaSink, TopicReader, ensure_topics, start_group_at_end
 from stream.partitioning import Partitioner
 from stream.records import ImageRef
 from stream.store import SQLiteStore
@@ -189,12 +188,21 @@ def collect(
     on_progress: Callable[[int], None] | None = None,
     stall_timeout_s: float = 300.0,
     worker_ids: set[str] | None = None,
+    aggregator: Aggregator | None = None,
 ) -> None:
-    """Read records until every expected id is accounted for (or no progress is possible)."""
+    """Read records until every expected id is accounted for (or no progress is possible).
+
+    With an ``aggregator``, every polled batch is also stored, accumulated and
+    fused (its fused parents come back through the results topic).
+    """
     seen: set[str] = set()
     last_progress = time.monotonic()
     while len(seen) < len(expected):
         messages = reader.poll(0.2)
+        if aggregator is not None:
+            if messages:
+                aggregator.handle(messages)
+            aggregator.check_timeouts()
         for msg in messages:
             # Plain JSON, not full record decoding: the collector shares the
             # machine's cores with the workers, and only needs a few fields.
@@ -282,41 +290,6 @@ def run_job(
             broker.stop()
 
 
-class _AggregatorThread:
-    """The aggregator, in-process, on its own consumer group."""
-
-    def __init__(self, config: WorkerConfig, db_path: str, tile_timeout_s: float) -> None:
-        self.store = SQLiteStore(db_path)
-        self.sink = KafkaSink(config.bootstrap, client_id="imgstream-run-aggregator")
-        aggregator = Aggregator(
-            self.store,
-            self.sink,
-            config.results_topic,
-            config.dlq_topic,
-            SystemClock(),
-            "imgstream-run-aggregator",
-            tile_timeout_s=tile_timeout_s,
-        )
-        source = KafkaSource(
-            config.bootstrap,
-            config.group + "-aggregate",
-            [config.results_topic, config.dlq_topic],
-            fetch_max_wait_ms=20,
-            client_id="imgstream-run-aggregator",
-        )
-        self.loop = AggregatorLoop(aggregator, source)
-        self.thread = threading.Thread(target=self.loop.run, name="aggregator", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> Aggregator:
-        self.loop.wait_caught_up()
-        self.loop.stop()
-        self.thread.join(60)
-        self.sink.close()
-        self.store.close()
-        return self.loop.aggregator
-
-
 def _run(
     plan: JobPlan,
     config: WorkerConfig,
@@ -340,8 +313,22 @@ def _run(
     os.makedirs(config.out_dir, exist_ok=True)
     started = time.monotonic()
     procs = WorkerProcesses(config, n_workers, os.path.join(config.out_dir, "logs"), plan.child_env)
+    # The aggregator runs on the collector's messages: no second consumer, no
+    # second group join, and the store is complete when the run ends.
+    store = SQLiteStore(plan.db_path) if plan.db_path else None
+    agg_sink = KafkaSink(config.bootstrap, client_id="imgstream-run-aggregator") if store else None
     aggregator = (
-        _AggregatorThread(config, plan.db_path, plan.tile_timeout_s) if plan.db_path else None
+        Aggregator(
+            store,
+            agg_sink,
+            config.results_topic,
+            config.dlq_topic,
+            SystemClock(),
+            "imgstream-run-aggregator",
+            tile_timeout_s=plan.tile_timeout_s,
+        )
+        if store is not None
+        else None
     )
     all_ids = {r.id for r in plan.refs} | set(plan.parents)
     summary = JobSummary(
@@ -370,6 +357,7 @@ def _run(
                 on_progress,
                 stall_timeout_s,
                 procs.worker_ids,
+                aggregator,
             )
         summary.missing = sorted(set(summary.missing) | (all_ids - expected))
         summary.seconds = time.monotonic() - started
@@ -377,8 +365,11 @@ def _run(
     finally:
         summary.worker_exit_codes = procs.stop()
         if aggregator is not None:
-            agg = aggregator.stop()
-            summary.fused = agg.fused
+            summary.fused = aggregator.fused
+        if agg_sink is not None:
+            agg_sink.close()
+        if store is not None:
+            store.close()
     return summary
 
 
