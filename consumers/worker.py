@@ -65,10 +65,13 @@ def tune_allocator() -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # not glibc: nothing to tune
         return
-    m_trim_threshold, m_mmap_threshold = -1, -3
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
     if not libc.mallopt(m_mmap_threshold, 256 << 20):
         libc.mallopt(m_mmap_threshold, 32 << 20)
     libc.mallopt(m_trim_threshold, 1 << 30)
+    # One arena: a buffer freed by one image thread is reused by the next image
+    # on any thread, instead of every thread keeping its own high-water mark.
+    libc.mallopt(m_arena_max, 1)
 
 
 def run_worker(config: WorkerConfig) -> int:

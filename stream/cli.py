@@ -371,9 +371,9 @@ def work(bootstrap: str, out: str, roots: tuple[str, ...], **kw: Any) -> None:
 @click.option(
     "--workers",
     type=int,
-    default=1,
-    show_default=True,
-    help="Worker processes (one process with --threads already uses every core).",
+    default=None,
+    help="Worker processes [default: 1, whose --threads use every core; with --tile, one per "
+    "core, since a worker holds one tile at a time].",
 )
 @click.option("--partitions", type=int, default=None, help="Refs partitions (default 2×workers).")
 @click.option("--partition-by", type=PARTITION_CHOICES, default="sequential", show_default=True)
@@ -398,7 +398,7 @@ def run(
     inputs: tuple[str, ...],
     out: str,
     bootstrap: str | None,
-    workers: int,
+    workers: int | None,
     partitions: int | None,
     partition_by: str,
     source: str | None,
@@ -420,6 +420,8 @@ def run(
     from stream.partitioning import make_partitioner
     from stream.pipeline import parse_spec
 
+    if workers is None:
+        workers = max(1, os.cpu_count() or 1) if tile is not None else 1
     if workers < 1:
         raise click.BadParameter("must be at least 1", param_hint="--workers")
     n_partitions = partitions if partitions is not None else 2 * workers

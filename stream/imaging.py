@@ -272,14 +272,20 @@ _PNG_COLOUR_TYPE = {1: 0, 3: 2, 4: 6}
 
 
 def _png_rows(img: np.ndarray) -> memoryview:
-    """Scanlines of an 8-bit image in PNG channel order, SUB-filtered."""
+    """Scanlines of an 8-bit image in PNG channel order, SUB-filtered.
+
+    The input may be a (cropped) view: it is read in place, with one extra
+    buffer only for colour, where PNG wants RGB(A) and OpenCV holds BGR(A).
+    """
     h, w = img.shape[:2]
     c = 1 if img.ndim == 2 else img.shape[2]
     if c == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        pixels = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     elif c == 4:
-        img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
-    rows = np.ascontiguousarray(img).reshape(h, w * c)
+        pixels = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
+    else:
+        pixels = img
+    rows = pixels.reshape(h, w * c)  # a view: rows may be strided, their bytes are not
     filtered = np.empty((h, w * c + 1), np.uint8)
     filtered[:, 0] = 1  # SUB: each byte minus the byte one pixel to its left
     filtered[:, 1 : 1 + c] = rows[:, :c]
@@ -312,7 +318,17 @@ def encode_png(img: np.ndarray, level: int = 1) -> bytes:
     c = _png_check(img)
     h, w = img.shape[:2]
     idat = isal_zlib.compress(_png_rows(img), min(max(level, 0), 3))
-    return _png_header(w, h, c) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b"")
+    crc = isal_zlib.crc32(idat, isal_zlib.crc32(b"IDAT"))
+    return b"".join(
+        (
+            _png_header(w, h, c),
+            struct.pack(">I", len(idat)),
+            b"IDAT",
+            idat,
+            struct.pack(">I", crc),
+            _png_chunk(b"IEND", b""),
+        )
+    )
 
 
 class PngStreamWriter:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +63,7 @@ class ImageProcessor:
             config.output_format, config.png_level, config.jpeg_quality
         )
         self.versions = library_versions()
+        self._tile_slot = threading.Lock()
 
     def _failure(
         self, msg: Message, error: ImageError, batch_id: str, ref: ImageRef | None
@@ -117,25 +119,40 @@ class ImageProcessor:
         return tile
 
     def _process_ref(self, msg: Message, ref: ImageRef, batch_id: str, wait_s: float) -> Outcome:
+        tile = self._tile(ref)
+        if tile is None:
+            return self._process(msg, ref, batch_id, wait_s, None)
+        # A worker holds one tile at a time: tiles spread over the group, and a
+        # worker's memory stays a small fraction of the image it helps process.
+        with self._tile_slot:
+            return self._process(msg, ref, batch_id, wait_s, tile)
+
+    def _process(
+        self, msg: Message, ref: ImageRef, batch_id: str, wait_s: float, tile: Tile | None
+    ) -> Outcome:
         mono = self.clock.monotonic
         timings: dict[str, float] = {"wait": wait_s}
-        tile = self._tile(ref)
         t0 = mono()
-        loaded = self.store.read(ref.uri)
+        data = self.store.read(ref.uri).data
+        sha = hashlib.sha256(data).hexdigest()
+        n_in = len(data)
         t1 = mono()
-        decoded = imaging.decode(loaded.data, self.config.max_pixels)
+        image = imaging.decode(data, self.config.max_pixels).image
+        del data  # buffers are dropped as soon as they are used: peak memory per image
         t2 = mono()
-        image = decoded.image
+        height, width = image.shape[:2]
+        channels = 1 if image.ndim == 2 else int(image.shape[2])
         view = None
         if tile is not None:
-            h, w = image.shape[:2]
-            if (w, h) != (tile.halo.w, tile.halo.h):
+            if (width, height) != (tile.halo.w, tile.halo.h):
                 raise ImageError(
                     DECODE_ERROR,
-                    f"tile image is {w}x{h}, its ref says {tile.halo.w}x{tile.halo.h}",
+                    f"tile image is {width}x{height}, its ref says {tile.halo.w}x{tile.halo.h}",
                 )
             view = TileView(tile.core_in_halo(), tile.halo.x, tile.halo.y)
+            width, height = tile.core.w, tile.core.h
         out, outputs = self.pipeline.run(image, view)
+        del image
         if view is not None:
             k = view.core
             out = out[k.y : k.y + k.h, k.x : k.x + k.w]
@@ -144,6 +161,7 @@ class ImageProcessor:
             encoded = imaging.encode(out, self.config.output_format, self.encode_params)
         except (ValueError, cv2.error) as exc:
             raise ImageError(OP_ERROR, f"cannot encode the output: {exc}") from None
+        del out
         t4 = mono()
         path = output_path(
             self.config.out_dir, self.pipeline.hash, ref.source, ref.id, self.config.output_format
@@ -154,11 +172,7 @@ class ImageProcessor:
             raise ImageError(IO_ERROR, f"cannot write {path}: {exc.strerror or exc}") from None
         t5 = mono()
         timings.update(load=t1 - t0, decode=t2 - t1, ops=t3 - t2, encode=t4 - t3, store=t5 - t4)
-        sha = hashlib.sha256(loaded.data).hexdigest()
         now_ms = self.clock.wall_ms()
-        height, width = image.shape[:2]
-        if tile is not None:
-            width, height = tile.core.w, tile.core.h
         result = Result(
             id=ref.id,
             uri=ref.uri,
@@ -167,7 +181,7 @@ class ImageProcessor:
             pipeline_hash=self.pipeline.hash,
             width=int(width),
             height=int(height),
-            channels=1 if image.ndim == 2 else int(image.shape[2]),
+            channels=channels,
             outputs=_jsonable(outputs),
             timings={k: round(v, 6) for k, v in timings.items()},
             batch_id=batch_id,
@@ -176,10 +190,10 @@ class ImageProcessor:
             ts=ref.ts,
             latency_ms=max(0, now_ms - ref.ts),
             lineage=Lineage(msg.topic, msg.partition, msg.offset, sha, self.versions),
-            bytes_in=len(loaded.data),
+            bytes_in=n_in,
             tile=ref.tile,
         )
-        return Outcome(msg, result, int(width * height), len(loaded.data), len(encoded))
+        return Outcome(msg, result, int(width * height), n_in, len(encoded))
 
 
 def _parent(ref: ImageRef | None) -> str | None:
