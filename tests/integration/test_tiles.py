@@ -107,3 +107,23 @@ def test_tiles_across_two_workers_fuse_into_the_whole_image(topics, tmp_path) ->
     assert parents[0]["id"] in ids and len(ids) == 16
     summary = cli("query", "--db", str(db), "--summary")
     assert "src" in summary.stdout
+    # Feeding the same results again (a new aggregator group re-reads the topics)
+    # changes nothing in the store.
+    again = cli(
+        "aggregate",
+        "--bootstrap",
+        topics.bootstrap,
+        "--group",
+        f"agg2-{topics.group}",
+        "--results-topic",
+        topics.results,
+        "--dlq-topic",
+        topics.dlq,
+        "--db",
+        str(db),
+        "--idle-exit",
+        "5",
+    )
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "stored 0 new records; stitched 0" in again.stdout
+    assert cli("query", "--db", str(db), "--summary").stdout == summary.stdout
