@@ -578,6 +578,120 @@ def aggregate(
     )
 
 
+@cli.command()
+@click.argument("video")
+@click.option(
+    "--bootstrap",
+    envvar="IMGSTREAM_BOOTSTRAP",
+    required=True,
+    help="Kafka bootstrap servers host:port.",
+)
+@click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
+@click.option("--fps", type=float, default=5.0, show_default=True, help="Frames per second kept.")
+@click.option("--source", default=None, help="Source name (default: the file's stem, or camN).")
+@click.option(
+    "--store",
+    "store_dir",
+    type=click.Path(file_okay=False),
+    default="captures",
+    show_default=True,
+    help="Where frames are stored (workers need it under --root).",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=90,
+    show_default=True,
+    help="JPEG quality of stored frames.",
+)
+@click.option("--max-frames", type=int, default=None, help="Stop after storing this many frames.")
+@click.option(
+    "--duration", "duration_s", type=float, default=None, help="Stop after this many seconds."
+)
+@click.option(
+    "--realtime/--no-realtime",
+    default=False,
+    show_default=True,
+    help="Play a file at its own pace (live sources always are).",
+)
+@click.option(
+    "--partitions",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Partitions when the topic has to be created.",
+)
+def capture(
+    video: str,
+    bootstrap: str,
+    topic: str,
+    fps: float,
+    source: str | None,
+    store_dir: str,
+    quality: int,
+    max_frames: int | None,
+    duration_s: float | None,
+    realtime: bool,
+    partitions: int,
+) -> None:
+    """Capture frames from a video file, camera device (0, 1, ...) or stream URL."""
+    from producers.capture import capture as run_capture
+    from stream.clock import SystemClock
+    from stream.codec import encode
+    from stream.kafka_io import KafkaSink, ensure_topics
+    from stream.partitioning import BySource, partition_key
+
+    if fps <= 0:
+        raise click.BadParameter("must be positive", param_hint="--fps")
+    if source is None:
+        source = f"cam{video}" if video.isdigit() else os.path.splitext(os.path.basename(video))[0]
+    ensure_topics(bootstrap, {topic: partitions})
+    sink = KafkaSink(bootstrap, client_id="imgstream-capture")
+    n = sink.partitions(topic)
+    partitioner = BySource()
+    futures = []
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    def emit(ref: Any) -> None:
+        futures.append(
+            sink.send_partition(
+                topic, partitioner.partition(ref, n), partition_key(ref), encode(ref)
+            )
+        )
+
+    try:
+        stats = run_capture(
+            video,
+            source,
+            os.path.abspath(store_dir),
+            emit,
+            SystemClock(),
+            fps=fps,
+            realtime=realtime,
+            quality=quality,
+            max_frames=max_frames,
+            duration_s=duration_s,
+            should_stop=lambda: stop["now"],
+        )
+        sink.flush()
+    finally:
+        sink.close()
+    failed = sum(1 for f in futures if f.failed())
+    click.echo(
+        f"captured {stats.stored} frames from {video} as {source!r} "
+        f"({stats.read} read, {stats.dropped} skipped by --fps, {stats.reconnects} reconnects)"
+        f" -> {topic}" + (f"; {failed} NOT delivered" if failed else "")
+    )
+    if failed:
+        sys.exit(1)
+
+
 def _time_ms(text: str | None, flag: str) -> int | None:
     if text is None:
         return None

@@ -24,7 +24,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -229,7 +229,7 @@ class Runner:
         self._inflight.add(future)
 
     def _process_batch(self, batch: Batch[Message], batch_id: str) -> None:
-        """Runs on a batch thread: images in parallel, records sent as they finish."""
+        """Runs on a batch thread: images in parallel, records sent in message order."""
         started = self.clock.monotonic()
         wait_s = max(0.0, started - batch.opened_at)
         futures = [
@@ -237,7 +237,8 @@ class Runner:
             for msg in batch.items
         ]
         ok = failed = pixels = 0
-        for future in as_completed(futures):
+        # Records go out in message order, so one source's results stay in order.
+        for future in futures:
             outcome = future.result()
             self._deliver(outcome)
             pixels += outcome.pixels

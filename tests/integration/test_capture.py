@@ -1,0 +1,76 @@
+"""`imgstream capture` of a real (generated) video into a running worker."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+
+from producers.capture import Sampler
+from stream.records import Result
+from tests.integration.conftest import collect_until, stop
+
+
+def make_video(path, seconds: float = 3.0, fps: int = 30) -> int:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (320, 240))
+    n = int(seconds * fps)
+    for i in range(n):
+        frame = np.full((240, 320, 3), (i * 3) % 256, np.uint8)
+        cv2.putText(frame, str(i), (60, 140), cv2.FONT_HERSHEY_SIMPLEX, 3, (0, 0, 255), 5)
+        writer.write(frame)
+    writer.release()
+    return n
+
+
+def test_sampler_keeps_one_frame_per_interval() -> None:
+    s = Sampler(5.0)
+    kept = [i for i in range(90) if s.keep(i / 30.0)]
+    assert kept == list(range(0, 90, 6))
+    slow = Sampler(5.0)
+    assert [slow.keep(t) for t in (0.0, 0.1, 1.05, 1.1, 1.25)] == [True, False, True, False, True]
+
+
+def test_capture_into_a_running_worker(topics, tmp_path) -> None:
+    video = tmp_path / "clip.avi"
+    make_video(video, seconds=3.0, fps=30)
+    store = tmp_path / "frames"
+    store.mkdir()
+    worker = topics.start_worker(tmp_path / "out", store, "--max-wait", "0.1")
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "stream.cli",
+                "capture",
+                str(video),
+                "--fps",
+                "5",
+                "--source",
+                "cam1",
+                "--store",
+                str(store),
+                "--bootstrap",
+                topics.bootstrap,
+                "--topic",
+                topics.refs,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+        frames = sorted((store / "cam1").glob("*.jpg"))
+        assert 14 <= len(frames) <= 16, proc.stdout  # fps x duration, within one frame
+        assert f"captured {len(frames)} frames" in proc.stdout
+        ids = {f"cam1-{p.stem}" for p in frames}
+        records, _ = collect_until(topics.records(), ids, timeout_s=60)
+    finally:
+        stop(worker)
+    results = [r for r in records if isinstance(r, Result)]
+    assert {r.id for r in results} == ids
+    ts = [r.ts for r in results]
+    assert ts == sorted(ts), "results of one source are out of order"
+    assert all(r.source == "cam1" for r in results)
