@@ -17,12 +17,14 @@ from stream.metrics import Metrics
 from stream.ops import build_registry
 from stream.pipeline import parse_spec
 from stream.processor import ImageProcessor
-from stream.runner import Runner
+from stream.runner import Runner, RunnerHooks
 
 log = logging.getLogger("imgstream.worker")
 
 
-def build_runner(config: WorkerConfig, metrics: Metrics | None = None) -> Runner:
+def build_runner(
+    config: WorkerConfig, metrics: Metrics | None = None, hooks: RunnerHooks | None = None
+) -> Runner:
     """A Runner wired to Kafka, for ``config`` (validated here)."""
     config.validate()
     pipeline = parse_spec(config.ops, build_registry())
@@ -48,7 +50,7 @@ def build_runner(config: WorkerConfig, metrics: Metrics | None = None) -> Runner
     def sink() -> KafkaSink:
         return KafkaSink(config.bootstrap, client_id=config.worker_id)
 
-    return Runner(config, processor, source, sink, clock, metrics)
+    return Runner(config, processor, source, sink, clock, metrics, hooks)
 
 
 def tune_allocator() -> None:

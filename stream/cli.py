@@ -692,6 +692,202 @@ def capture(
         sys.exit(1)
 
 
+@cli.command()
+@click.option(
+    "--bootstrap",
+    envvar="IMGSTREAM_BOOTSTRAP",
+    required=True,
+    help="Kafka bootstrap servers host:port.",
+)
+@click.option("--from", "from_", required=True, help="Start of the range: ISO 8601 or epoch ms.")
+@click.option("--to", "to", default=None, help="End of the range (exclusive); default: now.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
+@_worker_options
+def replay(
+    bootstrap: str,
+    from_: str,
+    to: str | None,
+    out: str,
+    roots: tuple[str, ...],
+    group: str,
+    **kw: Any,
+) -> None:
+    """Reprocess the refs produced in a time range, under a new consumer group."""
+    from tqdm import tqdm
+
+    from consumers.replay import replay as run_replay
+    from stream.ops import build_registry
+    from stream.pipeline import parse_spec
+
+    from_ms = _time_ms(from_, "--from")
+    to_ms = _time_ms(to, "--to")
+    assert from_ms is not None
+    if to_ms is not None and to_ms <= from_ms:
+        raise click.BadParameter("must be after --from", param_hint="--to")
+    pipeline = parse_spec(kw["ops"], build_registry())
+    if group == cfg.DEFAULT_GROUP:
+        group = (
+            f"imgstream-replay-{pipeline.hash}-{from_ms}-{to_ms if to_ms is not None else 'end'}"
+        )
+    config = _config(bootstrap, out, roots, group=group, **kw)
+    bar = tqdm(unit="msg", disable=not sys.stderr.isatty(), desc="replaying")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    try:
+        summary = run_replay(config, from_ms, to_ms, progress)
+    finally:
+        bar.close()
+    skipped = summary.batches
+    summary.batches = 0
+    for line in summary.lines()[1:-1]:
+        click.echo(line)
+    click.echo(f"replayed    {summary.expected} refs in range, {skipped} outside it; group {group}")
+    click.echo(f"outputs     {os.path.join(config.out_dir, pipeline.hash)}")
+
+
+@cli.command()
+@click.option(
+    "--bootstrap",
+    envvar="IMGSTREAM_BOOTSTRAP",
+    required=True,
+    help="Kafka bootstrap servers host:port.",
+)
+@click.option("--group", envvar="IMGSTREAM_GROUP", default=cfg.DEFAULT_GROUP, show_default=True)
+@click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--watch",
+    "watch_s",
+    type=float,
+    default=None,
+    is_flag=False,
+    flag_value=2.0,
+    help="Refresh every N seconds (default 2) until interrupted.",
+)
+def status(bootstrap: str, group: str, topic: str, fmt: str, watch_s: float | None) -> None:
+    """Per partition: committed offset, high-watermark, lag in messages and seconds."""
+    import json as _json
+
+    from stream.kafka_io import group_members, topic_state
+
+    while True:
+        states = topic_state(bootstrap, topic, group, pending_ts=True)
+        members = group_members(bootstrap, group)
+        now = time.time() * 1000
+        rows: list[dict[str, Any]] = [
+            {
+                "partition": st.partition,
+                "committed": st.committed,
+                "highwater": st.highwater,
+                "lag": st.lag,
+                "lag_seconds": round((now - st.oldest_pending_ms) / 1000, 3)
+                if st.oldest_pending_ms is not None and st.lag
+                else 0.0,
+            }
+            for st in states
+        ]
+        if fmt == "json":
+            click.echo(
+                _json.dumps(
+                    {
+                        "group": group,
+                        "topic": topic,
+                        "partitions": rows,
+                        "lag": sum(r["lag"] for r in rows),
+                        "members": members,
+                    }
+                )
+            )
+        else:
+            if watch_s is not None:
+                click.clear()
+            click.echo(f"group {group}   topic {topic}")
+            click.echo(
+                f"{'partition':>9} {'committed':>10} {'highwater':>10} {'lag':>8} {'lag_s':>8}"
+            )
+            for r in rows:
+                committed = "-" if r["committed"] is None else r["committed"]
+                click.echo(
+                    f"{r['partition']:>9} {committed!s:>10} {r['highwater']:>10} "
+                    f"{r['lag']:>8} {r['lag_seconds']:>8.1f}"
+                )
+            click.echo(f"{'total':>9} {'':>10} {'':>10} {sum(r['lag'] for r in rows):>8}")
+            if members is None:
+                click.echo("members: not available (the broker did not describe the group)")
+            else:
+                click.echo(f"members: {len(members)}")
+                for m in members:
+                    click.echo(f"  {m['member']}  {m['client']}")
+        if watch_s is None:
+            return
+        time.sleep(watch_s)
+
+
+@cli.group()
+def offsets() -> None:
+    """Inspect or move a consumer group's committed offsets."""
+
+
+@offsets.command("reset")
+@click.option(
+    "--bootstrap",
+    envvar="IMGSTREAM_BOOTSTRAP",
+    required=True,
+    help="Kafka bootstrap servers host:port.",
+)
+@click.option("--group", required=True)
+@click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
+@click.option("--to-time", default=None, help="The first offset at or after this time.")
+@click.option("--to-earliest", is_flag=True)
+@click.option("--to-latest", is_flag=True)
+def offsets_reset(
+    bootstrap: str, group: str, topic: str, to_time: str | None, to_earliest: bool, to_latest: bool
+) -> None:
+    """Reset a group's offsets (refused while the group has live members)."""
+    from stream.kafka_io import commit_group_offsets, first_offsets_at, group_members, topic_state
+
+    chosen = [
+        n
+        for n, v in (
+            ("--to-time", to_time),
+            ("--to-earliest", to_earliest),
+            ("--to-latest", to_latest),
+        )
+        if v
+    ]
+    if len(chosen) != 1:
+        raise click.UsageError("give exactly one of --to-time, --to-earliest, --to-latest")
+    members = group_members(bootstrap, group)
+    if members:
+        raise click.UsageError(
+            f"group {group!r} has {len(members)} live member(s); stop its workers first"
+        )
+    if members is None:
+        click.echo(
+            "warning: the broker cannot tell whether the group has live members; "
+            "make sure its workers are stopped",
+            err=True,
+        )
+    states = topic_state(bootstrap, topic)
+    if to_earliest:
+        target = {st.partition: 0 for st in states}
+    elif to_latest:
+        target = {st.partition: st.highwater for st in states}
+    else:
+        when = _time_ms(to_time, "--to-time")
+        assert when is not None
+        target = first_offsets_at(bootstrap, topic, when)
+    commit_group_offsets(bootstrap, group, topic, target)
+    for p, o in sorted(target.items()):
+        click.echo(f"{topic}[{p}] -> {o}")
+
+
 def _time_ms(text: str | None, flag: str) -> int | None:
     if text is None:
         return None

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -262,6 +263,126 @@ def start_group_at_end(bootstrap: str, group: str, topic: str) -> dict[int, int]
         return {tp.partition: o for tp, o in ends.items()}
     finally:
         consumer.close(autocommit=False)
+
+
+@dataclass(frozen=True)
+class PartitionState:
+    """One partition of a topic as a group sees it."""
+
+    partition: int
+    highwater: int
+    committed: int | None
+    #: Timestamp (ms) of the oldest message the group has not committed, if any.
+    oldest_pending_ms: int | None = None
+
+    @property
+    def lag(self) -> int:
+        """Messages between the committed offset and the high-watermark."""
+        return max(0, self.highwater - (self.committed or 0))
+
+
+def topic_state(
+    bootstrap: str, topic: str, group: str | None = None, pending_ts: bool = False
+) -> list[PartitionState]:
+    """High-watermarks (from fetches) and a group's committed offsets, per partition."""
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        auto_offset_reset="earliest",
+    )
+    try:
+        parts = sorted(consumer.partitions_for_topic(topic) or ())
+        if not parts:
+            raise BrokerError(f"topic {topic!r} does not exist")
+        tps = [KTP(topic, p) for p in parts]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        marks = fetch_highwaters(consumer, tps)
+        states = []
+        for tp in tps:
+            committed = consumer.committed(tp) if group is not None else None
+            oldest = None
+            if pending_ts and marks[tp] > (committed or 0):
+                consumer.pause(*[t for t in tps if t != tp])
+                consumer.resume(tp)
+                consumer.seek(tp, committed or 0)
+                deadline = time.monotonic() + 3
+                while oldest is None and time.monotonic() < deadline:
+                    for records in consumer.poll(timeout_ms=200, max_records=1).values():
+                        oldest = records[0].timestamp
+            states.append(PartitionState(tp.partition, marks[tp], committed, oldest))
+        return states
+    finally:
+        consumer.close(autocommit=False)
+
+
+def first_offsets_at(bootstrap: str, topic: str, when_ms: int) -> dict[int, int]:
+    """Per partition, the first offset whose message timestamp is >= ``when_ms``.
+
+    Found by scanning, since ``offsets_for_times`` is not reliable on every
+    broker; a partition with no such message maps to its high-watermark.
+    """
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=50,
+        auto_offset_reset="earliest",
+    )
+    try:
+        tps = [KTP(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        marks = fetch_highwaters(consumer, tps)
+        consumer.seek_to_beginning(*tps)
+        found: dict[KTP, int] = {}
+        open_tps = {tp for tp in tps if marks[tp] > 0}
+        deadline = time.monotonic() + 120
+        while open_tps and time.monotonic() < deadline:
+            for tp, records in consumer.poll(timeout_ms=200).items():
+                if tp not in open_tps:
+                    continue
+                for r in records:
+                    if r.timestamp >= when_ms:
+                        found[tp] = r.offset
+                        break
+                if tp in found or records[-1].offset + 1 >= marks[tp]:
+                    open_tps.discard(tp)
+                    consumer.pause(tp)
+        return {tp.partition: found.get(tp, marks[tp]) for tp in tps}
+    finally:
+        consumer.close(autocommit=False)
+
+
+def commit_group_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+    """Set a group's committed offsets (the group should have no live members)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    try:
+        tps = {KTP(topic, p): o for p, o in offsets.items()}
+        consumer.assign(list(tps))
+        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in tps.items()})
+    finally:
+        consumer.close(autocommit=False)
+
+
+def group_members(bootstrap: str, group: str) -> list[dict[str, Any]] | None:
+    """Members of a group and their partitions, or None if the broker cannot say."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    try:
+        described = admin.describe_groups([group])
+    except Exception:  # some brokers answer DescribeGroups in a form clients cannot parse
+        return None
+    finally:
+        admin.close()
+    members: list[dict[str, Any]] = []
+    for g in described if isinstance(described, list) else [described]:
+        for m in getattr(g, "members", None) or []:
+            members.append(
+                {"member": getattr(m, "member_id", str(m)), "client": getattr(m, "client_id", "")}
+            )
+    return members
 
 
 class TopicReader:
