@@ -70,6 +70,13 @@ def worker_command(config: WorkerConfig) -> list[str]:
         cmd += ["--root", root]
     if config.allow_hardlinks:
         cmd.append("--allow-hardlinks")
+    for flag, value in (
+        ("--max-age", config.max_age_s),
+        ("--image-timeout", config.image_timeout_s),
+        ("--target-latency", config.target_latency_s),
+    ):
+        if value is not None:
+            cmd += [flag, str(value)]
     return cmd
 
 

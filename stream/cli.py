@@ -103,6 +103,30 @@ def _worker_options(fn: F) -> F:
         click.option(
             "--allow-hardlinks", is_flag=True, help="Read files that have several hard links."
         ),
+        click.option(
+            "--max-age",
+            "max_age_s",
+            type=float,
+            default=None,
+            help="Skip refs older than this many seconds at batch start (failure "
+            "'stale'): live dashboards want fresh frames.",
+        ),
+        click.option(
+            "--image-timeout",
+            "image_timeout_s",
+            type=float,
+            default=None,
+            help="An image still running after this many seconds becomes a "
+            "'timeout' failure and its partition moves on.",
+        ),
+        click.option(
+            "--target-latency",
+            "target_latency_s",
+            type=float,
+            default=None,
+            help="Adapt the batch size (1..--max-batch) to the backlog and the "
+            "per-image cost to keep latency near this many seconds.",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)

@@ -58,6 +58,12 @@ class WorkerConfig:
     metrics_port: int | None = None
     metrics_host: str = "127.0.0.1"
     idle_exit_s: float | None = None
+    #: Refs older than this when their batch starts are skipped as ``stale``.
+    max_age_s: float | None = None
+    #: An image still running after this many seconds becomes a ``timeout`` failure.
+    image_timeout_s: float | None = None
+    #: Adapt the batch size (1..max_batch) to keep latency near this.
+    target_latency_s: float | None = None
     worker_id: str = field(default_factory=default_worker_id)
     fetch_max_wait_ms: int = 20
     session_timeout_ms: int = 6000
@@ -84,6 +90,15 @@ class WorkerConfig:
                 "--metrics-port must be between 0 and 65535",
             ),
             (self.idle_exit_s is None or self.idle_exit_s > 0, "--idle-exit must be positive"),
+            (self.max_age_s is None or self.max_age_s > 0, "--max-age must be positive"),
+            (
+                self.image_timeout_s is None or self.image_timeout_s > 0,
+                "--image-timeout must be positive",
+            ),
+            (
+                self.target_latency_s is None or self.target_latency_s > 0,
+                "--target-latency must be positive",
+            ),
             (bool(self.bootstrap), "--bootstrap is required"),
             (bool(self.out_dir), "--out is required"),
             (bool(self.roots), "at least one --root is required"),

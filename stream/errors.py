@@ -29,6 +29,8 @@ DECODE_ERROR = "decode_error"
 OP_ERROR = "op_error"
 IO_ERROR = "io_error"
 INCOMPLETE = "incomplete"
+STALE = "stale"
+TIMEOUT = "timeout"
 
 FAILURE_TYPES = (
     BAD_MESSAGE,
@@ -40,6 +42,8 @@ FAILURE_TYPES = (
     OP_ERROR,
     IO_ERROR,
     INCOMPLETE,
+    STALE,
+    TIMEOUT,
 )
 
 

@@ -112,6 +112,21 @@ class Metrics:
         self.commits = Counter(
             "imgstream_commits_total", "Offset commits, by outcome.", ["outcome"], registry=r
         )
+        self.timeouts = Counter(
+            "imgstream_image_timeouts_total",
+            "Images abandoned after --image-timeout (recorded as timeout failures).",
+            registry=r,
+        )
+        self.stale = Counter(
+            "imgstream_stale_refs_total",
+            "Refs skipped because they were older than --max-age.",
+            registry=r,
+        )
+        self.batch_target = Gauge(
+            "imgstream_batch_target_images",
+            "The batch size adaptive batching currently aims for.",
+            registry=r,
+        )
         self.producer_restarts = Counter(
             "imgstream_producer_restarts_total",
             "Times the record producer was recreated after a delivery failure.",

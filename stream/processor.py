@@ -21,7 +21,7 @@ from stream._cv import cv2
 from stream.clock import Clock
 from stream.codec import b64, decode_ref
 from stream.config import WorkerConfig
-from stream.errors import BAD_MESSAGE, DECODE_ERROR, IO_ERROR, OP_ERROR, ImageError
+from stream.errors import BAD_MESSAGE, DECODE_ERROR, IO_ERROR, OP_ERROR, STALE, ImageError
 from stream.pipeline import Pipeline, TileView
 from stream.records import Failure, ImageRef, Lineage, Message, Result
 from stream.storage import SafeStore, output_path, write_atomic
@@ -65,6 +65,12 @@ class ImageProcessor:
         self.versions = library_versions()
         self._tile_slot = threading.Lock()
 
+    def failure(
+        self, msg: Message, error: ImageError, batch_id: str, ref: ImageRef | None
+    ) -> Failure:
+        """The failure record of a message (``ref`` when it parsed)."""
+        return self._failure(msg, error, batch_id, ref)
+
     def _failure(
         self, msg: Message, error: ImageError, batch_id: str, ref: ImageRef | None
     ) -> Failure:
@@ -84,12 +90,22 @@ class ImageProcessor:
             parent=_parent(ref),
         )
 
-    def process(self, msg: Message, batch_id: str, wait_s: float = 0.0) -> Outcome:
+    def process(
+        self, msg: Message, batch_id: str, wait_s: float = 0.0, batch_start_ms: int | None = None
+    ) -> Outcome:
         """Process one message; never raises for bad input."""
         try:
             ref = decode_ref(msg.value, msg.timestamp_ms)
         except ImageError as exc:
             return Outcome(msg, self._failure(msg, exc, batch_id, None))
+        max_age = self.config.max_age_s
+        if max_age is not None and batch_start_ms is not None:
+            age_s = (batch_start_ms - ref.ts) / 1000.0
+            if age_s > max_age:
+                stale = ImageError(
+                    STALE, f"ref is {age_s:.1f}s old at batch start, over --max-age {max_age:g}s"
+                )
+                return Outcome(msg, self._failure(msg, stale, batch_id, ref))
         try:
             return self._process_ref(msg, ref, batch_id, wait_s)
         except ImageError as exc:

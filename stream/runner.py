@@ -25,19 +25,20 @@ import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from typing import Protocol
 
 from stream import batching
 from stream.batching import Batch, MicroBatcher
 from stream.clock import Clock
-from stream.codec import encode
+from stream.codec import decode_ref, encode
 from stream.config import WorkerConfig
-from stream.errors import DeliveryError
+from stream.errors import TIMEOUT, DeliveryError, ImageError
 from stream.metrics import Metrics
 from stream.offsets import OffsetTracker
 from stream.processor import ImageProcessor, Outcome
-from stream.records import BatchSummary, Failure, Message, Result, TopicPartition
+from stream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +138,8 @@ class Runner:
         self._assigned_once = False
         self.processed = 0
         self.skipped = 0
+        self._lag_total = 0
+        self._cost_per_image = 0.0
         self.source = source_factory(self)
 
     # -- rebalance handler (called on the poll thread, inside poll) --------
@@ -211,11 +214,33 @@ class Runner:
                 self._submit(batch)
         if messages:
             self._last_activity = now
+        self._adapt()
         self._submit(self.batcher.poll(now))
         self._apply_acks()
         self._commit()
         self._backpressure()
         self._update_lag(now)
+
+    def _adapt(self) -> None:
+        """Adaptive batching: choose the batch size from the backlog and per-image cost.
+
+        With little backlog, small batches keep latency low (a batch of n takes
+        about n x cost); once the backlog cannot be cleared within the target
+        anyway, full batches maximise throughput.
+        """
+        target = self.config.target_latency_s
+        if target is None:
+            return
+        lag = self._lag_total + self.tracker.in_flight() - len(self.batcher)
+        cost = self._cost_per_image
+        fits = max(1, int(target / 2 / cost)) if cost > 0 else self.config.max_batch
+        if lag > fits:
+            size = self.config.max_batch
+        else:
+            size = max(1, min(lag, fits, self.config.max_batch))
+        self.batcher.max_batch = size
+        self.batcher.max_wait_s = min(self.config.max_wait_s, target / 4)
+        self.metrics.batch_target.set(size)
 
     def _idle_expired(self) -> bool:
         idle = self.config.idle_exit_s
@@ -262,14 +287,24 @@ class Runner:
         """Runs on a batch thread: images in parallel, records sent in message order."""
         started = self.clock.monotonic()
         wait_s = max(0.0, started - batch.opened_at)
+        start_ms = self.clock.wall_ms()
         futures = [
-            self._images.submit(self.processor.process, msg, batch_id, wait_s)
+            self._images.submit(self.processor.process, msg, batch_id, wait_s, start_ms)
             for msg in batch.items
         ]
         ok = failed = pixels = 0
+        limit = self.config.image_timeout_s
         # Records go out in message order, so one source's results stay in order.
-        for future in futures:
-            outcome = future.result()
+        for msg, future in zip(batch.items, futures, strict=True):
+            try:
+                outcome = future.result(timeout=limit)
+            except FuturesTimeout:
+                # The thread cannot be stopped; its late outcome is dropped, and the
+                # message is settled now so its partition moves on.
+                self.metrics.timeouts.inc()
+                future.cancel()
+                error = ImageError(TIMEOUT, f"still running after --image-timeout {limit:g}s")
+                outcome = Outcome(msg, self.processor.failure(msg, error, batch_id, _ref(msg)))
             self._deliver(outcome)
             pixels += outcome.pixels
             if outcome.ok:
@@ -277,6 +312,10 @@ class Runner:
             else:
                 failed += 1
         elapsed = self.clock.monotonic() - started
+        # Seconds a batch adds per image, smoothed (read by the poll thread).
+        per_image = elapsed / len(batch.items)
+        previous = self._cost_per_image
+        self._cost_per_image = per_image if previous == 0 else 0.7 * previous + 0.3 * per_image
         summary = BatchSummary(
             batch_id=batch_id,
             worker=self.config.worker_id,
@@ -315,6 +354,8 @@ class Runner:
             topic = self.config.dlq_topic
             m.images.labels(status="failed").inc()
             m.failures.labels(type=record.error_type).inc()
+            if record.error_type == "stale":
+                m.stale.inc()
             log.warning(
                 "failure %s at %s[%d]@%d: %s",
                 record.error_type,
@@ -416,21 +457,25 @@ class Runner:
                 arrivals.popleft()
 
     def _update_lag(self, now: float) -> None:
-        if now - self._last_lag < LAG_EVERY_S:
+        every = LAG_EVERY_S if self.config.target_latency_s is None else LAG_EVERY_S / 4
+        if now - self._last_lag < every:
             return
         self._last_lag = now
         wall = self.clock.wall_ms()
+        total = 0
         for tp in self.source.assignment():
             hw = self.source.highwater(tp)
             if hw is None:
                 continue
             committed = self._committed.get(tp)
-            lag = max(0, hw - committed) if committed is not None else 0
+            lag = max(0, hw - committed) if committed is not None else hw
+            total += lag
             arrivals = self._arrivals.get(tp)
             age = (wall - arrivals[0][1]) / 1000.0 if arrivals else 0.0
             labels = (tp.topic, str(tp.partition))
             self.metrics.lag.labels(*labels).set(lag)
             self.metrics.lag_seconds.labels(*labels).set(max(0.0, age))
+        self._lag_total = total
         self.metrics.in_flight.set(self.tracker.in_flight())
 
     # -- shutdown ------------------------------------------------------------
@@ -451,6 +496,13 @@ class Runner:
                     sink = self._sink
                 sink.close(5.0)
         log.info("stopped after %d messages; peak memory %.0f MB", self.processed, peak_rss_mb())
+
+
+def _ref(msg: Message) -> ImageRef | None:
+    try:
+        return decode_ref(msg.value, msg.timestamp_ms)
+    except ImageError:
+        return None
 
 
 def peak_rss_mb() -> float:
