@@ -138,7 +138,6 @@ class Runner:
         self._assigned_once = False
         self.processed = 0
         self.skipped = 0
-        self._lag_total = 0
         self._cost_per_image = 0.0
         self.source = source_factory(self)
 
@@ -231,7 +230,13 @@ class Runner:
         target = self.config.target_latency_s
         if target is None:
             return
-        lag = self._lag_total + self.tracker.in_flight() - len(self.batcher)
+        # Messages not yet processed: those fetched and waiting, plus the consumer lag
+        # (the high-watermark of the last fetch is local, so this is cheap).
+        lag = 0
+        for tp in self.source.assignment():
+            hw = self.source.highwater(tp)
+            if hw is not None:
+                lag += max(0, hw - (self._committed.get(tp) or 0))
         cost = self._cost_per_image
         fits = max(1, int(target / 2 / cost)) if cost > 0 else self.config.max_batch
         if lag > fits:
@@ -462,20 +467,17 @@ class Runner:
             return
         self._last_lag = now
         wall = self.clock.wall_ms()
-        total = 0
         for tp in self.source.assignment():
             hw = self.source.highwater(tp)
             if hw is None:
                 continue
             committed = self._committed.get(tp)
             lag = max(0, hw - committed) if committed is not None else hw
-            total += lag
             arrivals = self._arrivals.get(tp)
             age = (wall - arrivals[0][1]) / 1000.0 if arrivals else 0.0
             labels = (tp.topic, str(tp.partition))
             self.metrics.lag.labels(*labels).set(lag)
             self.metrics.lag_seconds.labels(*labels).set(max(0.0, age))
-        self._lag_total = total
         self.metrics.in_flight.set(self.tracker.in_flight())
 
     # -- shutdown ------------------------------------------------------------
