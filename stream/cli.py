@@ -295,6 +295,25 @@ def _tiled(
 )
 @_tile_options
 @click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep going: produce new files in the input directories once complete.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    default="imgstream-watch.json",
+    show_default=True,
+    help="With --watch: the file remembering what was produced (across restarts).",
+)
+@click.option(
+    "--settle",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With --watch: seconds a file must stop changing before it is produced.",
+)
+@click.option(
     "--tile-store",
     type=click.Path(file_okay=False),
     default=None,
@@ -311,9 +330,17 @@ def produce(
     tile: int | None,
     overlap: int | None,
     tiles_for_over: int | None,
+    watch: bool,
+    state_path: str,
+    settle: float,
     tile_store: str | None,
 ) -> None:
     """Produce refs for files, directories, globs and @manifests (optionally tiled)."""
+    if watch:
+        if tile is not None:
+            raise click.UsageError("--watch and --tile cannot be combined")
+        _watch(inputs, bootstrap, topic, partition_by, seed, source, partitions, state_path, settle)
+        return
     if tile is not None:
         if tile_store is None:
             raise click.UsageError("--tile needs --tile-store DIR")
@@ -348,6 +375,77 @@ def produce(
     )
     if report.failed:
         sys.exit(1)
+
+
+def _watch(
+    inputs: tuple[str, ...],
+    bootstrap: str,
+    topic: str,
+    partition_by: str,
+    seed: int | None,
+    source: str | None,
+    partitions: int,
+    state_path: str,
+    settle: float,
+) -> None:
+    """Produce each new, complete file in the directories once; until interrupted."""
+    from producers.features import ENRICH
+    from producers.files import ref_for_file
+    from producers.watch import Settler, State, list_files
+    from stream.codec import encode
+    from stream.kafka_io import KafkaSink, ensure_topics
+    from stream.partitioning import make_partitioner, partition_key
+
+    dirs = [os.path.abspath(i) for i in inputs if os.path.isdir(i)]
+    if not dirs:
+        raise click.UsageError("--watch needs at least one directory to watch")
+    if settle < 0:
+        raise click.BadParameter("must not be negative", param_hint="--settle")
+    partitioner = make_partitioner(partition_by, seed)
+    enrich = ENRICH.get(partition_by)
+    state = State(state_path)
+    ensure_topics(bootstrap, {topic: partitions})
+    sink = KafkaSink(bootstrap, client_id="imgstream-watch")
+    n = sink.partitions(topic)
+    settler = Settler(settle)
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    state_abs = os.path.abspath(state_path)
+    click.echo(f"watching {', '.join(dirs)} (Ctrl-C to stop)", err=True)
+    produced = 0
+    try:
+        while not stop["now"]:
+            listing = {p: v for p, v in list_files(dirs).items() if p != state_abs}
+            new = []
+            for path in settler.ready(listing, time.monotonic()):
+                try:
+                    ref = ref_for_file(path, int(time.time() * 1000), source)
+                except OSError:
+                    continue
+                if ref.id in state:
+                    continue
+                ref = enrich(ref) if enrich is not None else ref
+                future = sink.send_partition(
+                    topic, partitioner.partition(ref, n), partition_key(ref), encode(ref)
+                )
+                new.append((ref, future))
+            if new:
+                sink.flush()
+                delivered = [r.id for r, f in new if f.succeeded()]
+                state.add(delivered)
+                produced += len(delivered)
+                for ref, f in new:
+                    mark = "produced" if f.succeeded() else "NOT delivered"
+                    click.echo(f"{mark} {ref.id} {ref.uri}")
+            time.sleep(0.25)
+    finally:
+        sink.close()
+    click.echo(f"stopped watching; produced {produced} refs", err=True)
 
 
 @cli.command()

@@ -1,0 +1,81 @@
+"""Watch directories: produce a ref for each new file once it is complete.
+
+A file counts as complete when its size and modification time have not
+changed for ``settle_s`` seconds (a file being copied or written keeps
+growing). Each file version (path, size, mtime) is produced once, even across
+restarts: the produced ids are kept in a small JSON state file, written
+atomically. :class:`Settler` is the pure part: it is fed listings and a time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+
+from stream.storage import write_atomic
+
+Listing = dict[str, tuple[int, int]]  # path -> (size, mtime_ns)
+
+
+class Settler:
+    """Decides when files have stopped changing."""
+
+    def __init__(self, settle_s: float) -> None:
+        self.settle_s = settle_s
+        self._seen: dict[str, tuple[tuple[int, int], float]] = {}
+
+    def ready(self, listing: Listing, now: float) -> list[str]:
+        """Paths whose (size, mtime) has been stable for ``settle_s``; each returned once."""
+        out = []
+        for path, stamp in listing.items():
+            prev = self._seen.get(path)
+            if prev is None or prev[0] != stamp:
+                self._seen[path] = (stamp, now)
+                continue
+            if stamp[0] > 0 and now - prev[1] >= self.settle_s:
+                out.append(path)
+                self._seen[path] = (stamp, float("inf"))  # wait for a new version
+        for path in list(self._seen):
+            if path not in listing:
+                del self._seen[path]
+        return sorted(out)
+
+
+def list_files(roots: Iterable[str]) -> Listing:
+    """Regular, non-hidden files under the roots with their size and mtime."""
+    listing: Listing = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+            for name in filenames:
+                if name.startswith("."):
+                    continue
+                path = os.path.abspath(os.path.join(dirpath, name))
+                try:
+                    st = os.stat(path)
+                except OSError:
+                    continue
+                if os.path.isfile(path):
+                    listing[path] = (st.st_size, st.st_mtime_ns)
+    return listing
+
+
+class State:
+    """Ids already produced, persisted as JSON."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.ids: set[str] = set()
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as fh:
+                self.ids = set(json.load(fh).get("produced", []))
+
+    def __contains__(self, ref_id: object) -> bool:
+        return ref_id in self.ids
+
+    def add(self, ids: Iterator[str] | list[str]) -> None:
+        """Record ids and save."""
+        self.ids.update(ids)
+        data = json.dumps({"produced": sorted(self.ids)}).encode("utf-8")
+        write_atomic(os.path.abspath(self.path), data)
