@@ -65,6 +65,8 @@ def worker_command(config: WorkerConfig) -> list[str]:
         str(config.max_bytes),
         "--max-pixels",
         str(config.max_pixels),
+        "--max-poll-interval",
+        str(config.max_poll_interval_ms),
     ]
     for root in config.roots:
         cmd += ["--root", root]

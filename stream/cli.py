@@ -104,6 +104,14 @@ def _worker_options(fn: F) -> F:
             "--allow-hardlinks", is_flag=True, help="Read files that have several hard links."
         ),
         click.option(
+            "--max-poll-interval",
+            "max_poll_interval_ms",
+            type=click.IntRange(1000),
+            default=60000,
+            show_default=True,
+            help="Kafka max.poll.interval.ms in ms (the worker keeps polling while batches run).",
+        ),
+        click.option(
             "--max-age",
             "max_age_s",
             type=float,

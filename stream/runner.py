@@ -145,7 +145,8 @@ class Runner:
 
     def on_revoked(self, tps: list[TopicPartition]) -> None:
         """Finish in-flight work and commit what is safe before giving partitions up."""
-        self.metrics.rebalances.labels(event="revoked").inc()
+        if tps:
+            self.metrics.rebalances.labels(event="revoked").inc()
         log.info("partitions revoked: %s", _fmt_tps(tps))
         self._submit(self.batcher.drain(self.clock.monotonic(), batching.REVOKE))
         self._finish_inflight()
