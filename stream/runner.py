@@ -200,6 +200,7 @@ class Runner:
             timeout = min(timeout, POLL_BUSY_S)
         messages = self.source.poll(timeout)
         now = self.clock.monotonic()
+        self._adapt()  # the fetch just updated the high-watermarks
         skip = self.hooks.skip
         for msg in messages:
             self.tracker.register(msg.tp, msg.offset)
@@ -214,7 +215,6 @@ class Runner:
                 self._submit(batch)
         if messages:
             self._last_activity = now
-        self._adapt()
         self._submit(self.batcher.poll(now))
         self._apply_acks()
         self._commit()
