@@ -80,12 +80,14 @@ def capture(
     duration_s: float | None = None,
     should_stop: Callable[[], bool] = lambda: False,
     max_reconnects: int = 10,
+    on_event: Callable[[str], None] | None = None,
 ) -> CaptureStats:
     """Read, sample, store and emit frames until the source ends or a limit is hit."""
     live = is_live(uri)
     if not live and not os.path.isfile(uri):
         raise ConfigError(f"no such video file: {uri}")
     stats = CaptureStats()
+    note = on_event if on_event is not None else (lambda event: None)
     sampler = Sampler(fps)
     folder = os.path.join(store_dir, safe_name(source))
     started_mono = clock.monotonic()
@@ -108,6 +110,7 @@ def capture(
                 if not live:
                     break  # end of file
                 stats.reconnects += 1
+                note("reconnect")
                 if stats.reconnects > max_reconnects:
                     log.error("source %s did not come back after %d tries", uri, max_reconnects)
                     break
@@ -132,10 +135,12 @@ def capture(
             index += 1
             if not sampler.keep(t):
                 stats.dropped += 1
+                note("skipped")
                 continue
             ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, quality])
             if not ok:
                 stats.dropped += 1
+                note("failed")
                 continue
             name = f"{ts}-{index - 1:08d}"
             path = os.path.abspath(os.path.join(folder, name + ".jpg"))
@@ -150,6 +155,7 @@ def capture(
                 )
             )
             stats.stored += 1
+            note("stored")
     finally:
         cap.release()
     return stats

@@ -745,6 +745,12 @@ def aggregate(
     help="Play a file at its own pace (live sources always are).",
 )
 @click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve Prometheus /metrics (frames stored/skipped, reconnects) on this port.",
+)
+@click.option(
     "--partitions",
     type=int,
     default=4,
@@ -762,6 +768,7 @@ def capture(
     max_frames: int | None,
     duration_s: float | None,
     realtime: bool,
+    metrics_port: int | None,
     partitions: int,
 ) -> None:
     """Capture frames from a video file, camera device (0, 1, ...) or stream URL."""
@@ -787,6 +794,17 @@ def capture(
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from stream.metrics import Metrics
+
+    metrics = Metrics()
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+
+    def on_event(event: str) -> None:
+        if event == "reconnect":
+            metrics.capture_reconnects.inc()
+        else:
+            metrics.capture_frames.labels(outcome=event).inc()
 
     def emit(ref: Any) -> None:
         futures.append(
@@ -808,6 +826,7 @@ def capture(
             max_frames=max_frames,
             duration_s=duration_s,
             should_stop=lambda: stop["now"],
+            on_event=on_event,
         )
         sink.flush()
     finally:

@@ -127,6 +127,17 @@ class Metrics:
             "The batch size adaptive batching currently aims for.",
             registry=r,
         )
+        self.capture_frames = Counter(
+            "imgstream_capture_frames_total",
+            "Frames read by capture, by outcome (stored, skipped by --fps, failed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.capture_reconnects = Counter(
+            "imgstream_capture_reconnects_total",
+            "Times capture reopened a live source that dropped.",
+            registry=r,
+        )
         self.producer_restarts = Counter(
             "imgstream_producer_restarts_total",
             "Times the record producer was recreated after a delivery failure.",

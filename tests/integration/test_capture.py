@@ -74,3 +74,35 @@ def test_capture_into_a_running_worker(topics, tmp_path) -> None:
     ts = [r.ts for r in results]
     assert ts == sorted(ts), "results of one source are out of order"
     assert all(r.source == "cam1" for r in results)
+
+
+def test_capture_counts_stored_and_skipped_frames(tmp_path) -> None:
+    from producers.capture import capture
+    from stream.clock import SystemClock
+
+    video = tmp_path / "clip.avi"
+    n = make_video(video, seconds=2.0, fps=30)
+    events: list[str] = []
+    refs = []
+    stats = capture(
+        str(video),
+        "door",
+        str(tmp_path / "store"),
+        refs.append,
+        SystemClock(),
+        fps=10,
+        on_event=events.append,
+    )
+    assert stats.read == n and stats.stored == len(refs) == events.count("stored") == 20
+    assert events.count("skipped") == n - 20
+    assert [r.ts for r in refs] == sorted(r.ts for r in refs)
+    limited = capture(
+        str(video),
+        "door",
+        str(tmp_path / "store2"),
+        lambda r: None,
+        SystemClock(),
+        fps=10,
+        max_frames=5,
+    )
+    assert limited.stored == 5
