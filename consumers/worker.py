@@ -12,7 +12,7 @@ from types import FrameType
 
 from stream.clock import SystemClock
 from stream.config import WorkerConfig
-from stream.kafka_io import KafkaSink, KafkaSource
+from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
 from stream.metrics import Metrics
 from stream.ops import build_registry
 from stream.pipeline import parse_spec
@@ -20,6 +20,9 @@ from stream.processor import ImageProcessor
 from stream.runner import Runner, RunnerHooks
 
 log = logging.getLogger("imgstream.worker")
+
+#: Partitions of topics a worker has to create (room for a few workers in a group).
+DEFAULT_PARTITIONS = 4
 
 
 def build_runner(
@@ -79,6 +82,17 @@ def tune_allocator() -> None:
 def run_worker(config: WorkerConfig) -> int:
     """Run one worker in this process; returns the exit code."""
     tune_allocator()
+    config.validate()
+    # A worker may start before anything was produced: create the topics it
+    # reads and writes, so it neither waits for metadata nor fails its sends.
+    ensure_topics(
+        config.bootstrap,
+        {
+            config.refs_topic: DEFAULT_PARTITIONS,
+            config.results_topic: DEFAULT_PARTITIONS,
+            config.dlq_topic: 1,
+        },
+    )
     metrics = Metrics()
     runner = build_runner(config, metrics)
     if config.metrics_port is not None:
