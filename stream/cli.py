@@ -23,6 +23,14 @@ from stream.errors import ImgstreamError
 F = Callable[..., Any]
 
 
+_bootstrap = click.option(
+    "--bootstrap",
+    envvar="IMGSTREAM_BOOTSTRAP",
+    required=True,
+    help="Kafka bootstrap servers host:port.",
+)
+
+
 def _worker_options(fn: F) -> F:
     options = [
         click.option(
@@ -284,12 +292,7 @@ def _tiled(
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option(
-    "--bootstrap",
-    envvar="IMGSTREAM_BOOTSTRAP",
-    required=True,
-    help="Kafka bootstrap servers host:port.",
-)
+@_bootstrap
 @click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
 @click.option("--partition-by", type=PARTITION_CHOICES, default="sequential", show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for --partition-by random.")
@@ -457,12 +460,7 @@ def _watch(
 
 
 @cli.command()
-@click.option(
-    "--bootstrap",
-    envvar="IMGSTREAM_BOOTSTRAP",
-    required=True,
-    help="Kafka bootstrap servers host:port.",
-)
+@_bootstrap
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
 @_worker_options
 @click.option(
@@ -621,12 +619,7 @@ def run(
 
 
 @cli.command()
-@click.option(
-    "--bootstrap",
-    envvar="IMGSTREAM_BOOTSTRAP",
-    required=True,
-    help="Kafka bootstrap servers host:port.",
-)
+@_bootstrap
 @click.option("--group", default="imgstream-aggregate", show_default=True)
 @click.option("--results-topic", default=cfg.RESULTS_TOPIC, show_default=True)
 @click.option("--dlq-topic", default=cfg.DLQ_TOPIC, show_default=True)
@@ -710,12 +703,7 @@ def aggregate(
 
 @cli.command()
 @click.argument("video")
-@click.option(
-    "--bootstrap",
-    envvar="IMGSTREAM_BOOTSTRAP",
-    required=True,
-    help="Kafka bootstrap servers host:port.",
-)
+@_bootstrap
 @click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
 @click.option("--fps", type=float, default=5.0, show_default=True, help="Frames per second kept.")
 @click.option("--source", default=None, help="Source name (default: the file's stem, or camN).")
@@ -842,12 +830,7 @@ def capture(
 
 
 @cli.command()
-@click.option(
-    "--bootstrap",
-    envvar="IMGSTREAM_BOOTSTRAP",
-    required=True,
-    help="Kafka bootstrap servers host:port.",
-)
+@_bootstrap
 @click.option("--from", "from_", required=True, help="Start of the range: ISO 8601 or epoch ms.")
 @click.option("--to", "to", default=None, help="End of the range (exclusive); default: now.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
@@ -899,12 +882,7 @@ def replay(
 
 
 @cli.command()
-@click.option(
-    "--bootstrap",
-    envvar="IMGSTREAM_BOOTSTRAP",
-    required=True,
-    help="Kafka bootstrap servers host:port.",
-)
+@_bootstrap
 @click.option("--group", envvar="IMGSTREAM_GROUP", default=cfg.DEFAULT_GROUP, show_default=True)
 @click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
 @click.option(
@@ -984,12 +962,7 @@ def offsets() -> None:
 
 
 @offsets.command("reset")
-@click.option(
-    "--bootstrap",
-    envvar="IMGSTREAM_BOOTSTRAP",
-    required=True,
-    help="Kafka bootstrap servers host:port.",
-)
+@_bootstrap
 @click.option("--group", required=True)
 @click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
 @click.option("--to-time", default=None, help="The first offset at or after this time.")

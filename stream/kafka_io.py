@@ -12,7 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -247,6 +248,16 @@ def start_group_at_end(bootstrap: str, group: str, topic: str) -> dict[int, int]
     ``imgstream run`` on a shared cluster uses it so its fresh group processes
     only the refs it is about to produce, not the topic's history.
     """
+    ends = {st.partition: st.highwater for st in topic_state(bootstrap, topic)}
+    commit_group_offsets(bootstrap, group, topic, ends)
+    return ends
+
+
+@contextmanager
+def _scanner(
+    bootstrap: str, topic: str, group: str | None = None
+) -> Iterator[tuple[KafkaConsumer, list[KTP]]]:
+    """A consumer assigned every partition of ``topic``, at the beginning (no group join)."""
     consumer = KafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=group,
@@ -255,12 +266,13 @@ def start_group_at_end(bootstrap: str, group: str, topic: str) -> dict[int, int]
         auto_offset_reset="earliest",
     )
     try:
-        tps = [KTP(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        parts = sorted(consumer.partitions_for_topic(topic) or ())
+        if not parts:
+            raise BrokerError(f"topic {topic!r} does not exist")
+        tps = [KTP(topic, p) for p in parts]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        ends = fetch_highwaters(consumer, tps)
-        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in ends.items()})
-        return {tp.partition: o for tp, o in ends.items()}
+        yield consumer, tps
     finally:
         consumer.close(autocommit=False)
 
@@ -285,20 +297,7 @@ def topic_state(
     bootstrap: str, topic: str, group: str | None = None, pending_ts: bool = False
 ) -> list[PartitionState]:
     """High-watermarks (from fetches) and a group's committed offsets, per partition."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        auto_offset_reset="earliest",
-    )
-    try:
-        parts = sorted(consumer.partitions_for_topic(topic) or ())
-        if not parts:
-            raise BrokerError(f"topic {topic!r} does not exist")
-        tps = [KTP(topic, p) for p in parts]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
+    with _scanner(bootstrap, topic, group) as (consumer, tps):
         marks = fetch_highwaters(consumer, tps)
         states = []
         for tp in tps:
@@ -314,8 +313,6 @@ def topic_state(
                         oldest = records[0].timestamp
             states.append(PartitionState(tp.partition, marks[tp], committed, oldest))
         return states
-    finally:
-        consumer.close(autocommit=False)
 
 
 def first_offsets_at(bootstrap: str, topic: str, when_ms: int) -> dict[int, int]:
@@ -324,17 +321,7 @@ def first_offsets_at(bootstrap: str, topic: str, when_ms: int) -> dict[int, int]
     Found by scanning, since ``offsets_for_times`` is not reliable on every
     broker; a partition with no such message maps to its high-watermark.
     """
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        auto_offset_reset="earliest",
-    )
-    try:
-        tps = [KTP(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
+    with _scanner(bootstrap, topic) as (consumer, tps):
         marks = fetch_highwaters(consumer, tps)
         consumer.seek_to_beginning(*tps)
         found: dict[KTP, int] = {}
@@ -352,8 +339,6 @@ def first_offsets_at(bootstrap: str, topic: str, when_ms: int) -> dict[int, int]
                     open_tps.discard(tp)
                     consumer.pause(tp)
         return {tp.partition: found.get(tp, marks[tp]) for tp in tps}
-    finally:
-        consumer.close(autocommit=False)
 
 
 def commit_group_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
