@@ -1,0 +1,322 @@
+"""Commands that produce refs.
+
+``produce`` (files, globs, manifests, tiles, ``--watch``) and ``capture``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+from typing import Any
+
+import click
+
+from stream import config as cfg
+from stream.cli.app import cli
+from stream.cli.options import (
+    PARTITION_CHOICES,
+    allow_big_sources,
+    bootstrap_option,
+    expand,
+    tile_options,
+    tiled_refs,
+)
+
+
+@cli.command()
+@click.argument("inputs", nargs=-1, required=True)
+@bootstrap_option
+@click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
+@click.option("--partition-by", type=PARTITION_CHOICES, default="sequential", show_default=True)
+@click.option("--seed", type=int, default=None, help="Seed for --partition-by random.")
+@click.option("--source", default=None, help="Source name (default: the parent folder's name).")
+@click.option(
+    "--partitions",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Partitions when the topic has to be created.",
+)
+@tile_options
+@click.option(
+    "--watch",
+    is_flag=True,
+    help="Keep going: produce new files in the input directories once complete.",
+)
+@click.option(
+    "--state",
+    "state_path",
+    default="imgstream-watch.json",
+    show_default=True,
+    help="With --watch: the file remembering what was produced (across restarts).",
+)
+@click.option(
+    "--settle",
+    type=float,
+    default=1.0,
+    show_default=True,
+    help="With --watch: seconds a file must stop changing before it is produced.",
+)
+@click.option(
+    "--tile-store",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory the tiles are written to (needed with --tile; workers need it under a --root).",
+)
+def produce(
+    inputs: tuple[str, ...],
+    bootstrap: str,
+    topic: str,
+    partition_by: str,
+    seed: int | None,
+    source: str | None,
+    partitions: int,
+    tile: int | None,
+    overlap: int | None,
+    tiles_for_over: int | None,
+    watch: bool,
+    state_path: str,
+    settle: float,
+    tile_store: str | None,
+) -> None:
+    """Produce refs for files, directories, globs and @manifests (optionally tiled)."""
+    if watch:
+        if tile is not None:
+            raise click.UsageError("--watch and --tile cannot be combined")
+        _watch(inputs, bootstrap, topic, partition_by, seed, source, partitions, state_path, settle)
+        return
+    if tile is not None:
+        if tile_store is None:
+            raise click.UsageError("--tile needs --tile-store DIR")
+        allow_big_sources()
+    from tqdm import tqdm
+
+    from producers.produce import produce_refs
+    from stream.kafka_io import KafkaSink, ensure_topics
+    from stream.partitioning import make_partitioner
+
+    partitioner = make_partitioner(partition_by, seed)
+    if partitions < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--partitions")
+    found = expand(inputs, source, partition_by)
+    refs, parents = tiled_refs(
+        found, tile, overlap if overlap is not None else 32, tile_store or "", tiles_for_over
+    )
+    ensure_topics(bootstrap, {topic: partitions})
+    sink = KafkaSink(bootstrap, client_id="imgstream-produce")
+    bar = tqdm(unit="ref", disable=not sys.stderr.isatty(), desc="producing")
+    try:
+        report = produce_refs(refs, sink, topic, partitioner, on_sent=lambda _r: bar.update())
+    finally:
+        bar.close()
+        sink.close()
+    spread = " ".join(f"p{p}={n}" for p, n in sorted(report.per_partition.items()))
+    click.echo(
+        f"produced {report.sent} refs to {topic} in {report.seconds:.2f}s "
+        f"({report.rate:.0f} refs/s); partitions: {spread or '-'}"
+        + (f"; {len(parents)} images tiled" if parents else "")
+        + (f"; {report.failed} NOT delivered" if report.failed else "")
+    )
+    if report.failed:
+        sys.exit(1)
+
+
+def _watch(
+    inputs: tuple[str, ...],
+    bootstrap: str,
+    topic: str,
+    partition_by: str,
+    seed: int | None,
+    source: str | None,
+    partitions: int,
+    state_path: str,
+    settle: float,
+) -> None:
+    """Produce each new, complete file in the directories once; until interrupted."""
+    from producers.features import ENRICH
+    from producers.files import ref_for_file
+    from producers.watch import Settler, State, list_files
+    from stream.codec import encode
+    from stream.kafka_io import KafkaSink, ensure_topics
+    from stream.partitioning import make_partitioner, partition_key
+
+    dirs = [os.path.abspath(i) for i in inputs if os.path.isdir(i)]
+    if not dirs:
+        raise click.UsageError("--watch needs at least one directory to watch")
+    if settle < 0:
+        raise click.BadParameter("must not be negative", param_hint="--settle")
+    partitioner = make_partitioner(partition_by, seed)
+    enrich = ENRICH.get(partition_by)
+    state = State(state_path)
+    ensure_topics(bootstrap, {topic: partitions})
+    sink = KafkaSink(bootstrap, client_id="imgstream-watch")
+    n = sink.partitions(topic)
+    settler = Settler(settle)
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    state_abs = os.path.abspath(state_path)
+    click.echo(f"watching {', '.join(dirs)} (Ctrl-C to stop)", err=True)
+    produced = 0
+    try:
+        while not stop["now"]:
+            listing = {p: v for p, v in list_files(dirs).items() if p != state_abs}
+            new = []
+            for path in settler.ready(listing, time.monotonic()):
+                try:
+                    ref = ref_for_file(path, int(time.time() * 1000), source)
+                except OSError:
+                    continue
+                if ref.id in state:
+                    continue
+                ref = enrich(ref) if enrich is not None else ref
+                future = sink.send_partition(
+                    topic, partitioner.partition(ref, n), partition_key(ref), encode(ref)
+                )
+                new.append((ref, future))
+            if new:
+                sink.flush()
+                delivered = [r.id for r, f in new if f.succeeded()]
+                state.add(delivered)
+                produced += len(delivered)
+                for ref, f in new:
+                    mark = "produced" if f.succeeded() else "NOT delivered"
+                    click.echo(f"{mark} {ref.id} {ref.uri}")
+            time.sleep(0.25)
+    finally:
+        sink.close()
+    click.echo(f"stopped watching; produced {produced} refs", err=True)
+
+
+@cli.command()
+@click.argument("video")
+@bootstrap_option
+@click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
+@click.option("--fps", type=float, default=5.0, show_default=True, help="Frames per second kept.")
+@click.option("--source", default=None, help="Source name (default: the file's stem, or camN).")
+@click.option(
+    "--store",
+    "store_dir",
+    type=click.Path(file_okay=False),
+    default="captures",
+    show_default=True,
+    help="Where frames are stored (workers need it under --root).",
+)
+@click.option(
+    "--quality",
+    type=click.IntRange(1, 100),
+    default=90,
+    show_default=True,
+    help="JPEG quality of stored frames.",
+)
+@click.option("--max-frames", type=int, default=None, help="Stop after storing this many frames.")
+@click.option(
+    "--duration", "duration_s", type=float, default=None, help="Stop after this many seconds."
+)
+@click.option(
+    "--realtime/--no-realtime",
+    default=False,
+    show_default=True,
+    help="Play a file at its own pace (live sources always are).",
+)
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Serve Prometheus /metrics (frames stored/skipped, reconnects) on this port.",
+)
+@click.option(
+    "--partitions",
+    type=int,
+    default=4,
+    show_default=True,
+    help="Partitions when the topic has to be created.",
+)
+def capture(
+    video: str,
+    bootstrap: str,
+    topic: str,
+    fps: float,
+    source: str | None,
+    store_dir: str,
+    quality: int,
+    max_frames: int | None,
+    duration_s: float | None,
+    realtime: bool,
+    metrics_port: int | None,
+    partitions: int,
+) -> None:
+    """Capture frames from a video file, camera device (0, 1, ...) or stream URL."""
+    from producers.capture import capture as run_capture
+    from stream.clock import SystemClock
+    from stream.codec import encode
+    from stream.kafka_io import KafkaSink, ensure_topics
+    from stream.partitioning import BySource, partition_key
+
+    if fps <= 0:
+        raise click.BadParameter("must be positive", param_hint="--fps")
+    if source is None:
+        source = f"cam{video}" if video.isdigit() else os.path.splitext(os.path.basename(video))[0]
+    ensure_topics(bootstrap, {topic: partitions})
+    sink = KafkaSink(bootstrap, client_id="imgstream-capture")
+    n = sink.partitions(topic)
+    partitioner = BySource()
+    futures = []
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    from stream.metrics import Metrics
+
+    metrics = Metrics()
+    if metrics_port is not None:
+        metrics.serve(metrics_port)
+
+    def on_event(event: str) -> None:
+        if event == "reconnect":
+            metrics.capture_reconnects.inc()
+        else:
+            metrics.capture_frames.labels(outcome=event).inc()
+
+    def emit(ref: Any) -> None:
+        futures.append(
+            sink.send_partition(
+                topic, partitioner.partition(ref, n), partition_key(ref), encode(ref)
+            )
+        )
+
+    try:
+        stats = run_capture(
+            video,
+            source,
+            os.path.abspath(store_dir),
+            emit,
+            SystemClock(),
+            fps=fps,
+            realtime=realtime,
+            quality=quality,
+            max_frames=max_frames,
+            duration_s=duration_s,
+            should_stop=lambda: stop["now"],
+            on_event=on_event,
+        )
+        sink.flush()
+    finally:
+        sink.close()
+    failed = sum(1 for f in futures if f.failed())
+    click.echo(
+        f"captured {stats.stored} frames from {video} as {source!r} "
+        f"({stats.read} read, {stats.dropped} skipped by --fps, {stats.reconnects} reconnects)"
+        f" -> {topic}" + (f"; {failed} NOT delivered" if failed else "")
+    )
+    if failed:
+        sys.exit(1)

@@ -1,0 +1,186 @@
+"""Commands over results: ``aggregate`` and ``query``."""
+
+from __future__ import annotations
+
+import signal
+import time
+from typing import Any
+
+import click
+
+from stream import config as cfg
+from stream.cli.app import cli
+from stream.cli.options import (
+    bootstrap_option,
+    time_ms,
+)
+
+
+@cli.command()
+@bootstrap_option
+@click.option("--group", default="imgstream-aggregate", show_default=True)
+@click.option("--results-topic", default=cfg.RESULTS_TOPIC, show_default=True)
+@click.option("--dlq-topic", default=cfg.DLQ_TOPIC, show_default=True)
+@click.option(
+    "--db", "db_path", required=True, type=click.Path(dir_okay=False), help="SQLite store."
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Where fused outputs go (default: beside the tiles' outputs).",
+)
+@click.option("--tile-timeout", type=float, default=300.0, show_default=True)
+@click.option(
+    "--idle-exit",
+    "idle_exit_s",
+    type=float,
+    default=None,
+    help="Exit after this many seconds without a new record.",
+)
+def aggregate(
+    bootstrap: str,
+    group: str,
+    results_topic: str,
+    dlq_topic: str,
+    db_path: str,
+    out: str | None,
+    tile_timeout: float,
+    idle_exit_s: float | None,
+) -> None:
+    """Merge results into a queryable store, accumulate statistics, fuse tiles."""
+    from consumers.aggregator import Aggregator, AggregatorLoop
+    from stream.clock import SystemClock
+    from stream.config import default_worker_id
+    from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+    from stream.store import SQLiteStore
+
+    ensure_topics(bootstrap, {results_topic: 4, dlq_topic: 1})
+    store = SQLiteStore(db_path)
+    sink = KafkaSink(bootstrap, client_id="imgstream-aggregate")
+    agg = Aggregator(
+        store,
+        sink,
+        results_topic,
+        dlq_topic,
+        SystemClock(),
+        "aggregator-" + default_worker_id(),
+        out,
+        tile_timeout,
+    )
+    source = KafkaSource(bootstrap, group, [results_topic, dlq_topic], fetch_max_wait_ms=50)
+    loop = AggregatorLoop(agg, source)
+
+    def on_signal(signum: int, frame: Any) -> None:
+        loop.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    if idle_exit_s is not None:
+        import threading
+
+        def watchdog() -> None:
+            last, seen = time.monotonic(), -1
+            while not loop._stop.is_set():
+                if loop.records != seen:
+                    last, seen = time.monotonic(), loop.records
+                elif time.monotonic() - last > idle_exit_s:
+                    loop.stop()
+                time.sleep(0.2)
+
+        threading.Thread(target=watchdog, daemon=True).start()
+    try:
+        loop.run()
+    finally:
+        sink.close()
+        store.close()
+    click.echo(
+        f"stored {loop.records} new records; stitched {agg.fused}; incomplete {agg.incomplete}"
+    )
+
+
+@cli.command()
+@click.option("--db", "db_path", required=True, type=click.Path(exists=True, dir_okay=False))
+@click.option("--source", default=None)
+@click.option("--since", default=None, help="ISO 8601 time or epoch ms (inclusive).")
+@click.option("--until", default=None, help="ISO 8601 time or epoch ms (exclusive).")
+@click.option("--pipeline", default=None, help="Pipeline hash or canonical spec.")
+@click.option("--has", type=click.Choice(["faces", "plates", "qr", "contours"]), default=None)
+@click.option("--id", "ref_id", default=None, help="A ref id (a parent also lists its tiles).")
+@click.option("--kind", type=click.Choice(["result", "failure"]), default=None)
+@click.option("--limit", type=int, default=None)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option("--summary", is_flag=True, help="Accumulated statistics per source instead.")
+def query(
+    db_path: str,
+    source: str | None,
+    since: str | None,
+    until: str | None,
+    pipeline: str | None,
+    has: str | None,
+    ref_id: str | None,
+    kind: str | None,
+    limit: int | None,
+    fmt: str,
+    summary: bool,
+) -> None:
+    """Answer from the store the aggregator fills."""
+    import json as _json
+
+    from stream.store import Query, SQLiteStore
+
+    store = SQLiteStore(db_path)
+    try:
+        if summary:
+            sums = store.summary()
+            if fmt == "json":
+                click.echo(_json.dumps({k: v.to_dict() for k, v in sums.items()}, indent=2))
+                return
+            click.echo(
+                f"{'source':<20} {'ok':>7} {'failed':>7} {'megapixels':>11} "
+                f"{'brightness':>10}  failures"
+            )
+            for name, acc in sorted(sums.items()):
+                b = acc.mean_brightness
+                fails = ", ".join(f"{t}: {n}" for t, n in sorted(acc.failures.items()))
+                click.echo(
+                    f"{name:<20} {acc.ok:>7} {sum(acc.failures.values()):>7} "
+                    f"{acc.pixels / 1e6:>11.2f} {'' if b is None else f'{b:.1f}':>10}  "
+                    f"{fails}"
+                )
+            return
+        q = Query(
+            source,
+            time_ms(since, "--since"),
+            time_ms(until, "--until"),
+            pipeline,
+            has,
+            ref_id,
+            kind,
+            limit,
+        )
+        rows = store.query(q)
+    finally:
+        store.close()
+    if fmt == "json":
+        for row in rows:
+            click.echo(_json.dumps(row, separators=(",", ":")))
+        return
+    click.echo(f"{'id':<36} {'kind':<8} {'source':<14} {'pipeline':<12} {'size':>11}  detail")
+    for r in rows:
+        size = f"{r.get('width', '')}x{r.get('height', '')}" if r["kind"] == "result" else ""
+        if r["kind"] == "result":
+            dets = [
+                f"{k}={v.get('count')}"
+                for k, v in (r.get("outputs") or {}).items()
+                if isinstance(v, dict) and "count" in v
+            ]
+            detail = " ".join(dets) or (r.get("output_uri") or "")
+        else:
+            detail = f"{r['error']['type']}: {r['error']['message']}"
+        click.echo(
+            f"{r.get('id')!s:<36} {r['kind']:<8} {r.get('source')!s:<14} "
+            f"{r.get('pipeline_hash', '')!s:<12} {size:>11}  {detail}"
+        )
