@@ -28,10 +28,10 @@ import numpy as np
 from stream import imaging
 from stream._cv import cv2
 from stream.clock import Clock
+from stream.delivery import Sink
 from stream.errors import INCOMPLETE
 from stream.integrate import merge_boxes, merge_hists, merge_stats
 from stream.records import Message, TopicPartition
-from stream.runner import Sink
 from stream.storage import output_path, safe_name
 from stream.store import SQLiteStore
 

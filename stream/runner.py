@@ -21,7 +21,6 @@ import collections
 import contextlib
 import itertools
 import logging
-import queue
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -34,7 +33,8 @@ from stream.batching import Batch, MicroBatcher
 from stream.clock import Clock
 from stream.codec import decode_ref, encode
 from stream.config import WorkerConfig
-from stream.errors import TIMEOUT, DeliveryError, ImageError
+from stream.delivery import MAX_SEND_ATTEMPTS, Delivery, Sink
+from stream.errors import TIMEOUT, ImageError
 from stream.metrics import Metrics
 from stream.offsets import OffsetTracker
 from stream.processor import ImageProcessor, Outcome
@@ -42,14 +42,11 @@ from stream.records import BatchSummary, Failure, ImageRef, Message, Result, Top
 
 log = logging.getLogger(__name__)
 
-MAX_SEND_ATTEMPTS = 4
 POLL_MAX_S = 0.2
 POLL_BUSY_S = 0.02
 COMMIT_EVERY_S = 0.02
 LAG_EVERY_S = 1.0
 JOIN_GRACE_S = 60.0
-
-Ack = Callable[[BaseException | None], None]
 
 
 class Source(Protocol):
@@ -62,25 +59,6 @@ class Source(Protocol):
     def resume(self, tps: list[TopicPartition]) -> None: ...
     def highwater(self, tp: TopicPartition) -> int | None: ...
     def close(self) -> None: ...
-
-
-class Sink(Protocol):
-    """Where records go; ``ack`` is called once per record, from any thread."""
-
-    def send(self, topic: str, key: bytes | None, value: bytes, ack: Ack) -> None: ...
-    def flush(self, timeout_s: float | None = None) -> None: ...
-    def close(self, timeout_s: float = 5.0) -> None: ...
-
-
-@dataclass(frozen=True)
-class _Ack:
-    tp: TopicPartition
-    offset: int
-    error: BaseException | None
-    topic: str
-    key: bytes | None
-    value: bytes
-    attempt: int
 
 
 @dataclass(frozen=True)
@@ -117,10 +95,7 @@ class Runner:
         self.metrics = metrics if metrics is not None else Metrics()
         self.batcher: MicroBatcher[Message] = MicroBatcher(config.max_batch, config.max_wait_s)
         self.tracker: OffsetTracker[TopicPartition] = OffsetTracker()
-        self._sink_factory = sink_factory
-        self._sink_lock = threading.Lock()
-        self._sink = sink_factory()
-        self._acks: queue.SimpleQueue[_Ack] = queue.SimpleQueue()
+        self.delivery = Delivery(sink_factory, self.metrics.producer_restarts.inc)
         self._images = ThreadPoolExecutor(config.threads, thread_name_prefix="imgstream-image")
         self._batches = ThreadPoolExecutor(
             config.max_inflight_batches, thread_name_prefix="imgstream-batch"
@@ -335,7 +310,7 @@ class Runner:
             partitions=tuple(sorted({m.partition for m in batch.items})),
             ts=self.clock.wall_ms(),
         )
-        self._send(self.config.results_topic, None, encode(summary), None)
+        self.delivery.send(self.config.results_topic, None, encode(summary), None)
         m = self.metrics
         m.batches.labels(reason=batch.reason).inc()
         m.batch_size.observe(len(batch.items))
@@ -370,56 +345,14 @@ class Runner:
                 msg.offset,
                 record.error_message,
             )
-        self._send(topic, msg.key, encode(record), (msg.tp, msg.offset), 1)
-
-    def _send(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes,
-        origin: tuple[TopicPartition, int] | None,
-        attempt: int = 1,
-    ) -> None:
-        def ack(error: BaseException | None) -> None:
-            if origin is not None:
-                self._acks.put(_Ack(origin[0], origin[1], error, topic, key, value, attempt))
-            elif error is not None:
-                log.warning("batch record not delivered: %s", error)
-
-        with self._sink_lock:
-            sink = self._sink
-        sink.send(topic, key, value, ack)
+        self.delivery.send(topic, msg.key, encode(record), (msg.tp, msg.offset))
 
     def _apply_acks(self) -> None:
-        restarted = False
-        while True:
-            try:
-                ack = self._acks.get_nowait()
-            except queue.Empty:
-                return
-            if ack.error is None:
-                self.tracker.complete(ack.tp, ack.offset)
-                self.processed += 1
-                continue
-            if ack.attempt >= MAX_SEND_ATTEMPTS:
-                raise DeliveryError(
-                    f"could not deliver the record of {ack.tp.topic}[{ack.tp.partition}]@"
-                    f"{ack.offset} after {ack.attempt} attempts: {ack.error}"
-                )
-            log.warning("record not delivered (%s); recreating the producer", ack.error)
-            if not restarted:
-                self._restart_sink()
-                restarted = True
-            self._send(ack.topic, ack.key, ack.value, (ack.tp, ack.offset), ack.attempt + 1)
+        self.delivery.drain(self._complete)
 
-    def _restart_sink(self) -> None:
-        with self._sink_lock:
-            old, self._sink = self._sink, self._sink_factory()
-        self.metrics.producer_restarts.inc()
-        try:
-            old.close(0.5)
-        except Exception as exc:  # a broken producer may fail to close too
-            log.debug("closing the old producer failed: %s", exc)
+    def _complete(self, tp: TopicPartition, offset: int) -> None:
+        self.tracker.complete(tp, offset)
+        self.processed += 1
 
     def _finish_inflight(self, timeout_s: float | None = None) -> None:
         """Wait for every submitted batch, then for every record's acknowledgement."""
@@ -427,9 +360,7 @@ class Runner:
             future.exception(timeout=timeout_s)
         self._inflight.clear()
         for _ in range(MAX_SEND_ATTEMPTS):
-            with self._sink_lock:
-                sink = self._sink
-            sink.flush(timeout_s)
+            self.delivery.flush(timeout_s)
             self._apply_acks()
             if not self.tracker.in_flight():
                 return
@@ -495,9 +426,7 @@ class Runner:
             try:
                 self.source.close()
             finally:
-                with self._sink_lock:
-                    sink = self._sink
-                sink.close(5.0)
+                self.delivery.close(5.0)
         log.info("stopped after %d messages; peak memory %.0f MB", self.processed, peak_rss_mb())
 
 
