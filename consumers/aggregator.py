@@ -18,7 +18,6 @@ import logging
 import os
 import tempfile
 import threading
-import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -315,8 +314,6 @@ class AggregatorLoop:
         self.poll_s = poll_s
         self._stop = threading.Event()
         self.records = 0
-        #: Consecutive polls that returned nothing while partitions were assigned.
-        self.caught_up_polls = 0
 
     def stop(self) -> None:
         """Finish the current batch and stop (thread- and signal-safe)."""
@@ -328,10 +325,7 @@ class AggregatorLoop:
             while not self._stop.is_set():
                 messages = self.source.poll(self.poll_s)
                 if messages:
-                    self.caught_up_polls = 0
                     self.records += self.aggregator.handle(messages)
-                elif self.source.assignment():
-                    self.caught_up_polls += 1
                 self.aggregator.check_timeouts()
                 if messages:
                     if self.aggregator.sink is not None:
@@ -342,17 +336,3 @@ class AggregatorLoop:
                     self.source.commit(offsets)
         finally:
             self.source.close()
-
-    def wait_caught_up(self, timeout_s: float = 30.0) -> bool:
-        """Block until the loop has read everything there is (two empty polls)."""
-        return wait_until(lambda: self.caught_up_polls >= 2, timeout_s)
-
-
-def wait_until(predicate: Any, timeout_s: float) -> bool:
-    """Poll a condition (tests and the one-command job)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False

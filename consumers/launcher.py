@@ -150,6 +150,8 @@ class JobSummary:
     tiles: int = 0
     parents: int = 0
     fused: int = 0
+    #: Messages a replay passed over (outside its range).
+    skipped: int = 0
 
     @property
     def accounted(self) -> int:

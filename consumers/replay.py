@@ -76,5 +76,5 @@ def replay(
         runner.stop()
     runner.run()
     summary.seconds = time.monotonic() - started
-    summary.batches = runner.skipped  # reported separately by the CLI
+    summary.skipped = runner.skipped
     return summary

@@ -124,13 +124,6 @@ class KafkaSource:
         hw = self._consumer.highwater(KTP(*tp))
         return int(hw) if hw is not None else None
 
-    def position(self, tp: TopicPartition) -> int | None:
-        """The next offset this member will fetch."""
-        try:
-            return int(self._consumer.position(KTP(*tp), timeout_ms=1000))
-        except KafkaError:
-            return None
-
     def close(self) -> None:
         """Leave the group without auto-committing."""
         self._consumer.close(autocommit=False)

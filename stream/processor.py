@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stream import imaging
+from stream import __version__, imaging
 from stream._cv import cv2
 from stream.clock import Clock
 from stream.codec import b64, decode_ref
@@ -27,12 +27,10 @@ from stream.records import Failure, ImageRef, Lineage, Message, Result
 from stream.storage import SafeStore, output_path, write_atomic
 from stream.tiling import Tile, tile_from_meta
 
-VERSION = "0.1.0"
-
 
 def library_versions() -> dict[str, str]:
     """Versions recorded in every result's lineage."""
-    return {"imgstream": VERSION, "opencv": cv2.__version__, "numpy": np.__version__}
+    return {"imgstream": __version__, "opencv": cv2.__version__, "numpy": np.__version__}
 
 
 @dataclass(frozen=True)

@@ -227,9 +227,9 @@ def replay(
         summary = run_replay(config, from_ms, to_ms, progress)
     finally:
         bar.close()
-    skipped = summary.batches
-    summary.batches = 0
     for line in summary.lines()[1:-1]:
         click.echo(line)
-    click.echo(f"replayed    {summary.expected} refs in range, {skipped} outside it; group {group}")
+    click.echo(
+        f"replayed    {summary.expected} refs in range, {summary.skipped} outside it; group {group}"
+    )
     click.echo(f"outputs     {os.path.join(config.out_dir, pipeline.hash)}")
