@@ -69,14 +69,11 @@ class Aggregator:
 
     def handle(self, messages: Sequence[Message]) -> int:
         """Store a batch of messages; fuse parents they complete. Returns new records."""
-        records = []
-        for msg in messages:
-            try:
-                record = json.loads(msg.value or b"")
-            except ValueError:
-                continue  # not a record of ours: nothing to integrate
-            if isinstance(record, dict) and record.get("kind") in ("result", "failure"):
-                records.append(record)
+        return self.handle_records(parse_records(messages))
+
+    def handle_records(self, parsed: Sequence[Mapping[str, Any]]) -> int:
+        """Like :meth:`handle`, for record objects already parsed from JSON."""
+        records = [r for r in parsed if r.get("kind") in ("result", "failure")]
         new = self.store.add_many(records)
         for record in records:
             if record["kind"] == "result" and record.get("tile"):
@@ -303,6 +300,19 @@ def merge_outputs(tiles: Sequence[Mapping[str, Any]], rows: int, cols: int) -> d
             merged[name] = found[0] if found else {"found": False, "text": "", "points": []}
     merged["tiles"] = {"rows": rows, "cols": cols, "count": len(tiles)}
     return merged
+
+
+def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The JSON objects among the messages (anything else is not a record of ours)."""
+    records = []
+    for msg in messages:
+        try:
+            record = json.loads(msg.value or b"")
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+    return records
 
 
 class AggregatorLoop:

@@ -19,9 +19,9 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import TextIO
+from typing import Any, TextIO
 
-from consumers.aggregator import Aggregator
+from consumers.aggregator import Aggregator, parse_records
 from producers.produce import produce_refs
 from stream.broker import EmbeddedBroker
 from stream.clock import SystemClock
@@ -210,30 +210,25 @@ def collect(
     last_progress = time.monotonic()
     while len(seen) < len(expected):
         messages = reader.poll(0.2)
+        # Plain JSON, not full record decoding, parsed once for the collector and
+        # the aggregator: they share the machine's cores with the workers.
+        records = parse_records(messages)
         if aggregator is not None:
-            if messages:
-                aggregator.handle(messages)
+            if records:
+                aggregator.handle_records(records)
             aggregator.check_timeouts()
-        for msg in messages:
-            # Plain JSON, not full record decoding: the collector shares the
-            # machine's cores with the workers, and only needs a few fields.
-            try:
-                record = json.loads(msg.value or b"")
-            except ValueError:
-                continue
-            if not isinstance(record, dict):
-                continue
+        for record in records:
             kind = record.get("kind")
             if kind == "batch":
                 if worker_ids is None or record.get("worker") in worker_ids:
                     summary.batches += 1
-                    _write_raw(sink, msg.value)
+                    _write(sink, record)
                 continue
             ref_id = record.get("id")
             if kind not in ("result", "failure") or ref_id not in expected:
                 continue
             summary.records += 1
-            _write_raw(sink, msg.value)
+            _write(sink, record)
             if ref_id in seen:
                 summary.duplicates += 1
                 continue
@@ -247,7 +242,7 @@ def collect(
                 summary.latencies_ms.append(int(record.get("latency_ms", 0)))
             else:
                 summary.failures[str((record.get("error") or {}).get("type"))] += 1
-        if not messages:
+        if not records:
             if workers is not None and workers.alive() == 0:
                 break
             if time.monotonic() - last_progress > stall_timeout_s:
@@ -255,8 +250,8 @@ def collect(
     summary.missing = sorted(expected - seen)
 
 
-def _write_raw(sink: TextIO, value: bytes | None) -> None:
-    sink.write((value or b"").decode("utf-8", "replace") + "\n")
+def _write(sink: TextIO, record: dict[str, Any]) -> None:
+    sink.write(json.dumps(record, separators=(",", ":"), ensure_ascii=False) + "\n")
 
 
 @dataclass(frozen=True)
