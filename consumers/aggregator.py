@@ -318,11 +318,17 @@ def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:
 class AggregatorLoop:
     """Consume results and failures into an Aggregator until stopped."""
 
-    def __init__(self, aggregator: Aggregator, source: Any, poll_s: float = 0.2) -> None:
+    def __init__(
+        self,
+        aggregator: Aggregator,
+        source: Any,
+        poll_s: float = 0.2,
+        stop: threading.Event | None = None,
+    ) -> None:
         self.aggregator = aggregator
         self.source = source
         self.poll_s = poll_s
-        self._stop = threading.Event()
+        self._stop = stop if stop is not None else threading.Event()
         self.records = 0
 
     def stop(self) -> None:

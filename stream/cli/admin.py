@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import signal
 import sys
 import time
 from typing import Any
@@ -13,6 +12,7 @@ from stream import config as cfg
 from stream.cli.app import cli
 from stream.cli.options import (
     bootstrap_option,
+    stop_on_signals,
     time_ms,
 )
 
@@ -27,15 +27,9 @@ def broker(port: int | None) -> None:
     click.echo(b.bootstrap, nl=True)
     sys.stdout.flush()
     click.echo(f"embedded broker on {b.bootstrap} (memory only); Ctrl-C to stop", err=True)
-    stop = {"now": False}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     try:
-        while not stop["now"] and b.alive():
+        while not stop.is_set() and b.alive():
             time.sleep(0.2)
     finally:
         b.stop()

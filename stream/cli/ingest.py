@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import sys
 import time
 from typing import Any
@@ -20,6 +19,7 @@ from stream.cli.options import (
     allow_big_sources,
     bootstrap_option,
     expand,
+    stop_on_signals,
     tile_options,
     tiled_refs,
 )
@@ -154,18 +154,12 @@ def _watch(
     sink = KafkaSink(bootstrap, client_id="imgstream-watch")
     n = sink.partitions(topic)
     settler = Settler(settle)
-    stop = {"now": False}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     state_abs = os.path.abspath(state_path)
     click.echo(f"watching {', '.join(dirs)} (Ctrl-C to stop)", err=True)
     produced = 0
     try:
-        while not stop["now"]:
+        while not stop.is_set():
             listing = {p: v for p, v in list_files(dirs).items() if p != state_abs}
             new = []
             for path in settler.ready(listing, time.monotonic()):
@@ -268,13 +262,7 @@ def capture(
     n = sink.partitions(topic)
     partitioner = BySource()
     futures = []
-    stop = {"now": False}
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop["now"] = True
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
     from stream.metrics import Metrics
 
     metrics = Metrics()
@@ -306,7 +294,7 @@ def capture(
             quality=quality,
             max_frames=max_frames,
             duration_s=duration_s,
-            should_stop=lambda: stop["now"],
+            should_stop=lambda: stop.is_set(),
             on_event=on_event,
         )
         sink.flush()

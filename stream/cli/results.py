@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import signal
+import threading
 import time
-from typing import Any
 
 import click
 
@@ -12,6 +11,7 @@ from stream import config as cfg
 from stream.cli.app import cli
 from stream.cli.options import (
     bootstrap_option,
+    stop_on_signals,
     time_ms,
 )
 
@@ -69,23 +69,17 @@ def aggregate(
         tile_timeout,
     )
     source = KafkaSource(bootstrap, group, [results_topic, dlq_topic], fetch_max_wait_ms=50)
-    loop = AggregatorLoop(agg, source)
-
-    def on_signal(signum: int, frame: Any) -> None:
-        loop.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    stop = stop_on_signals()
+    loop = AggregatorLoop(agg, source, stop=stop)
     if idle_exit_s is not None:
-        import threading
 
         def watchdog() -> None:
             last, seen = time.monotonic(), -1
-            while not loop._stop.is_set():
+            while not stop.is_set():
                 if loop.records != seen:
                     last, seen = time.monotonic(), loop.records
                 elif time.monotonic() - last > idle_exit_s:
-                    loop.stop()
+                    stop.set()
                 time.sleep(0.2)
 
         threading.Thread(target=watchdog, daemon=True).start()
