@@ -22,6 +22,20 @@ SIZE, TIME, BUDGET, REVOKE, SHUTDOWN = "size", "time", "budget", "revoke", "shut
 CLOSE_REASONS = (SIZE, TIME, BUDGET, REVOKE, SHUTDOWN)
 
 
+def adaptive_size(backlog: int, cost_per_image_s: float, target_s: float, max_batch: int) -> int:
+    """The batch size for a target latency (pure).
+
+    A batch of n takes about n x cost: with a small backlog the batch is as
+    large as the backlog and at most what fits in half the target, so latency
+    stays low; once the backlog cannot be cleared within the target anyway,
+    full batches maximise throughput. An unknown cost (0) allows any size.
+    """
+    fits = max(1, int(target_s / 2 / cost_per_image_s)) if cost_per_image_s > 0 else max_batch
+    if backlog > fits:
+        return max_batch
+    return max(1, min(backlog, fits, max_batch))
+
+
 @dataclass(frozen=True)
 class Batch(Generic[T]):
     """A closed batch: its items in arrival order and why it closed."""

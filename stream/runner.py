@@ -206,19 +206,9 @@ class Runner:
         target = self.config.target_latency_s
         if target is None:
             return
-        # Messages not yet processed: those fetched and waiting, plus the consumer lag
-        # (the high-watermark of the last fetch is local, so this is cheap).
-        lag = 0
-        for tp in self.source.assignment():
-            hw = self.source.highwater(tp)
-            if hw is not None:
-                lag += max(0, hw - (self._committed.get(tp) or 0))
-        cost = self._cost_per_image
-        fits = max(1, int(target / 2 / cost)) if cost > 0 else self.config.max_batch
-        if lag > fits:
-            size = self.config.max_batch
-        else:
-            size = max(1, min(lag, fits, self.config.max_batch))
+        # The backlog is read right after a fetch: the high-watermark is local.
+        backlog = sum(lag for _tp, lag in self._lags())
+        size = batching.adaptive_size(backlog, self._cost_per_image, target, self.config.max_batch)
         self.batcher.max_batch = size
         self.batcher.max_wait_s = min(self.config.max_wait_s, target / 4)
         self.metrics.batch_target.set(size)
@@ -393,18 +383,21 @@ class Runner:
             while arrivals and arrivals[0][0] < point:
                 arrivals.popleft()
 
+    def _lags(self) -> list[tuple[TopicPartition, int]]:
+        """Messages between the committed offset and the last fetch's high-watermark."""
+        out = []
+        for tp in self.source.assignment():
+            hw = self.source.highwater(tp)
+            if hw is not None:
+                out.append((tp, max(0, hw - (self._committed.get(tp) or 0))))
+        return out
+
     def _update_lag(self, now: float) -> None:
-        every = LAG_EVERY_S if self.config.target_latency_s is None else LAG_EVERY_S / 4
-        if now - self._last_lag < every:
+        if now - self._last_lag < LAG_EVERY_S:
             return
         self._last_lag = now
         wall = self.clock.wall_ms()
-        for tp in self.source.assignment():
-            hw = self.source.highwater(tp)
-            if hw is None:
-                continue
-            committed = self._committed.get(tp)
-            lag = max(0, hw - committed) if committed is not None else hw
+        for tp, lag in self._lags():
             arrivals = self._arrivals.get(tp)
             age = (wall - arrivals[0][1]) / 1000.0 if arrivals else 0.0
             labels = (tp.topic, str(tp.partition))

@@ -107,3 +107,13 @@ def test_nothing_lost_duplicated_or_reordered(steps, max_batch, max_wait) -> Non
     if last is not None:
         out.extend(last.items)
     assert out == added
+
+
+def test_adaptive_size_follows_the_backlog_within_the_target() -> None:
+    from stream.batching import adaptive_size
+
+    assert adaptive_size(0, 0.05, 2.0, 16) == 1
+    assert adaptive_size(5, 0.05, 2.0, 16) == 5  # all of a small backlog, latency 0.25 s
+    assert adaptive_size(15, 0.5, 2.0, 16) == 16  # backlog past what fits: throughput
+    assert adaptive_size(2, 0.5, 2.0, 16) == 2
+    assert adaptive_size(3, 0.0, 2.0, 16) == 3  # cost not measured yet
