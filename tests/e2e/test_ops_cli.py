@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 
 import cv2
 import numpy as np
 import pytest
 
+from tests.helpers import cli
 from tests.unit.test_ops import CASES, gray_of
 
 ACCEPTANCE = [
@@ -24,23 +23,8 @@ ACCEPTANCE = [
 
 
 def _run(folder, out, spec: str) -> list[dict]:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream.cli",
-            "run",
-            str(folder),
-            "--out",
-            str(out),
-            "--ops",
-            spec,
-            "--max-wait",
-            "0.1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    proc = cli(
+        "run", str(folder), "--out", str(out), "--ops", spec, "--max-wait", "0.1", timeout=120
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
@@ -85,22 +69,7 @@ def test_faces_in_records_equal_detect_multiscale(folder, tmp_path) -> None:
     ],
 )
 def test_wrong_specs_stop_at_start_up(tmp_path, spec, needle) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream.cli",
-            "run",
-            str(tmp_path),
-            "--out",
-            str(tmp_path / "o"),
-            "--ops",
-            spec,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    proc = cli("run", str(tmp_path), "--out", str(tmp_path / "o"), "--ops", spec, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert needle in proc.stderr
 
@@ -108,43 +77,29 @@ def test_wrong_specs_stop_at_start_up(tmp_path, spec, needle) -> None:
 def test_tiling_refuses_whole_image_operations(tmp_path) -> None:
     cv2.imwrite(str(tmp_path / "a.png"), np.zeros((64, 64, 3), np.uint8))
     for spec, needle in (("equalize", "equalize"), ("gray|canny", "canny")):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "stream.cli",
-                "run",
-                str(tmp_path),
-                "--out",
-                str(tmp_path / "o"),
-                "--ops",
-                spec,
-                "--tile",
-                "32",
-            ],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert proc.returncode == 2 and needle in proc.stderr and "tiles" in proc.stderr
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream.cli",
+        proc = cli(
             "run",
             str(tmp_path),
             "--out",
             str(tmp_path / "o"),
             "--ops",
-            "blur:k=9",
+            spec,
             "--tile",
             "32",
-            "--overlap",
-            "2",
-        ],
-        capture_output=True,
-        text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2 and needle in proc.stderr and "tiles" in proc.stderr
+    proc = cli(
+        "run",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "o"),
+        "--ops",
+        "blur:k=9",
+        "--tile",
+        "32",
+        "--overlap",
+        "2",
         timeout=60,
     )
     assert proc.returncode == 2 and "at least" in proc.stderr

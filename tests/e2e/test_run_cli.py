@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from tests.helpers import cli
 
 
 def _mixed_folder(photos: list[Path], root: Path) -> dict[str, str | None]:
@@ -43,23 +44,8 @@ def test_run_on_a_mixed_folder(photos, tmp_path) -> None:
     root = tmp_path / "mixed"
     expected = _mixed_folder(photos, root)
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream.cli",
-            "run",
-            str(root),
-            "--out",
-            str(out),
-            "--workers",
-            "2",
-            "--max-wait",
-            "0.2",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
+    proc = cli(
+        "run", str(root), "--out", str(out), "--workers", "2", "--max-wait", "0.2", timeout=180
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "missing     0" in proc.stdout
@@ -83,12 +69,7 @@ def test_run_on_a_mixed_folder(photos, tmp_path) -> None:
 
 def test_bad_flags_stop_at_start_up(tmp_path) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "stream.cli", *args],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        return cli(*args, timeout=60)
 
     bad_ops = run("run", str(tmp_path), "--out", str(tmp_path / "o"), "--ops", "grey")
     assert bad_ops.returncode == 2

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
 
 import cv2
 import numpy as np
+
+from tests.helpers import cli
 
 
 def test_tiled_run_is_exact_and_workers_stay_small(photos, tmp_path) -> None:
@@ -18,24 +18,17 @@ def test_tiled_run_is_exact_and_workers_stay_small(photos, tmp_path) -> None:
     cv2.imwrite(str(src / "big.jpg"), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
     del big
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "stream.cli",
-            "run",
-            str(src),
-            "--out",
-            str(out),
-            "--tile",
-            "2048",
-            "--overlap",
-            "64",
-            "--ops",
-            "gray",
-        ],
-        capture_output=True,
-        text=True,
+    proc = cli(
+        "run",
+        str(src),
+        "--out",
+        str(out),
+        "--tile",
+        "2048",
+        "--overlap",
+        "64",
+        "--ops",
+        "gray",
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import cv2
 import numpy as np
 
 from producers.capture import Sampler
 from stream.records import Result
+from tests.helpers import cli
 from tests.integration.conftest import collect_until, stop
 
 
@@ -39,26 +37,19 @@ def test_capture_into_a_running_worker(topics, tmp_path) -> None:
     store.mkdir()
     worker = topics.start_worker(tmp_path / "out", store, "--max-wait", "0.1")
     try:
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "stream.cli",
-                "capture",
-                str(video),
-                "--fps",
-                "5",
-                "--source",
-                "cam1",
-                "--store",
-                str(store),
-                "--bootstrap",
-                topics.bootstrap,
-                "--topic",
-                topics.refs,
-            ],
-            capture_output=True,
-            text=True,
+        proc = cli(
+            "capture",
+            str(video),
+            "--fps",
+            "5",
+            "--source",
+            "cam1",
+            "--store",
+            str(store),
+            "--bootstrap",
+            topics.bootstrap,
+            "--topic",
+            topics.refs,
             timeout=60,
         )
         assert proc.returncode == 0, proc.stderr

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 from stream.ops import build_registry
 from stream.pipeline import parse_spec
+from tests.helpers import cli
 from tests.integration.conftest import collect_until, refs_for, stop, write_images
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_replay_processes_exactly_the_range(topics, tmp_path) -> None:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 
+from tests.helpers import cli
 from tests.integration.conftest import write_images
 
 
@@ -24,21 +23,14 @@ def test_second_run_skips_the_topics_history(broker, tmp_path) -> None:
     second = write_images(tmp_path / "second", 3, size=(20, 30))
 
     def run(folder, out):
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "stream.cli",
-                "run",
-                str(folder),
-                "--out",
-                str(out),
-                "--bootstrap",
-                broker.bootstrap,
-                *topics,
-            ],
-            capture_output=True,
-            text=True,
+        proc = cli(
+            "run",
+            str(folder),
+            "--out",
+            str(out),
+            "--bootstrap",
+            broker.bootstrap,
+            *topics,
             timeout=120,
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -10,16 +10,8 @@ import cv2
 import numpy as np
 
 from stream.store import Query, SQLiteStore
+from tests.helpers import cli
 from tests.integration.conftest import stop
-
-
-def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def test_tiles_across_two_workers_fuse_into_the_whole_image(topics, tmp_path) -> None:
