@@ -114,36 +114,27 @@ def test_offsets_reset(topics, tmp_path) -> None:
         "--group",
         "ops-" + topics.group,
     )
+
+    def group_lag() -> int:
+        status = cli(
+            "status",
+            "--bootstrap",
+            topics.bootstrap,
+            "--topic",
+            topics.refs,
+            "--group",
+            "ops-" + topics.group,
+            "--format",
+            "json",
+        )
+        return int(json.loads(status.stdout)["lag"])
+
     latest = cli(*base, "--to-latest")
     assert latest.returncode == 0, latest.stderr
-    lag = json.loads(
-        cli(
-            "status",
-            "--bootstrap",
-            topics.bootstrap,
-            "--topic",
-            topics.refs,
-            "--group",
-            "ops-" + topics.group,
-            "--format",
-            "json",
-        ).stdout
-    )["lag"]
+    lag = group_lag()
     assert lag == 0
     assert cli(*base, "--to-time", str(t)).returncode == 0
-    lag = json.loads(
-        cli(
-            "status",
-            "--bootstrap",
-            topics.bootstrap,
-            "--topic",
-            topics.refs,
-            "--group",
-            "ops-" + topics.group,
-            "--format",
-            "json",
-        ).stdout
-    )["lag"]
+    lag = group_lag()
     assert lag == 4
     bad = cli(*base)
     assert bad.returncode == 2 and "exactly one of" in bad.stderr
