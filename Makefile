@@ -29,8 +29,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check stream producers consumers tests benchmarks
 	$(BIN)/ruff format --check stream producers consumers tests benchmarks
 
+# mypy sees the package as it is installed (imgstream, imgstream.producers,
+# imgstream.consumers) through a tree of links; it cannot follow the editable
+# install's import hook.
+TYPECHECK := .typecheck/imgstream
 typecheck: $(STAMP)
-	$(BIN)/mypy
+	rm -rf .typecheck && mkdir -p $(TYPECHECK)
+	for f in stream/*; do ln -s "$(CURDIR)/$$f" $(TYPECHECK)/; done
+	ln -s "$(CURDIR)/producers" $(TYPECHECK)/producers
+	ln -s "$(CURDIR)/consumers" $(TYPECHECK)/consumers
+	$(BIN)/mypy $(TYPECHECK)
 
 test: $(STAMP) promtool lint typecheck
 	$(BIN)/python -m pytest -q tests
@@ -45,4 +53,4 @@ bench-ops: $(STAMP)
 	$(BIN)/python benchmarks/bench_ops.py
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .typecheck

@@ -51,7 +51,7 @@ def imgstream(src: Path, out: Path, workers: int, threads: int) -> float:
     cmd = [
         sys.executable,
         "-m",
-        "stream.cli",
+        "imgstream.cli",
         "run",
         str(src),
         "--out",

@@ -18,9 +18,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from stream.imaging import decode, encode, encode_params
-from stream.ops import build_registry
-from stream.pipeline import parse_spec
+from imgstream.imaging import decode, encode, encode_params
+from imgstream.ops import build_registry
+from imgstream.pipeline import parse_spec
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
 

@@ -41,7 +41,7 @@ print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 def make_image(path: Path, size: int) -> None:
     """A smooth SIZE x SIZE colour image written band by band (never whole in memory)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from stream.imaging import PngStreamWriter
+    from imgstream.imaging import PngStreamWriter
 
     band = 1000
     x = np.arange(size, dtype=np.float32)
@@ -87,7 +87,7 @@ def main() -> None:
                 [
                     sys.executable,
                     "-m",
-                    "stream.cli",
+                    "imgstream.cli",
                     "run",
                     str(src),
                     "--out",

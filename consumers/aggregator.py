@@ -24,15 +24,15 @@ from typing import Any
 
 import numpy as np
 
-from stream import imaging
-from stream._cv import cv2
-from stream.clock import Clock
-from stream.delivery import Sink
-from stream.errors import INCOMPLETE
-from stream.integrate import merge_boxes, merge_hists, merge_stats
-from stream.records import Message, TopicPartition
-from stream.storage import output_path, safe_name
-from stream.store import SQLiteStore
+from imgstream import imaging
+from imgstream._cv import cv2
+from imgstream.clock import Clock
+from imgstream.delivery import Sink
+from imgstream.errors import INCOMPLETE
+from imgstream.integrate import merge_boxes, merge_hists, merge_stats
+from imgstream.records import Message, TopicPartition
+from imgstream.storage import output_path, safe_name
+from imgstream.store import SQLiteStore
 
 log = logging.getLogger("imgstream.aggregator")
 

@@ -21,15 +21,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
-from consumers.aggregator import Aggregator, parse_records
-from producers.produce import produce_refs
-from stream.broker import EmbeddedBroker
-from stream.clock import SystemClock
-from stream.config import WorkerConfig
-from stream.kafka_io import KafkaSink, TopicReader, ensure_topics, start_group_at_end
-from stream.partitioning import Partitioner
-from stream.records import ImageRef
-from stream.store import SQLiteStore
+from imgstream.broker import EmbeddedBroker
+from imgstream.clock import SystemClock
+from imgstream.config import WorkerConfig
+from imgstream.consumers.aggregator import Aggregator, parse_records
+from imgstream.kafka_io import KafkaSink, TopicReader, ensure_topics, start_group_at_end
+from imgstream.partitioning import Partitioner
+from imgstream.producers.produce import produce_refs
+from imgstream.records import ImageRef
+from imgstream.store import SQLiteStore
 
 
 def worker_command(config: WorkerConfig) -> list[str]:
@@ -37,7 +37,7 @@ def worker_command(config: WorkerConfig) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
-        "stream.cli",
+        "imgstream.cli",
         "work",
         "--bootstrap",
         config.bootstrap,
@@ -306,8 +306,8 @@ def _run(
     stall_timeout_s: float,
     fresh_topics: bool,
 ) -> JobSummary:
-    from stream.ops import build_registry
-    from stream.pipeline import parse_spec
+    from imgstream.ops import build_registry
+    from imgstream.pipeline import parse_spec
 
     pipeline = parse_spec(config.ops, build_registry())
     ensure_topics(

@@ -16,14 +16,14 @@ import threading
 import time
 from collections.abc import Callable
 
-from consumers.launcher import JobSummary
-from consumers.worker import build_runner
-from stream.config import WorkerConfig
-from stream.kafka_io import topic_state
-from stream.metrics import Metrics
-from stream.processor import Outcome
-from stream.records import Message, Result, TopicPartition
-from stream.runner import Runner, RunnerHooks
+from imgstream.config import WorkerConfig
+from imgstream.consumers.launcher import JobSummary
+from imgstream.consumers.worker import build_runner
+from imgstream.kafka_io import topic_state
+from imgstream.metrics import Metrics
+from imgstream.processor import Outcome
+from imgstream.records import Message, Result, TopicPartition
+from imgstream.runner import Runner, RunnerHooks
 
 
 def replay(

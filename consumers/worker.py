@@ -10,14 +10,14 @@ import logging
 import signal
 from types import FrameType
 
-from stream.clock import SystemClock
-from stream.config import WorkerConfig
-from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
-from stream.metrics import Metrics
-from stream.ops import build_registry
-from stream.pipeline import parse_spec
-from stream.processor import ImageProcessor
-from stream.runner import Runner, RunnerHooks
+from imgstream.clock import SystemClock
+from imgstream.config import WorkerConfig
+from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from imgstream.metrics import Metrics
+from imgstream.ops import build_registry
+from imgstream.pipeline import parse_spec
+from imgstream.processor import ImageProcessor
+from imgstream.runner import Runner, RunnerHooks
 
 log = logging.getLogger("imgstream.worker")
 

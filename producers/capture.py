@@ -17,11 +17,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from stream._cv import cv2
-from stream.clock import Clock
-from stream.errors import ConfigError
-from stream.records import ImageRef
-from stream.storage import safe_name, write_atomic
+from imgstream._cv import cv2
+from imgstream.clock import Clock
+from imgstream.errors import ConfigError
+from imgstream.records import ImageRef
+from imgstream.storage import safe_name, write_atomic
 
 log = logging.getLogger("imgstream.capture")
 

@@ -12,11 +12,11 @@ from dataclasses import replace
 
 import numpy as np
 
-from stream import imaging
-from stream._cv import cv2
-from stream.errors import ImageError
-from stream.ops.analysis import phash_bits
-from stream.records import ImageRef
+from imgstream import imaging
+from imgstream._cv import cv2
+from imgstream.errors import ImageError
+from imgstream.ops.analysis import phash_bits
+from imgstream.records import ImageRef
 
 
 def with_size(ref: ImageRef) -> ImageRef:

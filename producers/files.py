@@ -21,10 +21,10 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from stream.codec import ref_from_dict
-from stream.errors import ImageError
-from stream.records import ImageRef
-from stream.storage import safe_name
+from imgstream.codec import ref_from_dict
+from imgstream.errors import ImageError
+from imgstream.records import ImageRef
+from imgstream.storage import safe_name
 
 Skip = Callable[[str, str], None]
 

@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from stream.codec import encode
-from stream.errors import BrokerError
-from stream.kafka_io import KafkaSink
-from stream.partitioning import Partitioner, partition_key
-from stream.records import ImageRef
+from imgstream.codec import encode
+from imgstream.errors import BrokerError
+from imgstream.kafka_io import KafkaSink
+from imgstream.partitioning import Partitioner, partition_key
+from imgstream.records import ImageRef
 
 
 @dataclass

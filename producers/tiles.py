@@ -12,13 +12,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from producers.files import Found
-from stream import imaging
-from stream.config import MAX_SOURCE_PIXELS
-from stream.errors import ImageError
-from stream.records import ImageRef
-from stream.storage import safe_name, write_atomic
-from stream.tiling import grid, tile_meta
+from imgstream import imaging
+from imgstream.config import MAX_SOURCE_PIXELS
+from imgstream.errors import ImageError
+from imgstream.producers.files import Found
+from imgstream.records import ImageRef
+from imgstream.storage import safe_name, write_atomic
+from imgstream.tiling import grid, tile_meta
 
 
 def header_pixels(path: str) -> int | None:

@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Iterable, Iterator
 
-from stream.storage import write_atomic
+from imgstream.storage import write_atomic
 
 Listing = dict[str, tuple[int, int]]  # path -> (size, mtime_ns)
 

@@ -4,8 +4,8 @@ Importing this package has no side effects: no server, no environment, no
 logging set-up. The public surface is re-exported here.
 """
 
-from stream.batching import Batch, MicroBatcher
-from stream.errors import (
+from imgstream.batching import Batch, MicroBatcher
+from imgstream.errors import (
     BrokerError,
     ConfigError,
     DeliveryError,
@@ -13,8 +13,8 @@ from stream.errors import (
     ImgstreamError,
     SpecError,
 )
-from stream.offsets import OffsetTracker
-from stream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
+from imgstream.offsets import OffsetTracker
+from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
 
 __version__ = "0.1.0"
 

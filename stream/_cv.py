@@ -4,7 +4,7 @@ OpenCV reads ``OPENCV_IO_MAX_IMAGE_PIXELS`` once, when its codecs first run,
 and refuses larger images before allocating them. It must be in the
 environment before ``cv2`` is imported (the name is not
 ``CV_IO_MAX_IMAGE_PIXELS``), so every module takes ``cv2`` from here. This is
-a backstop: :mod:`stream.imaging` checks the configured limit from the
+a backstop: :mod:`imgstream.imaging` checks the configured limit from the
 image header itself first.
 """
 

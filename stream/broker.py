@@ -16,7 +16,7 @@ import tempfile
 import time
 from types import TracebackType
 
-from stream.errors import BrokerError
+from imgstream.errors import BrokerError
 
 ENV_BIN = "IMGSTREAM_TANSU_BIN"
 
@@ -88,7 +88,7 @@ class EmbeddedBroker:
             env=env,
             start_new_session=True,
         )
-        from stream.kafka_io import wait_for_broker
+        from imgstream.kafka_io import wait_for_broker
 
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -3,7 +3,7 @@
 Every record carries ``"v": 1`` and a ``"kind"``. Decoding a ref is strict
 about what it needs (``id`` and ``uri`` as non-empty strings, typed optional
 fields) and keeps fields it does not know. Invalid input raises
-:class:`~stream.errors.ImageError` of type ``bad_message`` with a precise
+:class:`~imgstream.errors.ImageError` of type ``bad_message`` with a precise
 reason; it never raises anything else.
 """
 
@@ -14,8 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from stream.errors import BAD_MESSAGE, ImageError
-from stream.records import (
+from imgstream.errors import BAD_MESSAGE, ImageError
+from imgstream.records import (
     SCHEMA_VERSION,
     BatchSummary,
     Failure,
@@ -251,7 +251,7 @@ def _lineage(obj: Mapping[str, Any]) -> Lineage:
 def decode_record(value: bytes | None) -> Record:
     """Decode any record written by imgstream (results, batch, dlq topics).
 
-    Raises :class:`~stream.errors.ImageError` (``bad_message``) if the bytes
+    Raises :class:`~imgstream.errors.ImageError` (``bad_message``) if the bytes
     are not a record of a known kind.
     """
     obj = parse_json_object(value)

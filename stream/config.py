@@ -1,8 +1,8 @@
 """The worker's configuration: one frozen object, validated at start-up.
 
-Built once at the edge (:mod:`stream.cli`: flags > ``IMGSTREAM_*``
+Built once at the edge (:mod:`imgstream.cli`: flags > ``IMGSTREAM_*``
 environment > defaults). Fields carry their units. :meth:`WorkerConfig.validate`
-raises :class:`~stream.errors.ConfigError` naming the flag at fault.
+raises :class:`~imgstream.errors.ConfigError` naming the flag at fault.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import os
 import socket
 from dataclasses import dataclass, field
 
-from stream.errors import ConfigError
-from stream.storage import DEFAULT_MAX_BYTES
+from imgstream.errors import ConfigError
+from imgstream.storage import DEFAULT_MAX_BYTES
 
 #: Decoded pixels above which an image is refused (checked from its header).
 DEFAULT_MAX_PIXELS = 100_000_000

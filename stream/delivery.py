@@ -5,7 +5,7 @@ the producer's I/O thread and are queued here. The poll thread drains the
 queue (:meth:`Delivery.drain`), marking delivered messages complete and
 re-sending failed ones on a freshly made sink: an idempotent producer can stay
 broken after a broker restart. After ``MAX_SEND_ATTEMPTS`` a record is given
-up with :class:`~stream.errors.DeliveryError`, and its offset is never
+up with :class:`~imgstream.errors.DeliveryError`, and its offset is never
 committed.
 """
 
@@ -18,8 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from stream.errors import DeliveryError
-from stream.records import TopicPartition
+from imgstream.errors import DeliveryError
+from imgstream.records import TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import numpy as np
 import simplejpeg
 from isal import isal_zlib
 
-from stream._cv import cv2
-from stream.config import DEFAULT_MAX_PIXELS
-from stream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
+from imgstream._cv import cv2
+from imgstream.config import DEFAULT_MAX_PIXELS
+from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
 
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "jpeg"),

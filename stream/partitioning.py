@@ -27,8 +27,8 @@ import zlib
 from collections.abc import Callable
 from typing import Protocol
 
-from stream.errors import ConfigError
-from stream.records import ImageRef
+from imgstream.errors import ConfigError
+from imgstream.records import ImageRef
 
 
 class Partitioner(Protocol):

@@ -17,9 +17,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from stream.errors import OP_ERROR, ImageError, SpecError
-from stream.ops.registry import Image, Operation, Registry
-from stream.tiling import Box
+from imgstream.errors import OP_ERROR, ImageError, SpecError
+from imgstream.ops.registry import Image, Operation, Registry
+from imgstream.tiling import Box
 
 
 @dataclass(frozen=True)

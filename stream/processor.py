@@ -16,16 +16,16 @@ from typing import Any
 
 import numpy as np
 
-from stream import __version__, imaging
-from stream._cv import cv2
-from stream.clock import Clock
-from stream.codec import b64, decode_ref
-from stream.config import WorkerConfig
-from stream.errors import BAD_MESSAGE, DECODE_ERROR, IO_ERROR, OP_ERROR, STALE, ImageError
-from stream.pipeline import Pipeline, TileView
-from stream.records import Failure, ImageRef, Lineage, Message, Result
-from stream.storage import SafeStore, output_path, write_atomic
-from stream.tiling import Tile, tile_from_meta
+from imgstream import __version__, imaging
+from imgstream._cv import cv2
+from imgstream.clock import Clock
+from imgstream.codec import b64, decode_ref
+from imgstream.config import WorkerConfig
+from imgstream.errors import BAD_MESSAGE, DECODE_ERROR, IO_ERROR, OP_ERROR, STALE, ImageError
+from imgstream.pipeline import Pipeline, TileView
+from imgstream.records import Failure, ImageRef, Lineage, Message, Result
+from imgstream.storage import SafeStore, output_path, write_atomic
+from imgstream.tiling import Tile, tile_from_meta
 
 
 def library_versions() -> dict[str, str]:

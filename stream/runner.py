@@ -1,9 +1,9 @@
 """The worker loop, written against small protocols so tests can drive it.
 
-One thread polls: it feeds the :class:`~stream.batching.MicroBatcher`,
+One thread polls: it feeds the :class:`~imgstream.batching.MicroBatcher`,
 blocks at most until the open batch is due, hands closed batches to a batch
 thread, applies delivery acknowledgements to the
-:class:`~stream.offsets.OffsetTracker`, and commits what is safe. Batches
+:class:`~imgstream.offsets.OffsetTracker`, and commits what is safe. Batches
 run off the poll thread (images in parallel on a thread pool), so a slow
 batch never keeps the member from polling; when too many batches are in
 flight the partitions are paused (back-pressure) and resumed when they drain.
@@ -11,7 +11,7 @@ flight the partitions are paused (back-pressure) and resumed when they drain.
 Delivery: a message counts as complete when its output is stored and its
 result or failure record is acknowledged by the broker. A record that cannot
 be delivered is re-sent on a new producer; after ``MAX_SEND_ATTEMPTS`` the
-worker stops with :class:`~stream.errors.DeliveryError` and never commits
+worker stops with :class:`~imgstream.errors.DeliveryError` and never commits
 past it.
 """
 
@@ -28,17 +28,17 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from typing import Protocol
 
-from stream import batching
-from stream.batching import Batch, MicroBatcher
-from stream.clock import Clock
-from stream.codec import decode_ref, encode
-from stream.config import WorkerConfig
-from stream.delivery import MAX_SEND_ATTEMPTS, Delivery, Sink
-from stream.errors import TIMEOUT, ImageError
-from stream.metrics import Metrics
-from stream.offsets import OffsetTracker
-from stream.processor import ImageProcessor, Outcome
-from stream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
+from imgstream import batching
+from imgstream.batching import Batch, MicroBatcher
+from imgstream.clock import Clock
+from imgstream.codec import decode_ref, encode
+from imgstream.config import WorkerConfig
+from imgstream.delivery import MAX_SEND_ATTEMPTS, Delivery, Sink
+from imgstream.errors import TIMEOUT, ImageError
+from imgstream.metrics import Metrics
+from imgstream.offsets import OffsetTracker
+from imgstream.processor import ImageProcessor, Outcome
+from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
 
 log = logging.getLogger(__name__)
 

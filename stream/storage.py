@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from stream.errors import FORBIDDEN, IO_ERROR, NOT_FOUND, TOO_LARGE, ImageError
+from imgstream.errors import FORBIDDEN, IO_ERROR, NOT_FOUND, TOO_LARGE, ImageError
 
 DEFAULT_MAX_BYTES = 64 << 20
 

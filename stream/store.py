@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from stream.integrate import WINDOWS, Accumulator, window_start
+from imgstream.integrate import WINDOWS, Accumulator, window_start
 
 DETECTION_KINDS = ("faces", "plates", "qr", "contours")
 

@@ -9,7 +9,7 @@ import sys
 def cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run ``imgstream ARGS...`` in a subprocess, as a user would; output captured."""
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
+        [sys.executable, "-m", "imgstream.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

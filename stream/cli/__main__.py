@@ -1,5 +1,5 @@
-"""``python -m stream.cli``: the same as the ``imgstream`` command."""
+"""``python -m imgstream.cli``: the same as the ``imgstream`` command."""
 
-from stream.cli import main
+from imgstream.cli import main
 
 main()

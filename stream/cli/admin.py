@@ -8,9 +8,9 @@ from typing import Any
 
 import click
 
-from stream import config as cfg
-from stream.cli.app import cli
-from stream.cli.options import (
+from imgstream import config as cfg
+from imgstream.cli.app import cli
+from imgstream.cli.options import (
     bootstrap_option,
     stop_on_signals,
     time_ms,
@@ -21,7 +21,7 @@ from stream.cli.options import (
 @click.option("--port", type=int, default=None, help="Port (default: a free one).")
 def broker(port: int | None) -> None:
     """Run the embedded broker in the foreground and print its bootstrap address."""
-    from stream.broker import EmbeddedBroker
+    from imgstream.broker import EmbeddedBroker
 
     b = EmbeddedBroker(port=port).start()
     click.echo(b.bootstrap, nl=True)
@@ -39,7 +39,7 @@ def broker(port: int | None) -> None:
 @click.argument("name", required=False)
 def ops(name: str | None) -> None:
     """List the operations (or show one in detail)."""
-    from stream.ops import build_registry
+    from imgstream.ops import build_registry
 
     registry = build_registry()
     if name:
@@ -76,7 +76,7 @@ def status(bootstrap: str, group: str, topic: str, fmt: str, watch_s: float | No
     """Per partition: committed offset, high-watermark, lag in messages and seconds."""
     import json as _json
 
-    from stream.kafka_io import group_members, topic_state
+    from imgstream.kafka_io import group_members, topic_state
 
     while True:
         states = topic_state(bootstrap, topic, group, pending_ts=True)
@@ -147,7 +147,12 @@ def offsets_reset(
     bootstrap: str, group: str, topic: str, to_time: str | None, to_earliest: bool, to_latest: bool
 ) -> None:
     """Reset a group's offsets (refused while the group has live members)."""
-    from stream.kafka_io import commit_group_offsets, first_offsets_at, group_members, topic_state
+    from imgstream.kafka_io import (
+        commit_group_offsets,
+        first_offsets_at,
+        group_members,
+        topic_state,
+    )
 
     chosen = [
         n

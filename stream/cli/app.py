@@ -1,6 +1,6 @@
 """The ``imgstream`` command group and its entry point.
 
-Exceptions of :mod:`stream.errors` become their exit codes here and nowhere else.
+Exceptions of :mod:`imgstream.errors` become their exit codes here and nowhere else.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import sys
 
 import click
 
-from stream.cli.options import (
+from imgstream.cli.options import (
     setup_logging,
 )
-from stream.errors import ImgstreamError
+from imgstream.errors import ImgstreamError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

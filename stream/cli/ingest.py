@@ -12,9 +12,9 @@ from typing import Any
 
 import click
 
-from stream import config as cfg
-from stream.cli.app import cli
-from stream.cli.options import (
+from imgstream import config as cfg
+from imgstream.cli.app import cli
+from imgstream.cli.options import (
     PARTITION_CHOICES,
     allow_big_sources,
     bootstrap_option,
@@ -93,9 +93,9 @@ def produce(
         allow_big_sources()
     from tqdm import tqdm
 
-    from producers.produce import produce_refs
-    from stream.kafka_io import KafkaSink, ensure_topics
-    from stream.partitioning import make_partitioner
+    from imgstream.kafka_io import KafkaSink, ensure_topics
+    from imgstream.partitioning import make_partitioner
+    from imgstream.producers.produce import produce_refs
 
     partitioner = make_partitioner(partition_by, seed)
     if partitions < 1:
@@ -135,12 +135,12 @@ def _watch(
     settle: float,
 ) -> None:
     """Produce each new, complete file in the directories once; until interrupted."""
-    from producers.features import ENRICH
-    from producers.files import ref_for_file
-    from producers.watch import Settler, State, list_files
-    from stream.codec import encode
-    from stream.kafka_io import KafkaSink, ensure_topics
-    from stream.partitioning import make_partitioner, partition_key
+    from imgstream.codec import encode
+    from imgstream.kafka_io import KafkaSink, ensure_topics
+    from imgstream.partitioning import make_partitioner, partition_key
+    from imgstream.producers.features import ENRICH
+    from imgstream.producers.files import ref_for_file
+    from imgstream.producers.watch import Settler, State, list_files
 
     dirs = [os.path.abspath(i) for i in inputs if os.path.isdir(i)]
     if not dirs:
@@ -247,11 +247,11 @@ def capture(
     partitions: int,
 ) -> None:
     """Capture frames from a video file, camera device (0, 1, ...) or stream URL."""
-    from producers.capture import capture as run_capture
-    from stream.clock import SystemClock
-    from stream.codec import encode
-    from stream.kafka_io import KafkaSink, ensure_topics
-    from stream.partitioning import BySource, partition_key
+    from imgstream.clock import SystemClock
+    from imgstream.codec import encode
+    from imgstream.kafka_io import KafkaSink, ensure_topics
+    from imgstream.partitioning import BySource, partition_key
+    from imgstream.producers.capture import capture as run_capture
 
     if fps <= 0:
         raise click.BadParameter("must be positive", param_hint="--fps")
@@ -263,7 +263,7 @@ def capture(
     partitioner = BySource()
     futures = []
     stop = stop_on_signals()
-    from stream.metrics import Metrics
+    from imgstream.metrics import Metrics
 
     metrics = Metrics()
     if metrics_port is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import click
 
-from stream import config as cfg
+from imgstream import config as cfg
 
 F = Callable[..., Any]
 
@@ -211,14 +211,14 @@ def tile_options(fn: F) -> F:
 def allow_big_sources() -> dict[str, str]:
     """Let this process decode huge images to tile them; the env for child workers."""
     child = dict(os.environ)
-    if "stream._cv" not in sys.modules:  # OpenCV reads the limit once, at first use
+    if "imgstream._cv" not in sys.modules:  # OpenCV reads the limit once, at first use
         os.environ[CV_LIMIT] = str(cfg.MAX_SOURCE_PIXELS)
     return child
 
 
 def expand(inputs: tuple[str, ...], source: str | None, partition_by: str) -> list[Any]:
-    from producers.features import ENRICH
-    from producers.files import Found, expand_inputs
+    from imgstream.producers.features import ENRICH
+    from imgstream.producers.files import Found, expand_inputs
 
     found = list(expand_inputs(inputs, int(time.time() * 1000), source, skip_reporter))
     enrich = ENRICH.get(partition_by)
@@ -233,7 +233,7 @@ def tiled_refs(
     """Refs to produce (tiles in place of tiled images) and the tiled parents' ids."""
     if tile is None:
         return [f.ref for f in found], []
-    from producers.tiles import expand_tiles
+    from imgstream.producers.tiles import expand_tiles
 
     if tile < 16:
         raise click.BadParameter("must be at least 16", param_hint="--tile")

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from stream import config as cfg
-from stream.cli.app import cli
-from stream.cli.options import (
+from imgstream import config as cfg
+from imgstream.cli.app import cli
+from imgstream.cli.options import (
     PARTITION_CHOICES,
     allow_big_sources,
     bootstrap_option,
@@ -44,7 +44,7 @@ from stream.cli.options import (
 )
 def work(bootstrap: str, out: str, roots: tuple[str, ...], **kw: Any) -> None:
     """Consume refs as a group member: batch, process, store, emit records."""
-    from consumers.worker import run_worker
+    from imgstream.consumers.worker import run_worker
 
     config = make_config(bootstrap, out, roots, **kw)
     if not logging.getLogger().isEnabledFor(logging.INFO):
@@ -108,10 +108,10 @@ def run(
     child_env = allow_big_sources() if tile is not None else None
     from tqdm import tqdm
 
-    from consumers.launcher import JobPlan, new_group_name, run_job
-    from stream.ops import build_registry
-    from stream.partitioning import make_partitioner
-    from stream.pipeline import parse_spec
+    from imgstream.consumers.launcher import JobPlan, new_group_name, run_job
+    from imgstream.ops import build_registry
+    from imgstream.partitioning import make_partitioner
+    from imgstream.pipeline import parse_spec
 
     if workers is None:
         workers = max(1, os.cpu_count() or 1) if tile is not None else 1
@@ -174,7 +174,7 @@ def run(
     click.echo(f"outputs     {os.path.join(config.out_dir, summary.pipeline_hash)}")
     click.echo(f"records     {os.path.join(config.out_dir, 'results.jsonl')}")
     click.echo(f"store       {plan.db_path}  (imgstream query --db {plan.db_path})")
-    from stream.runner import peak_rss_mb
+    from imgstream.runner import peak_rss_mb
 
     click.echo(f"memory      this process peaked at {peak_rss_mb():.0f} MB; workers: see logs/")
     if summary.missing:
@@ -201,9 +201,9 @@ def replay(
     """Reprocess the refs produced in a time range, under a new consumer group."""
     from tqdm import tqdm
 
-    from consumers.replay import replay as run_replay
-    from stream.ops import build_registry
-    from stream.pipeline import parse_spec
+    from imgstream.consumers.replay import replay as run_replay
+    from imgstream.ops import build_registry
+    from imgstream.pipeline import parse_spec
 
     from_ms = time_ms(from_, "--from")
     to_ms = time_ms(to, "--to")

@@ -7,9 +7,9 @@ import time
 
 import click
 
-from stream import config as cfg
-from stream.cli.app import cli
-from stream.cli.options import (
+from imgstream import config as cfg
+from imgstream.cli.app import cli
+from imgstream.cli.options import (
     bootstrap_option,
     stop_on_signals,
     time_ms,
@@ -49,11 +49,11 @@ def aggregate(
     idle_exit_s: float | None,
 ) -> None:
     """Merge results into a queryable store, accumulate statistics, fuse tiles."""
-    from consumers.aggregator import Aggregator, AggregatorLoop
-    from stream.clock import SystemClock
-    from stream.config import default_worker_id
-    from stream.kafka_io import KafkaSink, KafkaSource, ensure_topics
-    from stream.store import SQLiteStore
+    from imgstream.clock import SystemClock
+    from imgstream.config import default_worker_id
+    from imgstream.consumers.aggregator import Aggregator, AggregatorLoop
+    from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+    from imgstream.store import SQLiteStore
 
     ensure_topics(bootstrap, {results_topic: 4, dlq_topic: 1})
     store = SQLiteStore(db_path)
@@ -123,7 +123,7 @@ def query(
     """Answer from the store the aggregator fills."""
     import json as _json
 
-    from stream.store import Query, SQLiteStore
+    from imgstream.store import Query, SQLiteStore
 
     store = SQLiteStore(db_path)
     try:

@@ -4,7 +4,7 @@
 ``admin`` the offset and group helpers. Everything is re-exported here.
 """
 
-from stream.kafka_io.admin import (
+from imgstream.kafka_io.admin import (
     PartitionState,
     commit_group_offsets,
     fetch_highwaters,
@@ -13,7 +13,7 @@ from stream.kafka_io.admin import (
     start_group_at_end,
     topic_state,
 )
-from stream.kafka_io.clients import (
+from imgstream.kafka_io.clients import (
     GROUP_DEFAULTS,
     KafkaSink,
     KafkaSource,

@@ -18,7 +18,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import TopicPartition as KTP
 from kafka.structs import OffsetAndMetadata
 
-from stream.errors import BrokerError
+from imgstream.errors import BrokerError
 
 
 def fetch_highwaters(

@@ -1,6 +1,6 @@
 """Kafka clients: a group member that yields raw messages, a sink, a topic reader.
 
-:class:`KafkaSource` turns consumed records into :class:`~stream.records.Message`
+:class:`KafkaSource` turns consumed records into :class:`~imgstream.records.Message`
 values (bytes in, bytes out: no deserializer can raise inside ``poll()``),
 :class:`KafkaSink` sends bytes with a completion callback, and the helpers
 create topics and wait for a broker. Client settings are tuned for the
@@ -22,8 +22,8 @@ from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
-from stream.errors import BrokerError
-from stream.records import Message, TopicPartition
+from imgstream.errors import BrokerError
+from imgstream.records import Message, TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from stream.ops import analysis, color, detect, edges, enhance, filters, geometry, segment
-from stream.ops.registry import Image, Operation, Param, Registry
+from imgstream.ops import analysis, color, detect, edges, enhance, filters, geometry, segment
+from imgstream.ops.registry import Image, Operation, Param, Registry
 
 __all__ = ["Image", "Operation", "Param", "Registry", "build_registry"]
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from stream._cv import cv2
-from stream.ops.color import as_gray, channels, to_uint8
-from stream.ops.registry import Image, Operation, Param, whole_image
+from imgstream._cv import cv2
+from imgstream.ops.color import as_gray, channels, to_uint8
+from imgstream.ops.registry import Image, Operation, Param, whole_image
 
 
 def stats(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any]]:

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from stream._cv import cv2
-from stream.ops.registry import Image, Operation
+from imgstream._cv import cv2
+from imgstream.ops.registry import Image, Operation
 
 
 def to_uint8(img: Image) -> Image:

@@ -17,9 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from stream._cv import cv2
-from stream.ops.color import as_gray, channels, to_uint8
-from stream.ops.registry import Image, Operation, Param
+from imgstream._cv import cv2
+from imgstream.ops.color import as_gray, channels, to_uint8
+from imgstream.ops.registry import Image, Operation, Param
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 PLATE_CASCADE = "haarcascade_russian_plate_number.xml"

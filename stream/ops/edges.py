@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stream._cv import cv2
-from stream.errors import SpecError
-from stream.ops.color import as_gray
-from stream.ops.registry import Image, Operation, Param, whole_image
+from imgstream._cv import cv2
+from imgstream.errors import SpecError
+from imgstream.ops.color import as_gray
+from imgstream.ops.registry import Image, Operation, Param, whole_image
 
 
 def canny(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:

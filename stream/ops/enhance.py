@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from stream._cv import cv2
-from stream.ops.color import channels, to_uint8
-from stream.ops.registry import Image, Operation, Param, whole_image
+from imgstream._cv import cv2
+from imgstream.ops.color import channels, to_uint8
+from imgstream.ops.registry import Image, Operation, Param, whole_image
 
 
 def _bgr(img: Image) -> Image:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stream._cv import cv2
-from stream.errors import SpecError
-from stream.ops.color import channels, to_uint8
-from stream.ops.registry import Image, Operation, Param, radius
+from imgstream._cv import cv2
+from imgstream.errors import SpecError
+from imgstream.ops.color import channels, to_uint8
+from imgstream.ops.registry import Image, Operation, Param, radius
 
 
 def _odd(name: str, key: str = "k", minimum: int = 1) -> Any:

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from stream._cv import cv2
-from stream.errors import OP_ERROR, ImageError, SpecError
-from stream.ops.registry import Image, Operation, Param, whole_image
+from imgstream._cv import cv2
+from imgstream.errors import OP_ERROR, ImageError, SpecError
+from imgstream.ops.registry import Image, Operation, Param, whole_image
 
 
 def _round(x: float) -> int:

@@ -3,7 +3,7 @@
 An :class:`Operation` maps an image (numpy array, OpenCV's BGR order) and
 its validated parameters to an image and, for analysis operations, a dict of
 data for the result record. :class:`Registry` is an object built by
-:func:`stream.ops.build_registry`; there is no module-level mutable state.
+:func:`imgstream.ops.build_registry`; there is no module-level mutable state.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from stream.errors import SpecError
+from imgstream.errors import SpecError
 
 Image = np.ndarray[Any, Any]
 OpFn = Callable[[Image, Mapping[str, Any]], tuple[Image, Mapping[str, Any] | None]]

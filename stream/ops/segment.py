@@ -15,10 +15,10 @@ from typing import Any
 
 import numpy as np
 
-from stream._cv import cv2
-from stream.errors import SpecError
-from stream.ops.color import as_gray, channels, to_uint8
-from stream.ops.registry import Image, Operation, Param, whole_image
+from imgstream._cv import cv2
+from imgstream.errors import SpecError
+from imgstream.ops.color import as_gray, channels, to_uint8
+from imgstream.ops.registry import Image, Operation, Param, whole_image
 
 
 def threshold(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any] | None]:

@@ -15,10 +15,10 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.broker import EmbeddedBroker
-from stream.codec import decode_record, encode
-from stream.kafka_io import KafkaSink, TopicReader, ensure_topics
-from stream.records import BatchSummary, Failure, ImageRef, Result
+from imgstream.broker import EmbeddedBroker
+from imgstream.codec import decode_record, encode
+from imgstream.kafka_io import KafkaSink, TopicReader, ensure_topics
+from imgstream.records import BatchSummary, Failure, ImageRef, Result
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +54,7 @@ class Topics:
         return [
             sys.executable,
             "-m",
-            "stream.cli",
+            "imgstream.cli",
             "work",
             "--bootstrap",
             self.bootstrap,

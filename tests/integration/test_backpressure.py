@@ -8,8 +8,8 @@ import urllib.request
 
 import cv2
 
-from stream.broker import free_port
-from stream.records import Result
+from imgstream.broker import free_port
+from imgstream.records import Result
 from tests.integration.conftest import collect_until, refs_for, stop
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from producers.capture import Sampler
-from stream.records import Result
+from imgstream.producers.capture import Sampler
+from imgstream.records import Result
 from tests.helpers import cli
 from tests.integration.conftest import collect_until, stop
 
@@ -68,8 +68,8 @@ def test_capture_into_a_running_worker(topics, tmp_path) -> None:
 
 
 def test_capture_counts_stored_and_skipped_frames(tmp_path) -> None:
-    from producers.capture import capture
-    from stream.clock import SystemClock
+    from imgstream.clock import SystemClock
+    from imgstream.producers.capture import capture
 
     video = tmp_path / "clip.avi"
     n = make_video(video, seconds=2.0, fps=30)

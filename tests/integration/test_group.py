@@ -11,7 +11,7 @@ import time
 import cv2
 import numpy as np
 
-from stream.records import Failure, ImageRef, Result
+from imgstream.records import Failure, ImageRef, Result
 from tests.integration.conftest import collect_until, refs_for, stop, write_images
 
 

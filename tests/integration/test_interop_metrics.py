@@ -10,7 +10,7 @@ import urllib.request
 
 import confluent_kafka
 
-from stream.broker import free_port
+from imgstream.broker import free_port
 from tests.integration.conftest import stop, write_images
 
 

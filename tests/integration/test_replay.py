@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import time
 
-from stream.ops import build_registry
-from stream.pipeline import parse_spec
+from imgstream.ops import build_registry
+from imgstream.pipeline import parse_spec
 from tests.helpers import cli
 from tests.integration.conftest import collect_until, refs_for, stop, write_images
 

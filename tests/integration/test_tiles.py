@@ -9,7 +9,7 @@ import sys
 import cv2
 import numpy as np
 
-from stream.store import Query, SQLiteStore
+from imgstream.store import Query, SQLiteStore
 from tests.helpers import cli
 from tests.integration.conftest import stop
 
@@ -48,7 +48,7 @@ def test_tiles_across_two_workers_fuse_into_the_whole_image(topics, tmp_path) ->
         [
             sys.executable,
             "-m",
-            "stream.cli",
+            "imgstream.cli",
             "aggregate",
             "--bootstrap",
             topics.bootstrap,

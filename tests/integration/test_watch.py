@@ -8,8 +8,8 @@ import subprocess
 import sys
 import time
 
-from stream.codec import decode_ref
-from stream.kafka_io import TopicReader
+from imgstream.codec import decode_ref
+from imgstream.kafka_io import TopicReader
 
 
 def refs_in(topics, expect: int, timeout: float = 20.0) -> list[str]:
@@ -33,7 +33,7 @@ def start(topics, folder, state):
         [
             sys.executable,
             "-m",
-            "stream.cli",
+            "imgstream.cli",
             "produce",
             str(folder),
             "--watch",

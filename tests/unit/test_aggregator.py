@@ -9,14 +9,14 @@ import cv2
 import numpy as np
 import pytest
 
-from consumers.aggregator import Aggregator
-from stream.clock import FakeClock
-from stream.imaging import encode_png
-from stream.ops import build_registry
-from stream.pipeline import TileView, parse_spec
-from stream.records import Message
-from stream.store import Query, SQLiteStore
-from stream.tiling import grid, tile_meta
+from imgstream.clock import FakeClock
+from imgstream.consumers.aggregator import Aggregator
+from imgstream.imaging import encode_png
+from imgstream.ops import build_registry
+from imgstream.pipeline import TileView, parse_spec
+from imgstream.records import Message
+from imgstream.store import Query, SQLiteStore
+from imgstream.tiling import grid, tile_meta
 
 
 class Sink:

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.codec import decode_record, decode_ref, encode
-from stream.errors import BAD_MESSAGE, ImageError
-from stream.records import BatchSummary, Failure, ImageRef, Lineage, Result
+from imgstream.codec import decode_record, decode_ref, encode
+from imgstream.errors import BAD_MESSAGE, ImageError
+from imgstream.records import BatchSummary, Failure, ImageRef, Lineage, Result
 
 text = st.text(min_size=1).filter(lambda s: s.strip() and "\x00" not in s)
 

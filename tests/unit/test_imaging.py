@@ -11,10 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
-from stream.imaging import decode, encode, encode_params, header_size, sniff
-from stream.ops import build_registry
-from stream.pipeline import parse_spec
+from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
+from imgstream.imaging import decode, encode, encode_params, header_size, sniff
+from imgstream.ops import build_registry
+from imgstream.pipeline import parse_spec
 
 GRAY = parse_spec("gray", build_registry())
 

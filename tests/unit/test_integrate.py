@@ -6,9 +6,9 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.integrate import Accumulator, merge_boxes, merge_hists, merge_stats, window_start
-from stream.ops import build_registry
-from stream.pipeline import parse_spec
+from imgstream.integrate import Accumulator, merge_boxes, merge_hists, merge_stats, window_start
+from imgstream.ops import build_registry
+from imgstream.pipeline import parse_spec
 
 result = st.fixed_dictionaries(
     {

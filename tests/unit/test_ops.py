@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.ops import build_registry
-from stream.ops.analysis import hamming
-from stream.pipeline import parse_spec
+from imgstream.ops import build_registry
+from imgstream.ops.analysis import hamming
+from imgstream.pipeline import parse_spec
 
 REG = build_registry()
 

@@ -7,8 +7,8 @@ from collections import Counter
 from hypothesis import given
 from hypothesis import strategies as st
 
-from stream.partitioning import make_partitioner, partition_key
-from stream.records import ImageRef
+from imgstream.partitioning import make_partitioner, partition_key
+from imgstream.records import ImageRef
 
 
 def refs(n: int, **kw) -> list[ImageRef]:
@@ -69,7 +69,7 @@ def test_parent_keeps_tiles_together_and_keys_by_parent() -> None:
 def test_unknown_strategy_lists_the_valid_ones() -> None:
     import pytest
 
-    from stream.errors import ConfigError
+    from imgstream.errors import ConfigError
 
     with pytest.raises(ConfigError, match="valid: sequential, random, source, size, phash, parent"):
         make_partitioner("round-robin")

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from stream.errors import SpecError
-from stream.ops import Operation, Param, Registry, build_registry
-from stream.pipeline import parse_spec
+from imgstream.errors import SpecError
+from imgstream.ops import Operation, Param, Registry, build_registry
+from imgstream.pipeline import parse_spec
 
 
 def _toy_registry() -> Registry:

@@ -10,15 +10,15 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.clock import SystemClock
-from stream.codec import decode_record, decode_ref, encode
-from stream.config import WorkerConfig
-from stream.errors import DeliveryError
-from stream.ops import build_registry
-from stream.pipeline import parse_spec
-from stream.processor import ImageProcessor
-from stream.records import Failure, ImageRef, Message, Result, TopicPartition
-from stream.runner import Runner
+from imgstream.clock import SystemClock
+from imgstream.codec import decode_record, decode_ref, encode
+from imgstream.config import WorkerConfig
+from imgstream.errors import DeliveryError
+from imgstream.ops import build_registry
+from imgstream.pipeline import parse_spec
+from imgstream.processor import ImageProcessor
+from imgstream.records import Failure, ImageRef, Message, Result, TopicPartition
+from imgstream.runner import Runner
 
 TP = TopicPartition("refs", 0)
 
@@ -153,7 +153,7 @@ def test_undeliverable_records_stop_the_worker_without_committing_them(tmp_path)
 
 
 def test_idle_exit_counts_from_the_first_assignment(tmp_path) -> None:
-    from stream.clock import FakeClock
+    from imgstream.clock import FakeClock
 
     config, processor, messages = _setup(tmp_path, n=2)
     clock = FakeClock()
@@ -203,8 +203,8 @@ def test_max_age_skips_stale_refs_as_failures(tmp_path) -> None:
 
 
 def test_image_timeout_settles_a_stuck_image(tmp_path) -> None:
-    from stream.ops.registry import Operation
-    from stream.pipeline import Pipeline, Step
+    from imgstream.ops.registry import Operation
+    from imgstream.pipeline import Pipeline, Step
 
     finished: list[float] = []
 

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from stream.ops import build_registry
-from stream.pipeline import TileView, parse_spec
-from stream.tiling import grid
+from imgstream.ops import build_registry
+from imgstream.pipeline import TileView, parse_spec
+from imgstream.tiling import grid
 
 REG = build_registry()
 

@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from stream.errors import FORBIDDEN, NOT_FOUND, TOO_LARGE, ImageError
-from stream.storage import SafeStore, output_path, safe_name, write_atomic
+from imgstream.errors import FORBIDDEN, NOT_FOUND, TOO_LARGE, ImageError
+from imgstream.storage import SafeStore, output_path, safe_name, write_atomic
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.tiling import grid, tile_from_meta, tile_meta
+from imgstream.tiling import grid, tile_from_meta, tile_meta
 
 
 @settings(deadline=None)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from producers.watch import Settler, State
+from imgstream.producers.watch import Settler, State
 
 
 def test_a_growing_file_waits_until_it_settles() -> None:
