@@ -51,7 +51,10 @@ def test_tests_import_the_installed_package() -> None:
     assert Path(imgstream.__file__).resolve().parent == REPO / "stream" or "site-packages" in (
         imgstream.__file__
     )
-    probe = "import importlib.util as u; print([u.find_spec(m) for m in ('stream','producers','consumers')])"
+    probe = (
+        "import importlib.util as u; "
+        "print([u.find_spec(m) for m in ('stream', 'producers', 'consumers')])"
+    )
     out = subprocess.run(
         [sys.executable, "-c", probe],
         capture_output=True,
