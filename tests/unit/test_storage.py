@@ -132,4 +132,3 @@ def test_second_root_and_missing_components(tree, tmp_path) -> None:
     assert kind(store, "nodir/x.jpg") == NOT_FOUND
     assert kind(store, "") == FORBIDDEN
     assert kind(SafeStore([tmp_path / "gone"]), "a.jpg") == NOT_FOUND
-
