@@ -47,7 +47,10 @@ DEFAULT_MAX_BYTES = 64 << 20
 MAX_SYMLINKS = 40
 
 _CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
+# O_PATH (Linux): directories on the way need search permission only, as with
+# a lookup by path, not read permission.
+_PATH = getattr(os, "O_PATH", os.O_RDONLY)
+_DIR_FLAGS = _PATH | os.O_DIRECTORY | os.O_NOFOLLOW | _CLOEXEC
 # O_NOCTTY: a terminal device under a root must not become our controlling tty.
 _FILE_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY | _CLOEXEC
 
@@ -121,7 +124,9 @@ class SafeStore:
 
         Only for display: :meth:`read` never reopens this path by name.
         """
-        return self._open(uri)[0]
+        real, fd = self._open(uri)
+        os.close(fd)
+        return real
 
     def read(self, uri: str) -> Loaded:
         """The bytes of a reference, bounded and checked; raise ImageError."""
@@ -222,7 +227,7 @@ class SafeStore:
 def _open_root(root: str) -> int:
     """A descriptor on a root directory (trusted: opened by name, following links)."""
     try:
-        return os.open(root, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        return os.open(root, _PATH | os.O_DIRECTORY | _CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         raise _NotHere from None
     except OSError as exc:

@@ -132,3 +132,18 @@ def test_second_root_and_missing_components(tree, tmp_path) -> None:
     assert kind(store, "nodir/x.jpg") == NOT_FOUND
     assert kind(store, "") == FORBIDDEN
     assert kind(SafeStore([tmp_path / "gone"]), "a.jpg") == NOT_FOUND
+
+
+def test_no_descriptor_is_left_open(tree) -> None:
+    root, outside = tree
+    os.symlink(outside, root / "dirlink")
+    os.symlink("sub", root / "rel")
+    store = SafeStore([root])
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        assert store.resolve("rel/a.jpg") == str(root / "sub" / "a.jpg")
+        assert store.read("rel/a.jpg").data == b"abc"
+        for bad in ("dirlink/secret.jpg", "sub/missing.jpg", "sub", "rel"):
+            with pytest.raises(ImageError):
+                store.read(bad)
+    assert len(os.listdir("/proc/self/fd")) == before
