@@ -25,6 +25,11 @@ _TEXT_HEADER_BYTES = 64 << 10
 #: JPEG 2000 components OpenCV can turn into BGR; more is memory for nothing.
 _MAX_J2K_COMPONENTS = 4
 
+#: OpenJPEG keeps ~4 KB of coding state per tile and component whatever the
+#: tile's size: 255x255 one-pixel tiles (a 2 KB file) cost 750 MB. 4096 tiles
+#: is ~50 MB at most and still allows 160x160 tiles on a 100 Mpx image.
+MAX_J2K_TILES = 4096
+
 _HDR_RES = re.compile(rb"^([-+])([XY]) +(\d+) +([-+])([XY]) +(\d+)\s*$")
 
 
@@ -93,13 +98,18 @@ def _j2k_siz(data: bytes, at: int) -> tuple[int, int] | None:
     """The image size in a JPEG 2000 codestream's SIZ segment (which must come first)."""
     if data[at : at + 4] != b"\xff\x4f\xff\x51":
         return None
-    _lsiz, _rsiz, xsiz, ysiz, xo, yo, _xt, _yt, _xto, _yto, csiz = struct.unpack(
+    _lsiz, _rsiz, xsiz, ysiz, xo, yo, xt, yt, xto, yto, csiz = struct.unpack(
         ">HHIIIIIIIIH", data[at + 4 : at + 42]
     )
     if csiz > _MAX_J2K_COMPONENTS:
         raise ImageError(TOO_LARGE, f"JPEG 2000 has {csiz} components (OpenCV takes 1-4)")
-    if xo > xsiz or yo > ysiz:
+    if xo > xsiz or yo > ysiz or xt == 0 or yt == 0 or xto > xsiz or yto > ysiz:
         return None
+    tiles = -(-(xsiz - xto) // xt) * -(-(ysiz - yto) // yt)
+    if tiles > MAX_J2K_TILES:
+        raise ImageError(
+            TOO_LARGE, f"JPEG 2000 has {tiles} tiles of {xt}x{yt} (limit {MAX_J2K_TILES})"
+        )
     return xsiz - xo, ysiz - yo
 
 

@@ -71,6 +71,14 @@ def patch_siz(data: bytes, w: int, h: int) -> bytes:
     return bytes(out)
 
 
+def j2k_tile_bomb() -> bytes:
+    """A 255x255 codestream cut into one-pixel tiles: 65025 tiles of coding state."""
+    data = bytearray(patch_siz(jp2_codestream(jp2_small()), 255, 255))
+    siz = data.find(b"\xff\x4f\xff\x51")
+    data[siz + 24 : siz + 32] = struct.pack(">II", 1, 1)
+    return bytes(data)
+
+
 def exr_header(w: int, h: int) -> bytes:
     """A scanline OpenEXR header (no pixel data) for a w x h half-float RGB image."""
 
@@ -127,6 +135,7 @@ BOMBS = {
     "hdr": hdr_bomb,
     "jp2": lambda: patch_siz(jp2_small(), BIG, BIG),
     "j2k": lambda: patch_siz(jp2_codestream(jp2_small()), BIG, BIG),
+    "j2k-tiles": j2k_tile_bomb,
     "exr": lambda: exr_header(BIG, BIG),
     "ppm": lambda: f"P6\n{BIG} {BIG}\n255\n".encode() + b"\0" * 1000,
     "pgm-comment": lambda: f"P5\n# made by hand\n{BIG}\n{BIG}\n255\n".encode() + b"\0" * 1000,
@@ -229,7 +238,7 @@ def hwm():
     with open("/proc/self/status") as fh:
         return next(int(l.split()[1]) for l in fh if l.startswith("VmHWM:"))
 
-bombs = {name: test_bombs.BOMBS[name]() for name in ("hdr", "jp2", "j2k", "exr")}
+bombs = {name: test_bombs.BOMBS[name]() for name in ("hdr", "jp2", "j2k", "j2k-tiles", "exr")}
 decode(test_bombs.encoded(".png"))  # warm up: codecs and their tables loaded
 report = {}
 for name, bomb in bombs.items():
