@@ -2,8 +2,14 @@
 
 :func:`sniff` names the format from the magic bytes (unknown bytes are
 ``unsupported_format``), :func:`header_size` reads width and height from the
-header of the common formats without decoding pixels, so a decompression bomb
-is refused as ``too_large`` in microseconds. Decoding goes through
+header without decoding pixels (the common formats here, the rest in
+:mod:`imgstream.headers`), so a decompression bomb is refused as
+``too_large`` in microseconds. Every format :func:`sniff` accepts has its
+size read first; a file whose size cannot be read from its header is a
+``decode_error`` and is never handed to OpenCV blind. OpenEXR is size-checked
+and then refused as ``unsupported_format``: OpenCV ships its EXR decoder
+disabled (``OPENCV_IO_ENABLE_OPENEXR``) because of its security record, and
+we keep it so. Decoding goes through
 ``cv2.imdecode`` on bytes (never a path) with ``cv2.IMREAD_COLOR``: the
 pixels are exactly those ``cv2.imread`` gives (EXIF orientation applied,
 alpha dropped, 16-bit scaled to 8-bit, grayscale as three equal channels).
@@ -19,6 +25,7 @@ import numpy as np
 import simplejpeg
 from isal import isal_zlib
 
+from imgstream import headers
 from imgstream._cv import cv2
 from imgstream.config import DEFAULT_MAX_PIXELS
 from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
@@ -49,6 +56,8 @@ def sniff(data: bytes) -> str:
         return "webp"
     if len(data) > 2 and data[0:1] == b"P" and data[1:2] in b"123456" and data[2:3].isspace():
         return "pnm"
+    if data[:3] == b"P7\n":
+        return "pam"
     if data[:2] in (b"PF", b"Pf") and data[2:3].isspace():
         return "pfm"
     head = data[:16]
@@ -123,17 +132,26 @@ def _tiff(data: bytes) -> tuple[int, int] | None:
         (ifd,) = struct.unpack(order + "I", data[4:8])
         (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
         w = h = None
+        tw = th = 0
         for k in range(count):
             entry = data[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
             tag, typ = struct.unpack(order + "HH", entry[:4])
-            if tag in (256, 257):
+            if tag in (256, 257, 322, 323):
                 fmt = "H" if typ == 3 else "I"
                 (value,) = struct.unpack(order + fmt, entry[8 : 8 + struct.calcsize(fmt)])
                 if tag == 256:
                     w = value
-                else:
+                elif tag == 257:
                     h = value
-        return (w, h) if w is not None and h is not None else None
+                elif tag == 322:
+                    tw = value
+                else:
+                    th = value
+        if w is None or h is None:
+            return None
+        # libtiff allocates whole tiles, and a tile may be larger than the image:
+        # the size to check is what gets allocated.
+        return max(w, tw), max(h, th)
     except struct.error:
         return None
 
@@ -175,9 +193,9 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
             return _tiff(data)
         if fmt == "webp":
             return _webp(data)
+        return headers.size(data, fmt)
     except struct.error:
         raise ImageError(DECODE_ERROR, f"truncated {fmt.upper()} header") from None
-    return None
 
 
 def _decode_turbo(data: bytes) -> np.ndarray | None:
@@ -215,14 +233,18 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
         size, orientation = _jpeg_info(data)
     else:
         size = header_size(data, fmt)
-    if size is not None:
-        w, h = size
-        if w * h > max_pixels:
-            raise ImageError(
-                TOO_LARGE, f"{fmt.upper()} is {w}x{h} = {w * h} pixels, over the {max_pixels} limit"
-            )
-        if w == 0 or h == 0:
-            raise ImageError(DECODE_ERROR, f"{fmt.upper()} header says {w}x{h}")
+    if size is None:
+        # Decoding blind is how a bomb gets through: no size, no decode.
+        raise ImageError(DECODE_ERROR, f"cannot read the image size from the {fmt.upper()} header")
+    w, h = size
+    if w * h > max_pixels:
+        raise ImageError(
+            TOO_LARGE, f"{fmt.upper()} is {w}x{h} = {w * h} pixels, over the {max_pixels} limit"
+        )
+    if w == 0 or h == 0:
+        raise ImageError(DECODE_ERROR, f"{fmt.upper()} header says {w}x{h}")
+    if fmt == "exr":
+        raise ImageError(UNSUPPORTED_FORMAT, "OpenEXR decoding is disabled in OpenCV here")
     if fmt == "jpeg" and orientation in (None, 1):
         fast = _decode_turbo(data)
         if fast is not None:

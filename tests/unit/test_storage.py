@@ -99,3 +99,51 @@ def test_output_paths_are_deterministic_and_safe(tmp_path) -> None:
     with open(p1, "rb") as fh:
         assert fh.read() == b"two"
     assert [n for n in os.listdir(os.path.dirname(p1)) if n.startswith(".tmp")] == []
+
+
+def test_links_are_followed_inside_and_refused_when_they_climb_out(tree) -> None:
+    root, _ = tree
+    os.symlink("sub", root / "rel")  # relative link to a directory
+    os.symlink("../sub/a.jpg", root / "sub" / "up.jpg")  # '..' inside the root is fine
+    os.symlink(str(root / "sub"), root / "abs")  # absolute link into the root
+    os.symlink("../../outside/secret.jpg", root / "sub" / "climb.jpg")
+    os.symlink("../..", root / "sub" / "top")
+    os.symlink("loop", root / "loop")
+    store = SafeStore([root])
+    assert store.read("rel/a.jpg").data == b"abc"
+    assert store.read("sub/up.jpg").data == b"abc"
+    assert store.read("abs/a.jpg").data == b"abc"
+    assert store.read("rel/a.jpg").path == str(root / "sub" / "a.jpg")
+    assert kind(store, "sub/climb.jpg") == FORBIDDEN
+    assert kind(store, "sub/top/outside/secret.jpg") == FORBIDDEN
+    assert kind(store, "loop") == FORBIDDEN
+    assert kind(store, "rel") == FORBIDDEN  # a directory, through a link
+
+
+def test_second_root_and_missing_components(tree, tmp_path) -> None:
+    root, _ = tree
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "b.jpg").write_bytes(b"bbb")
+    store = SafeStore([root, other])
+    assert store.read("b.jpg").data == b"bbb"
+    assert store.read(str(other / "b.jpg")).data == b"bbb"
+    assert kind(store, "sub/a.jpg/x.jpg") == NOT_FOUND  # a file used as a directory
+    assert kind(store, "nodir/x.jpg") == NOT_FOUND
+    assert kind(store, "") == FORBIDDEN
+    assert kind(SafeStore([tmp_path / "gone"]), "a.jpg") == NOT_FOUND
+
+
+def test_no_descriptor_is_left_open(tree) -> None:
+    root, outside = tree
+    os.symlink(outside, root / "dirlink")
+    os.symlink("sub", root / "rel")
+    store = SafeStore([root])
+    before = len(os.listdir("/proc/self/fd"))
+    for _ in range(50):
+        assert store.resolve("rel/a.jpg") == str(root / "sub" / "a.jpg")
+        assert store.read("rel/a.jpg").data == b"abc"
+        for bad in ("dirlink/secret.jpg", "sub/missing.jpg", "sub", "rel"):
+            with pytest.raises(ImageError):
+                store.read(bad)
+    assert len(os.listdir("/proc/self/fd")) == before
