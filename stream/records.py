@@ -64,6 +64,8 @@ class Lineage:
     offset: int
     sha256: str | None
     versions: Mapping[str, str]
+    #: The tile ids a fused result was stitched from (empty for any other result).
+    tiles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,9 @@ class Failure:
     batch_id: str | None = None
     #: The parent image when the ref was a tile of it.
     parent: str | None = None
+    #: Size and sha256 of the whole raw message, when ``raw_b64`` holds only a prefix.
+    raw_size: int | None = None
+    raw_sha256: str | None = None
 
 
 Record = ImageRef | Result | BatchSummary | Failure
