@@ -13,7 +13,6 @@ missing tiles. Offsets are committed after the store has committed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -27,12 +26,20 @@ import numpy as np
 from imgstream import imaging
 from imgstream._cv import cv2
 from imgstream.clock import Clock
+from imgstream.codec import (
+    encode,
+    failure_to_dict,
+    parse_json_object,
+    record_from_dict,
+    result_to_dict,
+)
 from imgstream.delivery import Sink
-from imgstream.errors import INCOMPLETE
+from imgstream.errors import INCOMPLETE, ImageError
 from imgstream.integrate import merge_boxes, merge_hists, merge_stats
-from imgstream.records import Message, TopicPartition
+from imgstream.records import Failure, Lineage, Message, Result, TopicPartition
 from imgstream.storage import output_path, safe_name
 from imgstream.store import SQLiteStore
+from imgstream.tiling import tile_id
 
 log = logging.getLogger("imgstream.aggregator")
 
@@ -64,17 +71,28 @@ class Aggregator:
         self.pending: dict[tuple[str, str], float] = {}
         self.fused = 0
         self.incomplete = 0
+        #: Messages that were not valid records, and records the store refused.
+        self.rejected = 0
 
     # -- records -------------------------------------------------------------
 
     def handle(self, messages: Sequence[Message]) -> int:
-        """Store a batch of messages; fuse parents they complete. Returns new records."""
-        return self.handle_records(parse_records(messages))
+        """Store a batch of messages; fuse parents they complete. Returns new records.
+
+        A message that is not a valid record (not JSON, a field missing, a
+        ``ts`` past year 3000) is logged, counted in :attr:`rejected` and
+        skipped: one bad record never stops the aggregator or its batch.
+        """
+        parsed = parse_records(messages)
+        self.rejected += len(messages) - len(parsed)
+        return self.handle_records(parsed)
 
     def handle_records(self, parsed: Sequence[Mapping[str, Any]]) -> int:
-        """Like :meth:`handle`, for record objects already parsed from JSON."""
+        """Like :meth:`handle`, for record objects already parsed and validated."""
         records = [r for r in parsed if r.get("kind") in ("result", "failure")]
+        before = self.store.rejected
         new = self.store.add_many(records)
+        self.rejected += self.store.rejected - before
         for record in records:
             if record["kind"] == "result" and record.get("tile"):
                 self._tile_done(record)
@@ -132,7 +150,7 @@ class Aggregator:
                 f"r{r}c{c}"
                 for r in range(rows)
                 for c in range(cols)
-                if f"{parent}~r{r}c{c}" not in have
+                if tile_id(parent, r, c) not in have
             ]
             self._incomplete(
                 parent,
@@ -143,21 +161,20 @@ class Aggregator:
             )
 
     def _incomplete(self, parent: str, source: str | None, uri: str | None, message: str) -> None:
-        failure = {
-            "v": 1,
-            "kind": "failure",
-            "id": parent,
-            "uri": uri,
-            "source": source,
-            "error": {"type": INCOMPLETE, "message": message},
-            "topic": self.results_topic,
-            "partition": -1,
-            "offset": -1,
-            "attempts": 1,
-            "batch_id": None,
-            "worker": self.worker_id,
-            "ts": self.clock.wall_ms(),
-        }
+        failure = failure_to_dict(
+            Failure(
+                error_type=INCOMPLETE,
+                error_message=message,
+                topic=self.results_topic,
+                partition=-1,
+                offset=-1,
+                worker=self.worker_id,
+                ts=self.clock.wall_ms(),
+                id=parent,
+                uri=uri,
+                source=source,
+            )
+        )
         if self.store.add(failure):
             self.incomplete += 1
             log.warning("parent %s incomplete: %s", parent, message)
@@ -166,7 +183,7 @@ class Aggregator:
     def _emit(self, topic: str, key: str, record: Mapping[str, Any]) -> None:
         if self.sink is None:
             return
-        value = json.dumps(record, separators=(",", ":")).encode("utf-8")
+        value = encode(record_from_dict(record))
 
         def ack(error: BaseException | None) -> None:
             if error is not None:
@@ -197,34 +214,33 @@ class Aggregator:
         for t in tiles:
             for stage, seconds in (t.get("timings") or {}).items():
                 timings[stage] += float(seconds)
-        return {
-            "v": 1,
-            "kind": "result",
-            "id": parent,
-            "uri": meta.get("parent_uri"),
-            "source": source,
-            "output_uri": os.path.abspath(path),
-            "pipeline": tiles[0]["pipeline"],
-            "pipeline_hash": phash,
-            "width": width,
-            "height": height,
-            "channels": channels,
-            "bytes_in": sum(int(t.get("bytes_in", 0)) for t in tiles),
-            "outputs": merge_outputs(tiles, rows, cols),
-            "timings": {k: round(v, 6) for k, v in timings.items()},
-            "batch_id": "fused",
-            "worker": self.worker_id,
-            "ts": ts,
-            "latency_ms": max(0, now - ts),
-            "lineage": {
-                "topic": self.results_topic,
-                "partition": -1,
-                "offset": -1,
-                "sha256": None,
-                "versions": (tiles[0].get("lineage") or {}).get("versions", {}),
-                "tiles": [t["id"] for t in tiles],
-            },
-        }
+        fused = Result(
+            id=parent,
+            uri=meta.get("parent_uri") or "",
+            output_uri=os.path.abspath(path),
+            pipeline=tiles[0]["pipeline"],
+            pipeline_hash=phash,
+            width=width,
+            height=height,
+            channels=channels,
+            outputs=merge_outputs(tiles, rows, cols),
+            timings={k: round(v, 6) for k, v in timings.items()},
+            batch_id="fused",
+            worker=self.worker_id,
+            source=source,
+            ts=ts,
+            latency_ms=max(0, now - ts),
+            lineage=Lineage(
+                topic=self.results_topic,
+                partition=-1,
+                offset=-1,
+                sha256=None,
+                versions=(tiles[0].get("lineage") or {}).get("versions", {}),
+                tiles=tuple(t["id"] for t in tiles),
+            ),
+            bytes_in=sum(int(t.get("bytes_in", 0)) for t in tiles),
+        )
+        return result_to_dict(fused)
 
 
 def _stitch(
@@ -303,15 +319,23 @@ def merge_outputs(tiles: Sequence[Mapping[str, Any]], rows: int, cols: int) -> d
 
 
 def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """The JSON objects among the messages (anything else is not a record of ours)."""
+    """The valid records among the messages, as their JSON objects (unknown fields kept).
+
+    Each is checked by :func:`imgstream.codec.record_from_dict` (the one record
+    model); the object, not the dataclass, is kept because the store keeps the
+    record as it was written. Invalid messages are logged and left out.
+    """
     records = []
     for msg in messages:
         try:
-            record = json.loads(msg.value or b"")
-        except ValueError:
+            obj = parse_json_object(msg.value)
+            record_from_dict(obj)
+        except ImageError as exc:
+            log.warning(
+                "skipping %s/%d@%d: %s", msg.topic, msg.partition, msg.offset, exc.message[:200]
+            )
             continue
-        if isinstance(record, dict):
-            records.append(record)
+        records.append(obj)
     return records
 
 
