@@ -36,7 +36,7 @@ from imgstream.codec import (
 from imgstream.delivery import Sink
 from imgstream.errors import INCOMPLETE, ImageError
 from imgstream.integrate import merge_boxes, merge_hists, merge_stats
-from imgstream.records import Failure, Lineage, Message, Result, TopicPartition
+from imgstream.records import Failure, Lineage, Message, Record, Result, TopicPartition
 from imgstream.storage import output_path, safe_name
 from imgstream.store import SQLiteStore
 from imgstream.tiling import tile_id
@@ -318,25 +318,31 @@ def merge_outputs(tiles: Sequence[Mapping[str, Any]], rows: int, cols: int) -> d
     return merged
 
 
-def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """The valid records among the messages, as their JSON objects (unknown fields kept).
+def decode_messages(messages: Sequence[Message]) -> list[tuple[dict[str, Any], Record]]:
+    """The valid records among the messages: each as its JSON object and decoded.
 
-    Each is checked by :func:`imgstream.codec.record_from_dict` (the one record
-    model); the object, not the dataclass, is kept because the store keeps the
-    record as it was written. Invalid messages are logged and left out.
+    Decoding goes through :mod:`imgstream.codec` (the one record model). The
+    object is kept too, because the store and ``results.jsonl`` keep a record
+    as it was written (unknown fields included). Invalid messages are logged
+    and left out.
     """
-    records = []
+    out = []
     for msg in messages:
         try:
             obj = parse_json_object(msg.value)
-            record_from_dict(obj)
+            record = record_from_dict(obj)
         except ImageError as exc:
             log.warning(
                 "skipping %s/%d@%d: %s", msg.topic, msg.partition, msg.offset, exc.message[:200]
             )
             continue
-        records.append(obj)
-    return records
+        out.append((obj, record))
+    return out
+
+
+def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The JSON objects of the valid records among the messages (see decode_messages)."""
+    return [obj for obj, _ in decode_messages(messages)]
 
 
 class AggregatorLoop:

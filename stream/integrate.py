@@ -4,8 +4,9 @@ Every accumulator is a commutative monoid: ``merge`` is associative and
 commutative and ``Accumulator()`` is its identity, so partial results from
 two aggregators (or two partitions) merge exactly, in any order. Duplicates
 are kept out before this layer (the store dedupes on ref id + pipeline hash).
-Also here: merging per-tile statistics into a parent's, and merging boxes
-across tile seams. Pure.
+Also here: :class:`RunTotals`, the one place a run's totals are counted
+(``imgstream run``'s collector, replay), merging per-tile statistics into a
+parent's, and merging boxes across tile seams. Pure.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from imgstream.records import Failure, Result
+
 WINDOWS = {"minute": 60_000, "hour": 3_600_000}
 
 
@@ -23,6 +26,41 @@ def window_start(ts_ms: int, window: str) -> int:
     """Start (epoch ms) of the window holding ``ts_ms``."""
     size = WINDOWS[window]
     return ts_ms - ts_ms % size
+
+
+@dataclass
+class RunTotals:
+    """A run's totals: images ok, failures by type, pixels, and every latency.
+
+    Latencies are kept (not summed) so the run can report percentiles.
+    """
+
+    ok: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    pixels: int = 0
+    latencies_ms: list[int] = field(default_factory=list)
+
+    def add(self, record: Result | Failure) -> None:
+        """Count one result or failure."""
+        if isinstance(record, Result):
+            self.ok += 1
+            self.pixels += record.width * record.height
+            self.latencies_ms.append(record.latency_ms)
+        else:
+            self.failures[record.error_type] += 1
+
+    @property
+    def accounted(self) -> int:
+        """Records counted: results plus failures."""
+        return self.ok + sum(self.failures.values())
+
+    def percentile(self, q: float) -> float | None:
+        """Latency percentile in ms (nearest rank); None before any result."""
+        if not self.latencies_ms:
+            return None
+        data = sorted(self.latencies_ms)
+        k = min(len(data) - 1, max(0, round(q / 100 * len(data) + 0.5) - 1))
+        return float(data[k])
 
 
 @dataclass
