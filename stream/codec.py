@@ -120,7 +120,7 @@ def result_to_dict(r: Result) -> dict[str, Any]:
         out["lineage"]["tiles"] = list(r.lineage.tiles)
     if r.tile is not None:
         out["tile"] = dict(r.tile)
-    return bound_result(out)
+    return out
 
 
 def bound_result(out: dict[str, Any], limit: int = MAX_RECORD_BYTES) -> dict[str, Any]:
@@ -283,8 +283,15 @@ def to_dict(record: Record) -> dict[str, Any]:
 
 
 def encode(record: Record) -> bytes:
-    """UTF-8 JSON bytes of a record."""
-    return _dumps(to_dict(record))
+    """UTF-8 JSON bytes of a record; a result is cut to fit :data:`MAX_RECORD_BYTES`.
+
+    (Failures always fit by construction, see :func:`failure_to_dict`.)
+    """
+    obj = to_dict(record)
+    data = _dumps(obj)
+    if len(data) > MAX_RECORD_BYTES and isinstance(record, Result):
+        data = _dumps(bound_result(obj))
+    return data
 
 
 def b64(raw: bytes | None) -> str:
@@ -328,12 +335,12 @@ def _check_ints(obj: Mapping[str, Any], names: tuple[str, ...], kind: str) -> No
     """Integer fields that reach SQLite must be ints that fit in 64 bits."""
     for name in names:
         value = obj.get(name)
-        if value is None:
+        # ``type() is int`` also refuses bools; this runs for every record a collector reads.
+        if value is None or (type(value) is int and -MAX_INT <= value <= MAX_INT):
             continue
-        if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_INT:
-            raise _bad(f"{kind} field {name!r} must be a 64-bit integer, got {str(value)[:40]}")
+        raise _bad(f"{kind} field {name!r} must be a 64-bit integer, got {str(value)[:40]}")
     ts = obj.get("ts")
-    if ts is not None and not valid_ts(ts):
+    if ts is not None and not (type(ts) is int and 0 <= ts < MAX_TS_MS):
         raise _bad(f"{kind} field 'ts' must be epoch ms in [0, {MAX_TS_MS}), got {str(ts)[:40]}")
 
 
