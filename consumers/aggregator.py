@@ -39,7 +39,7 @@ from imgstream.integrate import merge_boxes, merge_hists, merge_stats
 from imgstream.records import Failure, Lineage, Message, Record, Result, TopicPartition
 from imgstream.storage import output_path, safe_name
 from imgstream.store import SQLiteStore
-from imgstream.tiling import tile_id
+from imgstream.tiling import Tile, tile_from_meta, tile_id
 
 log = logging.getLogger("imgstream.aggregator")
 
@@ -105,9 +105,9 @@ class Aggregator:
         if self.store.get(parent, phash) is not None:
             self.pending.pop((parent, phash), None)
             return
-        tiles = self.store.tiles(parent, phash)
+        tiles = self._tile_results(parent, phash)
         total = int(record["tile"]["rows"]) * int(record["tile"]["cols"])
-        if len({t["id"] for t in tiles}) < total:
+        if len({t.id for t in tiles}) < total:
             self.pending.setdefault((parent, phash), self.clock.monotonic())
             return
         self.pending.pop((parent, phash), None)
@@ -121,10 +121,19 @@ class Aggregator:
                 f"tiles could not be fused: {exc}",
             )
             return
-        self.store.add(fused)
+        self.store.add(result_to_dict(fused))
         self._emit(self.results_topic, parent, fused)
         self.fused += 1
-        log.info("fused %s from %d tiles -> %s", parent, total, fused["output_uri"])
+        log.info("fused %s from %d tiles -> %s", parent, total, fused.output_uri)
+
+    def _tile_results(self, parent: str, phash: str) -> list[Result]:
+        """The stored tile results of a parent, decoded (the store validated them)."""
+        out = []
+        for obj in self.store.tiles(parent, phash):
+            record = record_from_dict(obj)
+            if isinstance(record, Result) and record.tile:
+                out.append(record)
+        return out
 
     def _tile_failed(self, record: Mapping[str, Any]) -> None:
         error = record.get("error") or {}
@@ -142,9 +151,9 @@ class Aggregator:
             if now - since < self.tile_timeout_s:
                 continue
             del self.pending[(parent, phash)]
-            tiles = self.store.tiles(parent, phash)
-            have = {t["id"] for t in tiles}
-            meta = tiles[0]["tile"] if tiles else {}
+            tiles = self._tile_results(parent, phash)
+            have = {t.id for t in tiles}
+            meta: Mapping[str, Any] = (tiles[0].tile or {}) if tiles else {}
             rows, cols = int(meta.get("rows", 0)), int(meta.get("cols", 0))
             missing = [
                 f"r{r}c{c}"
@@ -154,71 +163,68 @@ class Aggregator:
             ]
             self._incomplete(
                 parent,
-                tiles[0].get("source") if tiles else None,
+                tiles[0].source if tiles else None,
                 meta.get("parent_uri"),
                 f"{len(missing)} of {rows * cols} tiles missing after "
                 f"{self.tile_timeout_s:.0f}s: {', '.join(missing[:20])}",
             )
 
     def _incomplete(self, parent: str, source: str | None, uri: str | None, message: str) -> None:
-        failure = failure_to_dict(
-            Failure(
-                error_type=INCOMPLETE,
-                error_message=message,
-                topic=self.results_topic,
-                partition=-1,
-                offset=-1,
-                worker=self.worker_id,
-                ts=self.clock.wall_ms(),
-                id=parent,
-                uri=uri,
-                source=source,
-            )
+        failure = Failure(
+            error_type=INCOMPLETE,
+            error_message=message,
+            topic=self.results_topic,
+            partition=-1,
+            offset=-1,
+            worker=self.worker_id,
+            ts=self.clock.wall_ms(),
+            id=parent,
+            uri=uri,
+            source=source,
         )
-        if self.store.add(failure):
+        if self.store.add(failure_to_dict(failure)):
             self.incomplete += 1
             log.warning("parent %s incomplete: %s", parent, message)
             self._emit(self.dlq_topic, parent, failure)
 
-    def _emit(self, topic: str, key: str, record: Mapping[str, Any]) -> None:
+    def _emit(self, topic: str, key: str, record: Result | Failure) -> None:
         if self.sink is None:
             return
-        value = encode(record_from_dict(record))
+        value = encode(record)
 
         def ack(error: BaseException | None) -> None:
             if error is not None:
-                log.error("could not emit %s for %s: %s", record.get("kind"), key, error)
+                log.error("could not emit %s for %s: %s", type(record).__name__, key, error)
 
         self.sink.send(topic, key.encode("utf-8"), value, ack)
 
     # -- fusion --------------------------------------------------------------
 
-    def fuse(self, parent: str, phash: str, tiles: list[dict[str, Any]]) -> dict[str, Any]:
+    def fuse(self, parent: str, phash: str, tiles: Sequence[Result]) -> Result:
         """Stitch the tiles' outputs, merge their data; the parent's result record."""
-        meta = tiles[0]["tile"]
+        meta = tiles[0].tile or {}
         rows, cols = int(meta["rows"]), int(meta["cols"])
         width, height = int(meta["width"]), int(meta["height"])
-        by_pos = {(int(t["tile"]["row"]), int(t["tile"]["col"])): t for t in tiles}
-        ext = os.path.splitext(tiles[0]["output_uri"])[1].lstrip(".") or "png"
-        source = tiles[0].get("source")
+        by_pos = {(tile.row, tile.col): (t, tile) for t in tiles for tile in [_tile_of(t)]}
+        first_output = tiles[0].output_uri or ""
+        ext = os.path.splitext(first_output)[1].lstrip(".") or "png"
+        source = tiles[0].source
         if self.out_dir is not None:
             path = output_path(self.out_dir, phash, source, parent, ext)
         else:
-            path = os.path.join(
-                os.path.dirname(tiles[0]["output_uri"]), f"{safe_name(parent)}.{ext}"
-            )
+            path = os.path.join(os.path.dirname(first_output), f"{safe_name(parent)}.{ext}")
         channels = _stitch(path, by_pos, rows, cols, width, height, ext)
         now = self.clock.wall_ms()
-        ts = min(int(t["ts"]) for t in tiles)
+        ts = min(t.ts for t in tiles)
         timings: dict[str, float] = defaultdict(float)
         for t in tiles:
-            for stage, seconds in (t.get("timings") or {}).items():
+            for stage, seconds in t.timings.items():
                 timings[stage] += float(seconds)
-        fused = Result(
+        return Result(
             id=parent,
             uri=meta.get("parent_uri") or "",
             output_uri=os.path.abspath(path),
-            pipeline=tiles[0]["pipeline"],
+            pipeline=tiles[0].pipeline,
             pipeline_hash=phash,
             width=width,
             height=height,
@@ -235,17 +241,24 @@ class Aggregator:
                 partition=-1,
                 offset=-1,
                 sha256=None,
-                versions=(tiles[0].get("lineage") or {}).get("versions", {}),
-                tiles=tuple(t["id"] for t in tiles),
+                versions=tiles[0].lineage.versions,
+                tiles=tuple(t.id for t in tiles),
             ),
-            bytes_in=sum(int(t.get("bytes_in", 0)) for t in tiles),
+            bytes_in=sum(t.bytes_in for t in tiles),
         )
-        return result_to_dict(fused)
+
+
+def _tile_of(result: Result) -> Tile:
+    """The grid tile a tile result covers (raises ValueError when its field is malformed)."""
+    try:
+        return tile_from_meta(result.tile or {})
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"tile {result.id} has a malformed tile field: {exc}") from None
 
 
 def _stitch(
     path: str,
-    by_pos: Mapping[tuple[int, int], Mapping[str, Any]],
+    by_pos: Mapping[tuple[int, int], tuple[Result, Tile]],
     rows: int,
     cols: int,
     width: int,
@@ -264,13 +277,15 @@ def _stitch(
             for r in range(rows):
                 pieces = []
                 for c in range(cols):
-                    t = by_pos[(r, c)]
-                    img = cv2.imread(t["output_uri"], cv2.IMREAD_UNCHANGED)
+                    t, tile = by_pos[(r, c)]
+                    img = cv2.imread(t.output_uri or "", cv2.IMREAD_UNCHANGED)
                     if img is None:
-                        raise ValueError(f"cannot read tile output {t['output_uri']}")
-                    core = t["tile"]["core"]
-                    if img.shape[:2] != (core[3], core[2]):
-                        raise ValueError(f"tile {t['id']} output is {img.shape[:2]}, core {core}")
+                        raise ValueError(f"cannot read tile output {t.output_uri}")
+                    core = tile.core
+                    if img.shape[:2] != (core.h, core.w):
+                        raise ValueError(
+                            f"tile {t.id} output is {img.shape[:2]}, core {core.as_list()}"
+                        )
                     pieces.append(img)
                 band = np.hstack(pieces)
                 channels = 1 if band.ndim == 2 else int(band.shape[2])
@@ -294,17 +309,17 @@ def _stitch(
     return channels
 
 
-def merge_outputs(tiles: Sequence[Mapping[str, Any]], rows: int, cols: int) -> dict[str, Any]:
+def merge_outputs(tiles: Sequence[Result], rows: int, cols: int) -> dict[str, Any]:
     """The parent's analysis outputs from its tiles' (statistics, histograms, detections)."""
     merged: dict[str, Any] = {}
-    names = list((tiles[0].get("outputs") or {}).keys())
+    names = list(tiles[0].outputs.keys())
     for name in names:
         kind = name.split("#", 1)[0]
-        parts = [t["outputs"][name] for t in tiles if name in (t.get("outputs") or {})]
+        parts = [t.outputs[name] for t in tiles if name in t.outputs]
         if len(parts) != len(tiles):
             continue
         if kind == "stats":
-            weights = [int(t["width"]) * int(t["height"]) for t in tiles]
+            weights = [t.width * t.height for t in tiles]
             merged[name] = merge_stats(list(zip(weights, parts, strict=True)))
         elif kind == "hist":
             merged[name] = merge_hists(parts)

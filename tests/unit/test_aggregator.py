@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from imgstream.clock import FakeClock
+from imgstream.codec import decode_record
 from imgstream.consumers.aggregator import Aggregator
 from imgstream.imaging import encode_png
 from imgstream.ops import build_registry
 from imgstream.pipeline import TileView, parse_spec
-from imgstream.records import Message
+from imgstream.records import Message, Result
 from imgstream.store import Query, SQLiteStore
 from imgstream.tiling import grid, tile_meta
 
@@ -186,6 +187,10 @@ def test_fusion_in_any_order_with_duplicates(tmp_path, store, photos) -> None:
     assert parent["outputs"]["stats"]["brightness"] == pytest.approx(data["stats"]["brightness"])
     assert store.get("big", pipeline.hash) == parent
     assert store.summary()["cam"].ok == 1  # the parent counts, its tiles do not
+    # the emitted parent is a codec record whose lineage names its tiles
+    fused = decode_record(json.dumps(parent).encode())
+    assert isinstance(fused, Result)
+    assert sorted(fused.lineage.tiles) == sorted(t["id"] for t in tiles)
 
 
 def test_missing_tiles_become_an_incomplete_failure(tmp_path, store, photos) -> None:
