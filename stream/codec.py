@@ -88,34 +88,37 @@ def ref_to_dict(ref: ImageRef) -> dict[str, Any]:
 
 
 def result_to_dict(r: Result) -> dict[str, Any]:
-    """The JSON object of a result."""
-    out: dict[str, Any] = {
-        "v": SCHEMA_VERSION,
-        "kind": "result",
-        "id": r.id,
-        "uri": r.uri,
-        "source": r.source,
-        "output_uri": r.output_uri,
-        "pipeline": r.pipeline,
-        "pipeline_hash": r.pipeline_hash,
-        "width": r.width,
-        "height": r.height,
-        "channels": r.channels,
-        "bytes_in": r.bytes_in,
-        "outputs": dict(r.outputs),
-        "timings": dict(r.timings),
-        "batch_id": r.batch_id,
-        "worker": r.worker,
-        "ts": r.ts,
-        "latency_ms": r.latency_ms,
-        "lineage": {
-            "topic": r.lineage.topic,
-            "partition": r.lineage.partition,
-            "offset": r.lineage.offset,
-            "sha256": r.lineage.sha256,
-            "versions": dict(r.lineage.versions),
-        },
-    }
+    """The JSON object of a result (unknown fields kept)."""
+    out: dict[str, Any] = dict(r.extra)
+    out.update(
+        {
+            "v": SCHEMA_VERSION,
+            "kind": "result",
+            "id": r.id,
+            "uri": r.uri,
+            "source": r.source,
+            "output_uri": r.output_uri,
+            "pipeline": r.pipeline,
+            "pipeline_hash": r.pipeline_hash,
+            "width": r.width,
+            "height": r.height,
+            "channels": r.channels,
+            "bytes_in": r.bytes_in,
+            "outputs": dict(r.outputs),
+            "timings": dict(r.timings),
+            "batch_id": r.batch_id,
+            "worker": r.worker,
+            "ts": r.ts,
+            "latency_ms": r.latency_ms,
+            "lineage": {
+                "topic": r.lineage.topic,
+                "partition": r.lineage.partition,
+                "offset": r.lineage.offset,
+                "sha256": r.lineage.sha256,
+                "versions": dict(r.lineage.versions),
+            },
+        }
+    )
     if r.lineage.tiles:
         out["lineage"]["tiles"] = list(r.lineage.tiles)
     if r.tile is not None:
@@ -188,22 +191,26 @@ def _shrink(value: Any, allowance: int) -> Any:
 
 
 def batch_to_dict(b: BatchSummary) -> dict[str, Any]:
-    """The JSON object of a batch summary."""
-    return {
-        "v": SCHEMA_VERSION,
-        "kind": "batch",
-        "batch_id": b.batch_id,
-        "worker": b.worker,
-        "size": b.size,
-        "ok": b.ok,
-        "failed": b.failed,
-        "pixels": b.pixels,
-        "reason": b.reason,
-        "wait_s": b.wait_s,
-        "process_s": b.process_s,
-        "partitions": list(b.partitions),
-        "ts": b.ts,
-    }
+    """The JSON object of a batch summary (unknown fields kept)."""
+    out: dict[str, Any] = dict(b.extra)
+    out.update(
+        {
+            "v": SCHEMA_VERSION,
+            "kind": "batch",
+            "batch_id": b.batch_id,
+            "worker": b.worker,
+            "size": b.size,
+            "ok": b.ok,
+            "failed": b.failed,
+            "pixels": b.pixels,
+            "reason": b.reason,
+            "wait_s": b.wait_s,
+            "process_s": b.process_s,
+            "partitions": list(b.partitions),
+            "ts": b.ts,
+        }
+    )
+    return out
 
 
 def clip_text(text: str | None, limit: int = MAX_ECHO_CHARS) -> str | None:
@@ -241,7 +248,11 @@ def failure_to_dict(f: Failure) -> dict[str, Any]:
     :data:`MAX_ECHO_CHARS` and the raw message to a prefix, so a failure can
     be produced for any message, however large.
     """
-    out: dict[str, Any] = {
+    # Unknown fields are kept only while small: a failure must always fit.
+    out: dict[str, Any] = (
+        dict(f.extra) if f.extra and len(_dumps(f.extra)) <= MAX_ECHO_CHARS else {}
+    )
+    out |= {
         "v": SCHEMA_VERSION,
         "kind": "failure",
         "id": clip_text(f.id),
@@ -434,6 +445,76 @@ def decode_record(value: bytes | None) -> Record:
     return record_from_dict(parse_json_object(value))
 
 
+_RESULT_FIELDS = frozenset(
+    [
+        "v",
+        "kind",
+        "id",
+        "uri",
+        "source",
+        "output_uri",
+        "pipeline",
+        "pipeline_hash",
+        "width",
+        "height",
+        "channels",
+        "bytes_in",
+        "outputs",
+        "timings",
+        "batch_id",
+        "worker",
+        "ts",
+        "latency_ms",
+        "lineage",
+        "tile",
+    ]
+)
+_BATCH_FIELDS = frozenset(
+    [
+        "v",
+        "kind",
+        "batch_id",
+        "worker",
+        "size",
+        "ok",
+        "failed",
+        "pixels",
+        "reason",
+        "wait_s",
+        "process_s",
+        "partitions",
+        "ts",
+    ]
+)
+_FAILURE_FIELDS = frozenset(
+    [
+        "v",
+        "kind",
+        "id",
+        "uri",
+        "source",
+        "error",
+        "topic",
+        "partition",
+        "offset",
+        "attempts",
+        "batch_id",
+        "worker",
+        "ts",
+        "raw",
+        "raw_size",
+        "raw_sha256",
+        "raw_truncated",
+        "parent",
+    ]
+)
+
+
+def _extra(obj: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    """The fields of ``obj`` this version does not know."""
+    return {k: v for k, v in obj.items() if k not in known}
+
+
 _INT_FIELDS = {
     "result": ("width", "height", "channels", "latency_ms", "bytes_in"),
     "batch": ("size", "ok", "failed", "pixels"),
@@ -469,6 +550,7 @@ def record_from_dict(obj: Mapping[str, Any]) -> Record:
                 lineage=_lineage(obj["lineage"]),
                 bytes_in=obj.get("bytes_in", 0),
                 tile=obj.get("tile"),
+                extra=_extra(obj, _RESULT_FIELDS),
             )
         if kind == "batch":
             return BatchSummary(
@@ -483,6 +565,7 @@ def record_from_dict(obj: Mapping[str, Any]) -> Record:
                 process_s=obj["process_s"],
                 partitions=tuple(obj.get("partitions", ())),
                 ts=obj["ts"],
+                extra=_extra(obj, _BATCH_FIELDS),
             )
         if kind == "failure":
             error = obj["error"]
@@ -503,6 +586,7 @@ def record_from_dict(obj: Mapping[str, Any]) -> Record:
                 parent=obj.get("parent"),
                 raw_size=obj.get("raw_size"),
                 raw_sha256=obj.get("raw_sha256"),
+                extra=_extra(obj, _FAILURE_FIELDS),
             )
     except (KeyError, TypeError) as exc:
         raise _bad(f"{kind} record is missing or has a malformed field: {exc}") from None

@@ -91,6 +91,8 @@ class Result:
     bytes_in: int = 0
     #: The ref's tile field, for tiles of a larger image (width/height are the core's).
     tile: Mapping[str, Any] | None = None
+    #: Fields this version does not know; kept so they survive a round trip.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,8 @@ class BatchSummary:
     process_s: float
     partitions: tuple[int, ...]
     ts: int
+    #: Fields this version does not know; kept so they survive a round trip.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,8 @@ class Failure:
     #: Size and sha256 of the whole raw message, when ``raw_b64`` holds only a prefix.
     raw_size: int | None = None
     raw_sha256: str | None = None
+    #: Fields this version does not know; kept so they survive a round trip.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 Record = ImageRef | Result | BatchSummary | Failure

@@ -218,3 +218,21 @@ def test_decode_record_rejects_integers_sqlite_cannot_hold(field, value) -> None
         decode_record(json.dumps(obj).encode())
     assert info.value.type == BAD_MESSAGE
     assert repr(field) in info.value.message
+
+
+def test_unknown_fields_of_output_records_survive_a_round_trip() -> None:
+    for record in (
+        _result({}),
+        BatchSummary("w-1", "w", 2, 1, 1, 12, "size", 0.1, 0.2, (0, 1), 3),
+        Failure("not_found", "gone", "t", 1, 7, "w", 4, id="b"),
+    ):
+        obj = {**json.loads(encode(record)), "zone": "north"}
+        back = decode_record(json.dumps(obj).encode())
+        assert back.extra == {"zone": "north"}  # type: ignore[union-attr]
+        assert json.loads(encode(back)) == obj
+
+
+def test_a_failure_drops_unknown_fields_too_large_to_echo() -> None:
+    obj = json.loads(encode(Failure("not_found", "gone", "t", 1, 7, "w", 4, id="b")))
+    back = decode_record(json.dumps({**obj, "blob": "b" * 1_000_000}).encode())
+    assert json.loads(encode(back)) == obj
