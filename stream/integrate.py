@@ -76,18 +76,17 @@ class Accumulator:
     hist: list[int] | None = None
     latency_ms_sum: int = 0
 
-    def add_result(self, record: Mapping[str, Any]) -> None:
-        """Fold one result record (its JSON object)."""
+    def add_result(self, record: Result) -> None:
+        """Fold one result."""
         self.ok += 1
-        self.pixels += int(record.get("width", 0)) * int(record.get("height", 0))
-        self.bytes_in += int(record.get("bytes_in", 0))
-        self.latency_ms_sum += int(record.get("latency_ms", 0))
-        outputs = record.get("outputs") or {}
-        stats = outputs.get("stats")
+        self.pixels += record.width * record.height
+        self.bytes_in += record.bytes_in
+        self.latency_ms_sum += record.latency_ms
+        stats = record.outputs.get("stats")
         if isinstance(stats, Mapping) and "brightness" in stats:
             self.brightness_sum += float(stats["brightness"])
             self.brightness_n += 1
-        hist = outputs.get("hist")
+        hist = record.outputs.get("hist")
         if isinstance(hist, Mapping) and hist.get("channels"):
             merged = [sum(vals) for vals in zip(*hist["channels"], strict=True)]
             self.hist = _add_lists(self.hist, merged)

@@ -17,8 +17,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from imgstream.codec import MAX_INT, valid_ts
+from imgstream.codec import MAX_INT, record_from_dict, valid_ts
+from imgstream.errors import ImageError
 from imgstream.integrate import WINDOWS, Accumulator, window_start
+from imgstream.records import Failure, Result
 from imgstream.tiling import tile_index
 
 log = logging.getLogger("imgstream.store")
@@ -137,7 +139,14 @@ class SQLiteStore:
                     # leave no trace in the accumulators either.
                     staged = dict(touched)
                     added = self._add_one(record, staged)
-                except (sqlite3.Error, OverflowError, TypeError, ValueError, KeyError) as exc:
+                except (
+                    ImageError,
+                    sqlite3.Error,
+                    OverflowError,
+                    TypeError,
+                    ValueError,
+                    KeyError,
+                ) as exc:
                     self._db.execute("ROLLBACK TO record")
                     self._db.execute("RELEASE record")
                     self.rejected += 1
@@ -198,8 +207,11 @@ class SQLiteStore:
     def _accumulate(
         self, record: Mapping[str, Any], touched: dict[tuple[str, str, int], Accumulator]
     ) -> None:
-        source = record.get("source") or "_"
-        ts = int(record.get("ts") or 0)
+        decoded = record_from_dict(record)  # raises ImageError: the record is rejected
+        if not isinstance(decoded, (Result, Failure)):
+            return
+        source = decoded.source or "_"
+        ts = decoded.ts
         for window in WINDOWS:
             key = (source, window, window_start(ts, window))
             acc = touched.get(key)
@@ -211,10 +223,10 @@ class SQLiteStore:
             else:
                 acc = acc.merge(Accumulator())  # a copy: the caller may roll this record back
             touched[key] = acc
-            if record.get("kind") == "result":
-                acc.add_result(record)
+            if isinstance(decoded, Result):
+                acc.add_result(decoded)
             else:
-                acc.add_failure(str((record.get("error") or {}).get("type")))
+                acc.add_failure(decoded.error_type)
 
     def _add_detections(self, ref_id: str, phash: str, outputs: Mapping[str, Any]) -> None:
         rows = []

@@ -43,13 +43,32 @@ result = st.fixed_dictionaries(
 events = st.lists(st.one_of(result, st.sampled_from(["not_found", "decode_error"])), max_size=20)
 
 
+def _as_result(fields: dict) -> Result:
+    lineage = Lineage("t", 0, 0, None, {})
+    return Result(
+        "r",
+        "/u",
+        None,
+        "p",
+        "h",
+        channels=1,
+        timings={},
+        batch_id="b",
+        worker="w",
+        source=None,
+        ts=0,
+        lineage=lineage,
+        **fields,
+    )
+
+
 def acc(items) -> Accumulator:
     a = Accumulator()
     for item in items:
         if isinstance(item, str):
             a.add_failure(item)
         else:
-            a.add_result(item)
+            a.add_result(_as_result(item))
     return a
 
 
