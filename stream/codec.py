@@ -512,6 +512,8 @@ _FAILURE_FIELDS = frozenset(
 
 def _extra(obj: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
     """The fields of ``obj`` this version does not know."""
+    if obj.keys() <= known:  # the usual case, checked in C
+        return {}
     return {k: v for k, v in obj.items() if k not in known}
 
 
