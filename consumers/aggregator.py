@@ -13,7 +13,6 @@ missing tiles. Offsets are committed after the store has committed.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import tempfile
@@ -27,12 +26,20 @@ import numpy as np
 from imgstream import imaging
 from imgstream._cv import cv2
 from imgstream.clock import Clock
+from imgstream.codec import (
+    encode,
+    failure_to_dict,
+    parse_json_object,
+    record_from_dict,
+    result_to_dict,
+)
 from imgstream.delivery import Sink
-from imgstream.errors import INCOMPLETE
+from imgstream.errors import INCOMPLETE, ImageError
 from imgstream.integrate import merge_boxes, merge_hists, merge_stats
-from imgstream.records import Message, TopicPartition
+from imgstream.records import Failure, Lineage, Message, Record, Result, TopicPartition
 from imgstream.storage import output_path, safe_name
 from imgstream.store import SQLiteStore
+from imgstream.tiling import Tile, tile_from_meta, tile_id
 
 log = logging.getLogger("imgstream.aggregator")
 
@@ -64,17 +71,28 @@ class Aggregator:
         self.pending: dict[tuple[str, str], float] = {}
         self.fused = 0
         self.incomplete = 0
+        #: Messages that were not valid records, and records the store refused.
+        self.rejected = 0
 
     # -- records -------------------------------------------------------------
 
     def handle(self, messages: Sequence[Message]) -> int:
-        """Store a batch of messages; fuse parents they complete. Returns new records."""
-        return self.handle_records(parse_records(messages))
+        """Store a batch of messages; fuse parents they complete. Returns new records.
+
+        A message that is not a valid record (not JSON, a field missing, a
+        ``ts`` past year 3000) is logged, counted in :attr:`rejected` and
+        skipped: one bad record never stops the aggregator or its batch.
+        """
+        parsed = parse_records(messages)
+        self.rejected += len(messages) - len(parsed)
+        return self.handle_records(parsed)
 
     def handle_records(self, parsed: Sequence[Mapping[str, Any]]) -> int:
-        """Like :meth:`handle`, for record objects already parsed from JSON."""
+        """Like :meth:`handle`, for record objects already parsed and validated."""
         records = [r for r in parsed if r.get("kind") in ("result", "failure")]
+        before = self.store.rejected
         new = self.store.add_many(records)
+        self.rejected += self.store.rejected - before
         for record in records:
             if record["kind"] == "result" and record.get("tile"):
                 self._tile_done(record)
@@ -87,9 +105,9 @@ class Aggregator:
         if self.store.get(parent, phash) is not None:
             self.pending.pop((parent, phash), None)
             return
-        tiles = self.store.tiles(parent, phash)
+        tiles = self._tile_results(parent, phash)
         total = int(record["tile"]["rows"]) * int(record["tile"]["cols"])
-        if len({t["id"] for t in tiles}) < total:
+        if len({t.id for t in tiles}) < total:
             self.pending.setdefault((parent, phash), self.clock.monotonic())
             return
         self.pending.pop((parent, phash), None)
@@ -103,10 +121,19 @@ class Aggregator:
                 f"tiles could not be fused: {exc}",
             )
             return
-        self.store.add(fused)
+        self.store.add(result_to_dict(fused))
         self._emit(self.results_topic, parent, fused)
         self.fused += 1
-        log.info("fused %s from %d tiles -> %s", parent, total, fused["output_uri"])
+        log.info("fused %s from %d tiles -> %s", parent, total, fused.output_uri)
+
+    def _tile_results(self, parent: str, phash: str) -> list[Result]:
+        """The stored tile results of a parent, decoded (the store validated them)."""
+        out = []
+        for obj in self.store.tiles(parent, phash):
+            record = record_from_dict(obj)
+            if isinstance(record, Result) and record.tile:
+                out.append(record)
+        return out
 
     def _tile_failed(self, record: Mapping[str, Any]) -> None:
         error = record.get("error") or {}
@@ -124,112 +151,114 @@ class Aggregator:
             if now - since < self.tile_timeout_s:
                 continue
             del self.pending[(parent, phash)]
-            tiles = self.store.tiles(parent, phash)
-            have = {t["id"] for t in tiles}
-            meta = tiles[0]["tile"] if tiles else {}
+            tiles = self._tile_results(parent, phash)
+            have = {t.id for t in tiles}
+            meta: Mapping[str, Any] = (tiles[0].tile or {}) if tiles else {}
             rows, cols = int(meta.get("rows", 0)), int(meta.get("cols", 0))
             missing = [
                 f"r{r}c{c}"
                 for r in range(rows)
                 for c in range(cols)
-                if f"{parent}~r{r}c{c}" not in have
+                if tile_id(parent, r, c) not in have
             ]
             self._incomplete(
                 parent,
-                tiles[0].get("source") if tiles else None,
+                tiles[0].source if tiles else None,
                 meta.get("parent_uri"),
                 f"{len(missing)} of {rows * cols} tiles missing after "
                 f"{self.tile_timeout_s:.0f}s: {', '.join(missing[:20])}",
             )
 
     def _incomplete(self, parent: str, source: str | None, uri: str | None, message: str) -> None:
-        failure = {
-            "v": 1,
-            "kind": "failure",
-            "id": parent,
-            "uri": uri,
-            "source": source,
-            "error": {"type": INCOMPLETE, "message": message},
-            "topic": self.results_topic,
-            "partition": -1,
-            "offset": -1,
-            "attempts": 1,
-            "batch_id": None,
-            "worker": self.worker_id,
-            "ts": self.clock.wall_ms(),
-        }
-        if self.store.add(failure):
+        failure = Failure(
+            error_type=INCOMPLETE,
+            error_message=message,
+            topic=self.results_topic,
+            partition=-1,
+            offset=-1,
+            worker=self.worker_id,
+            ts=self.clock.wall_ms(),
+            id=parent,
+            uri=uri,
+            source=source,
+        )
+        if self.store.add(failure_to_dict(failure)):
             self.incomplete += 1
             log.warning("parent %s incomplete: %s", parent, message)
             self._emit(self.dlq_topic, parent, failure)
 
-    def _emit(self, topic: str, key: str, record: Mapping[str, Any]) -> None:
+    def _emit(self, topic: str, key: str, record: Result | Failure) -> None:
         if self.sink is None:
             return
-        value = json.dumps(record, separators=(",", ":")).encode("utf-8")
+        value = encode(record)
 
         def ack(error: BaseException | None) -> None:
             if error is not None:
-                log.error("could not emit %s for %s: %s", record.get("kind"), key, error)
+                log.error("could not emit %s for %s: %s", type(record).__name__, key, error)
 
         self.sink.send(topic, key.encode("utf-8"), value, ack)
 
     # -- fusion --------------------------------------------------------------
 
-    def fuse(self, parent: str, phash: str, tiles: list[dict[str, Any]]) -> dict[str, Any]:
+    def fuse(self, parent: str, phash: str, tiles: Sequence[Result]) -> Result:
         """Stitch the tiles' outputs, merge their data; the parent's result record."""
-        meta = tiles[0]["tile"]
+        meta = tiles[0].tile or {}
         rows, cols = int(meta["rows"]), int(meta["cols"])
         width, height = int(meta["width"]), int(meta["height"])
-        by_pos = {(int(t["tile"]["row"]), int(t["tile"]["col"])): t for t in tiles}
-        ext = os.path.splitext(tiles[0]["output_uri"])[1].lstrip(".") or "png"
-        source = tiles[0].get("source")
+        by_pos = {(tile.row, tile.col): (t, tile) for t in tiles for tile in [_tile_of(t)]}
+        first_output = tiles[0].output_uri or ""
+        ext = os.path.splitext(first_output)[1].lstrip(".") or "png"
+        source = tiles[0].source
         if self.out_dir is not None:
             path = output_path(self.out_dir, phash, source, parent, ext)
         else:
-            path = os.path.join(
-                os.path.dirname(tiles[0]["output_uri"]), f"{safe_name(parent)}.{ext}"
-            )
+            path = os.path.join(os.path.dirname(first_output), f"{safe_name(parent)}.{ext}")
         channels = _stitch(path, by_pos, rows, cols, width, height, ext)
         now = self.clock.wall_ms()
-        ts = min(int(t["ts"]) for t in tiles)
+        ts = min(t.ts for t in tiles)
         timings: dict[str, float] = defaultdict(float)
         for t in tiles:
-            for stage, seconds in (t.get("timings") or {}).items():
+            for stage, seconds in t.timings.items():
                 timings[stage] += float(seconds)
-        return {
-            "v": 1,
-            "kind": "result",
-            "id": parent,
-            "uri": meta.get("parent_uri"),
-            "source": source,
-            "output_uri": os.path.abspath(path),
-            "pipeline": tiles[0]["pipeline"],
-            "pipeline_hash": phash,
-            "width": width,
-            "height": height,
-            "channels": channels,
-            "bytes_in": sum(int(t.get("bytes_in", 0)) for t in tiles),
-            "outputs": merge_outputs(tiles, rows, cols),
-            "timings": {k: round(v, 6) for k, v in timings.items()},
-            "batch_id": "fused",
-            "worker": self.worker_id,
-            "ts": ts,
-            "latency_ms": max(0, now - ts),
-            "lineage": {
-                "topic": self.results_topic,
-                "partition": -1,
-                "offset": -1,
-                "sha256": None,
-                "versions": (tiles[0].get("lineage") or {}).get("versions", {}),
-                "tiles": [t["id"] for t in tiles],
-            },
-        }
+        return Result(
+            id=parent,
+            uri=meta.get("parent_uri") or "",
+            output_uri=os.path.abspath(path),
+            pipeline=tiles[0].pipeline,
+            pipeline_hash=phash,
+            width=width,
+            height=height,
+            channels=channels,
+            outputs=merge_outputs(tiles, rows, cols),
+            timings={k: round(v, 6) for k, v in timings.items()},
+            batch_id="fused",
+            worker=self.worker_id,
+            source=source,
+            ts=ts,
+            latency_ms=max(0, now - ts),
+            lineage=Lineage(
+                topic=self.results_topic,
+                partition=-1,
+                offset=-1,
+                sha256=None,
+                versions=tiles[0].lineage.versions,
+                tiles=tuple(t.id for t in tiles),
+            ),
+            bytes_in=sum(t.bytes_in for t in tiles),
+        )
+
+
+def _tile_of(result: Result) -> Tile:
+    """The grid tile a tile result covers (raises ValueError when its field is malformed)."""
+    try:
+        return tile_from_meta(result.tile or {})
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"tile {result.id} has a malformed tile field: {exc}") from None
 
 
 def _stitch(
     path: str,
-    by_pos: Mapping[tuple[int, int], Mapping[str, Any]],
+    by_pos: Mapping[tuple[int, int], tuple[Result, Tile]],
     rows: int,
     cols: int,
     width: int,
@@ -248,13 +277,15 @@ def _stitch(
             for r in range(rows):
                 pieces = []
                 for c in range(cols):
-                    t = by_pos[(r, c)]
-                    img = cv2.imread(t["output_uri"], cv2.IMREAD_UNCHANGED)
+                    t, tile = by_pos[(r, c)]
+                    img = cv2.imread(t.output_uri or "", cv2.IMREAD_UNCHANGED)
                     if img is None:
-                        raise ValueError(f"cannot read tile output {t['output_uri']}")
-                    core = t["tile"]["core"]
-                    if img.shape[:2] != (core[3], core[2]):
-                        raise ValueError(f"tile {t['id']} output is {img.shape[:2]}, core {core}")
+                        raise ValueError(f"cannot read tile output {t.output_uri}")
+                    core = tile.core
+                    if img.shape[:2] != (core.h, core.w):
+                        raise ValueError(
+                            f"tile {t.id} output is {img.shape[:2]}, core {core.as_list()}"
+                        )
                     pieces.append(img)
                 band = np.hstack(pieces)
                 channels = 1 if band.ndim == 2 else int(band.shape[2])
@@ -278,17 +309,17 @@ def _stitch(
     return channels
 
 
-def merge_outputs(tiles: Sequence[Mapping[str, Any]], rows: int, cols: int) -> dict[str, Any]:
+def merge_outputs(tiles: Sequence[Result], rows: int, cols: int) -> dict[str, Any]:
     """The parent's analysis outputs from its tiles' (statistics, histograms, detections)."""
     merged: dict[str, Any] = {}
-    names = list((tiles[0].get("outputs") or {}).keys())
+    names = list(tiles[0].outputs.keys())
     for name in names:
         kind = name.split("#", 1)[0]
-        parts = [t["outputs"][name] for t in tiles if name in (t.get("outputs") or {})]
+        parts = [t.outputs[name] for t in tiles if name in t.outputs]
         if len(parts) != len(tiles):
             continue
         if kind == "stats":
-            weights = [int(t["width"]) * int(t["height"]) for t in tiles]
+            weights = [t.width * t.height for t in tiles]
             merged[name] = merge_stats(list(zip(weights, parts, strict=True)))
         elif kind == "hist":
             merged[name] = merge_hists(parts)
@@ -302,17 +333,31 @@ def merge_outputs(tiles: Sequence[Mapping[str, Any]], rows: int, cols: int) -> d
     return merged
 
 
-def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:
-    """The JSON objects among the messages (anything else is not a record of ours)."""
-    records = []
+def decode_messages(messages: Sequence[Message]) -> list[tuple[dict[str, Any], Record]]:
+    """The valid records among the messages: each as its JSON object and decoded.
+
+    Decoding goes through :mod:`imgstream.codec` (the one record model). The
+    object is kept too, because the store and ``results.jsonl`` keep a record
+    as it was written (unknown fields included). Invalid messages are logged
+    and left out.
+    """
+    out = []
     for msg in messages:
         try:
-            record = json.loads(msg.value or b"")
-        except ValueError:
+            obj = parse_json_object(msg.value)
+            record = record_from_dict(obj)
+        except ImageError as exc:
+            log.warning(
+                "skipping %s/%d@%d: %s", msg.topic, msg.partition, msg.offset, exc.message[:200]
+            )
             continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
+        out.append((obj, record))
+    return out
+
+
+def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:
+    """The JSON objects of the valid records among the messages (see decode_messages)."""
+    return [obj for obj, _ in decode_messages(messages)]
 
 
 class AggregatorLoop:

@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
@@ -24,11 +23,12 @@ from typing import Any, TextIO
 from imgstream.broker import EmbeddedBroker
 from imgstream.clock import SystemClock
 from imgstream.config import WorkerConfig
-from imgstream.consumers.aggregator import Aggregator, parse_records
+from imgstream.consumers.aggregator import Aggregator, decode_messages
+from imgstream.integrate import RunTotals
 from imgstream.kafka_io import KafkaSink, TopicReader, ensure_topics, start_group_at_end
 from imgstream.partitioning import Partitioner
 from imgstream.producers.produce import produce_refs
-from imgstream.records import ImageRef
+from imgstream.records import BatchSummary, Failure, ImageRef, Result
 from imgstream.store import SQLiteStore
 
 
@@ -131,16 +131,12 @@ class WorkerProcesses:
 
 
 @dataclass
-class JobSummary:
-    """What ``imgstream run`` reports."""
+class JobSummary(RunTotals):
+    """What ``imgstream run`` (and replay) report: the run's totals and more."""
 
-    expected: int
-    ok: int = 0
-    failures: Counter[str] = field(default_factory=Counter)
+    expected: int = 0
     missing: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    pixels: int = 0
-    latencies_ms: list[int] = field(default_factory=list)
     records: int = 0
     duplicates: int = 0
     batches: int = 0
@@ -152,19 +148,6 @@ class JobSummary:
     fused: int = 0
     #: Messages a replay passed over (outside its range).
     skipped: int = 0
-
-    @property
-    def accounted(self) -> int:
-        """Refs with a result or a failure."""
-        return self.ok + sum(self.failures.values())
-
-    def percentile(self, q: float) -> float | None:
-        """Latency percentile in ms (nearest rank)."""
-        if not self.latencies_ms:
-            return None
-        data = sorted(self.latencies_ms)
-        k = min(len(data) - 1, max(0, round(q / 100 * len(data) + 0.5) - 1))
-        return float(data[k])
 
     def lines(self) -> list[str]:
         """The printed summary."""
@@ -210,39 +193,32 @@ def collect(
     last_progress = time.monotonic()
     while len(seen) < len(expected):
         messages = reader.poll(0.2)
-        # Plain JSON, not full record decoding, parsed once for the collector and
-        # the aggregator: they share the machine's cores with the workers.
-        records = parse_records(messages)
+        # Decoded once through the codec for the collector and the aggregator
+        # (about 20 us a record, against 12 for bare JSON: see the h2 report).
+        decoded = decode_messages(messages)
         if aggregator is not None:
-            if records:
-                aggregator.handle_records(records)
+            if decoded:
+                aggregator.handle_records([obj for obj, _ in decoded])
             aggregator.check_timeouts()
-        for record in records:
-            kind = record.get("kind")
-            if kind == "batch":
-                if worker_ids is None or record.get("worker") in worker_ids:
+        for obj, record in decoded:
+            if isinstance(record, BatchSummary):
+                if worker_ids is None or record.worker in worker_ids:
                     summary.batches += 1
-                    _write(sink, record)
+                    _write(sink, obj)
                 continue
-            ref_id = record.get("id")
-            if kind not in ("result", "failure") or ref_id not in expected:
+            if not isinstance(record, (Result, Failure)) or record.id not in expected:
                 continue
             summary.records += 1
-            _write(sink, record)
-            if ref_id in seen:
+            _write(sink, obj)
+            if record.id in seen:
                 summary.duplicates += 1
                 continue
-            seen.add(ref_id)
+            seen.add(record.id)
             last_progress = time.monotonic()
             if on_progress is not None:
                 on_progress(1)
-            if kind == "result":
-                summary.ok += 1
-                summary.pixels += int(record.get("width", 0)) * int(record.get("height", 0))
-                summary.latencies_ms.append(int(record.get("latency_ms", 0)))
-            else:
-                summary.failures[str((record.get("error") or {}).get("type"))] += 1
-        if not records:
+            summary.add(record)
+        if not decoded:
             if workers is not None and workers.alive() == 0:
                 break
             if time.monotonic() - last_progress > stall_timeout_s:

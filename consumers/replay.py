@@ -22,7 +22,7 @@ from imgstream.consumers.worker import build_runner
 from imgstream.kafka_io import topic_state
 from imgstream.metrics import Metrics
 from imgstream.processor import Outcome
-from imgstream.records import Message, Result, TopicPartition
+from imgstream.records import Message, TopicPartition
 from imgstream.runner import Runner, RunnerHooks
 
 
@@ -46,15 +46,9 @@ def replay(
         return msg.offset >= end or not (from_ms <= msg.timestamp_ms < until)
 
     def observe(outcome: Outcome) -> None:
-        record = outcome.record
         with lock:
             summary.expected += 1
-            if isinstance(record, Result):
-                summary.ok += 1
-                summary.pixels += record.width * record.height
-                summary.latencies_ms.append(record.latency_ms)
-            else:
-                summary.failures[record.error_type] += 1
+            summary.add(outcome.record)
 
     def position(runner: Runner, tp: TopicPartition) -> int:
         return max(runner.committed(tp) or 0, start[tp])

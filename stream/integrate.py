@@ -4,8 +4,9 @@ Every accumulator is a commutative monoid: ``merge`` is associative and
 commutative and ``Accumulator()`` is its identity, so partial results from
 two aggregators (or two partitions) merge exactly, in any order. Duplicates
 are kept out before this layer (the store dedupes on ref id + pipeline hash).
-Also here: merging per-tile statistics into a parent's, and merging boxes
-across tile seams. Pure.
+Also here: :class:`RunTotals`, the one place a run's totals are counted
+(``imgstream run``'s collector, replay), merging per-tile statistics into a
+parent's, and merging boxes across tile seams. Pure.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from imgstream.records import Failure, Result
+
 WINDOWS = {"minute": 60_000, "hour": 3_600_000}
 
 
@@ -23,6 +26,41 @@ def window_start(ts_ms: int, window: str) -> int:
     """Start (epoch ms) of the window holding ``ts_ms``."""
     size = WINDOWS[window]
     return ts_ms - ts_ms % size
+
+
+@dataclass
+class RunTotals:
+    """A run's totals: images ok, failures by type, pixels, and every latency.
+
+    Latencies are kept (not summed) so the run can report percentiles.
+    """
+
+    ok: int = 0
+    failures: Counter[str] = field(default_factory=Counter)
+    pixels: int = 0
+    latencies_ms: list[int] = field(default_factory=list)
+
+    def add(self, record: Result | Failure) -> None:
+        """Count one result or failure."""
+        if isinstance(record, Result):
+            self.ok += 1
+            self.pixels += record.width * record.height
+            self.latencies_ms.append(record.latency_ms)
+        else:
+            self.failures[record.error_type] += 1
+
+    @property
+    def accounted(self) -> int:
+        """Records counted: results plus failures."""
+        return self.ok + sum(self.failures.values())
+
+    def percentile(self, q: float) -> float | None:
+        """Latency percentile in ms (nearest rank); None before any result."""
+        if not self.latencies_ms:
+            return None
+        data = sorted(self.latencies_ms)
+        k = min(len(data) - 1, max(0, round(q / 100 * len(data) + 0.5) - 1))
+        return float(data[k])
 
 
 @dataclass
@@ -38,18 +76,17 @@ class Accumulator:
     hist: list[int] | None = None
     latency_ms_sum: int = 0
 
-    def add_result(self, record: Mapping[str, Any]) -> None:
-        """Fold one result record (its JSON object)."""
+    def add_result(self, record: Result) -> None:
+        """Fold one result."""
         self.ok += 1
-        self.pixels += int(record.get("width", 0)) * int(record.get("height", 0))
-        self.bytes_in += int(record.get("bytes_in", 0))
-        self.latency_ms_sum += int(record.get("latency_ms", 0))
-        outputs = record.get("outputs") or {}
-        stats = outputs.get("stats")
+        self.pixels += record.width * record.height
+        self.bytes_in += record.bytes_in
+        self.latency_ms_sum += record.latency_ms
+        stats = record.outputs.get("stats")
         if isinstance(stats, Mapping) and "brightness" in stats:
             self.brightness_sum += float(stats["brightness"])
             self.brightness_n += 1
-        hist = outputs.get("hist")
+        hist = record.outputs.get("hist")
         if isinstance(hist, Mapping) and hist.get("channels"):
             merged = [sum(vals) for vals in zip(*hist["channels"], strict=True)]
             self.hist = _add_lists(self.hist, merged)

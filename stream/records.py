@@ -64,6 +64,8 @@ class Lineage:
     offset: int
     sha256: str | None
     versions: Mapping[str, str]
+    #: The tile ids a fused result was stitched from (empty for any other result).
+    tiles: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,8 @@ class Result:
     bytes_in: int = 0
     #: The ref's tile field, for tiles of a larger image (width/height are the core's).
     tile: Mapping[str, Any] | None = None
+    #: Fields this version does not know; kept so they survive a round trip.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ class BatchSummary:
     process_s: float
     partitions: tuple[int, ...]
     ts: int
+    #: Fields this version does not know; kept so they survive a round trip.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -128,6 +134,11 @@ class Failure:
     batch_id: str | None = None
     #: The parent image when the ref was a tile of it.
     parent: str | None = None
+    #: Size and sha256 of the whole raw message, when ``raw_b64`` holds only a prefix.
+    raw_size: int | None = None
+    raw_sha256: str | None = None
+    #: Fields this version does not know; kept so they survive a round trip.
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
 
 Record = ImageRef | Result | BatchSummary | Failure

@@ -11,12 +11,19 @@ transaction.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from imgstream.codec import MAX_INT, record_from_dict, valid_ts
+from imgstream.errors import ImageError
 from imgstream.integrate import WINDOWS, Accumulator, window_start
+from imgstream.records import Failure, Result
+from imgstream.tiling import tile_index
+
+log = logging.getLogger("imgstream.store")
 
 DETECTION_KINDS = ("faces", "plates", "qr", "contours")
 
@@ -100,6 +107,8 @@ class SQLiteStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        #: Records that could not be stored and were skipped (logged).
+        self.rejected = 0
 
     def close(self) -> None:
         """Close the database."""
@@ -110,7 +119,13 @@ class SQLiteStore:
         return self.add_many([record]) == 1
 
     def add_many(self, records: Iterable[Mapping[str, Any]]) -> int:
-        """Store records in one transaction; returns how many were new."""
+        """Store records in one transaction; returns how many were new.
+
+        A record that cannot be stored (a ``ts`` out of range, an integer
+        SQLite cannot hold, a malformed field) is logged, counted in
+        :attr:`rejected` and skipped; the rest of the batch is stored. One bad
+        record must never roll back, or crash-loop, everything around it.
+        """
         new = 0
         touched: dict[tuple[str, str, int], Accumulator] = {}
         with self._db:
@@ -118,34 +133,33 @@ class SQLiteStore:
                 kind = record.get("kind")
                 if kind not in ("result", "failure"):
                     continue
-                ref_id, phash = record_key(record)
-                tile = record.get("tile") or {}
-                cur = self._db.execute(
-                    "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (
-                        ref_id,
-                        phash,
-                        kind,
-                        record.get("source"),
-                        record.get("ts"),
-                        record.get("pipeline"),
-                        (record.get("error") or {}).get("type"),
-                        tile.get("parent"),
-                        tile.get("row", 0) * tile.get("cols", 0) + tile.get("col", 0)
-                        if tile
-                        else None,
-                        record.get("output_uri"),
-                        json.dumps(record, separators=(",", ":")),
-                    ),
-                )
-                if cur.rowcount != 1:
+                self._db.execute("SAVEPOINT record")
+                try:
+                    # Accumulate into copies: a record that fails half way must
+                    # leave no trace in the accumulators either.
+                    staged = dict(touched)
+                    added = self._add_one(record, staged)
+                except (
+                    ImageError,
+                    sqlite3.Error,
+                    OverflowError,
+                    TypeError,
+                    ValueError,
+                    KeyError,
+                ) as exc:
+                    self._db.execute("ROLLBACK TO record")
+                    self._db.execute("RELEASE record")
+                    self.rejected += 1
+                    log.warning(
+                        "record %s could not be stored, skipped: %s: %s",
+                        str(record.get("id"))[:200],
+                        type(exc).__name__,
+                        str(exc)[:200],
+                    )
                     continue
-                new += 1
-                if kind == "result":
-                    self._add_detections(ref_id, phash, record.get("outputs") or {})
-                if tile:  # a tile counts through its fused parent, not on its own
-                    continue
-                self._accumulate(record, touched)
+                self._db.execute("RELEASE record")
+                touched = staged
+                new += added
             for (source, window, start), acc in touched.items():
                 self._db.execute(
                     "INSERT OR REPLACE INTO accumulators VALUES (?,?,?,?)",
@@ -153,11 +167,51 @@ class SQLiteStore:
                 )
         return new
 
+    def _add_one(
+        self, record: Mapping[str, Any], touched: dict[tuple[str, str, int], Accumulator]
+    ) -> int:
+        """Insert one record (and its detections, accumulators); 1 if it was new."""
+        kind = record.get("kind")
+        ts = record.get("ts")
+        if ts is not None and not valid_ts(ts):
+            raise ValueError(f"ts {str(ts)[:40]} is not epoch ms before year 3000")
+        ref_id, phash = record_key(record)
+        tile = record.get("tile") or {}
+        index = tile_index({"row": 0, "col": 0, "cols": 0, **tile}) if tile else None
+        if index is not None and not 0 <= index <= MAX_INT:
+            raise ValueError(f"tile index {str(index)[:40]} out of range")
+        cur = self._db.execute(
+            "INSERT OR IGNORE INTO records VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                ref_id,
+                phash,
+                kind,
+                record.get("source"),
+                ts,
+                record.get("pipeline"),
+                (record.get("error") or {}).get("type"),
+                tile.get("parent"),
+                index,
+                record.get("output_uri"),
+                json.dumps(record, separators=(",", ":")),
+            ),
+        )
+        if cur.rowcount != 1:
+            return 0
+        if kind == "result":
+            self._add_detections(ref_id, phash, record.get("outputs") or {})
+        if not tile:  # a tile counts through its fused parent, not on its own
+            self._accumulate(record, touched)
+        return 1
+
     def _accumulate(
         self, record: Mapping[str, Any], touched: dict[tuple[str, str, int], Accumulator]
     ) -> None:
-        source = record.get("source") or "_"
-        ts = int(record.get("ts") or 0)
+        decoded = record_from_dict(record)  # raises ImageError: the record is rejected
+        if not isinstance(decoded, (Result, Failure)):
+            return
+        source = decoded.source or "_"
+        ts = decoded.ts
         for window in WINDOWS:
             key = (source, window, window_start(ts, window))
             acc = touched.get(key)
@@ -166,11 +220,13 @@ class SQLiteStore:
                     "SELECT data FROM accumulators WHERE source=? AND window=? AND start=?", key
                 ).fetchone()
                 acc = Accumulator.from_dict(json.loads(row[0])) if row else Accumulator()
-                touched[key] = acc
-            if record.get("kind") == "result":
-                acc.add_result(record)
             else:
-                acc.add_failure(str((record.get("error") or {}).get("type")))
+                acc = acc.merge(Accumulator())  # a copy: the caller may roll this record back
+            touched[key] = acc
+            if isinstance(decoded, Result):
+                acc.add_result(decoded)
+            else:
+                acc.add_failure(decoded.error_type)
 
     def _add_detections(self, ref_id: str, phash: str, outputs: Mapping[str, Any]) -> None:
         rows = []

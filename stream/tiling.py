@@ -117,3 +117,21 @@ def tile_from_meta(meta: Mapping[str, Any]) -> Tile:
     return Tile(
         int(meta["row"]), int(meta["col"]), int(meta["rows"]), int(meta["cols"]), core, halo
     )
+
+
+def tile_id(parent: str, row: int, col: int) -> str:
+    """The id of a tile ref: ``{parent}~r{row}c{col}``."""
+    return f"{parent}~r{row}c{col}"
+
+
+def tile_index(meta: Mapping[str, Any]) -> int:
+    """Row-major grid position of a ``tile`` field (raises KeyError/TypeError/ValueError)."""
+    return int(meta["row"]) * int(meta["cols"]) + int(meta["col"])
+
+
+def tile_parent(meta: Mapping[str, Any] | None) -> str | None:
+    """The parent id named by a ``tile`` field, if it is one."""
+    if not meta:
+        return None
+    parent = meta.get("parent")
+    return parent if isinstance(parent, str) else None

@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 
 from imgstream.clock import FakeClock
+from imgstream.codec import decode_record
 from imgstream.consumers.aggregator import Aggregator
 from imgstream.imaging import encode_png
 from imgstream.ops import build_registry
 from imgstream.pipeline import TileView, parse_spec
-from imgstream.records import Message
+from imgstream.records import Message, Result
 from imgstream.store import Query, SQLiteStore
 from imgstream.tiling import grid, tile_meta
 
@@ -186,6 +187,10 @@ def test_fusion_in_any_order_with_duplicates(tmp_path, store, photos) -> None:
     assert parent["outputs"]["stats"]["brightness"] == pytest.approx(data["stats"]["brightness"])
     assert store.get("big", pipeline.hash) == parent
     assert store.summary()["cam"].ok == 1  # the parent counts, its tiles do not
+    # the emitted parent is a codec record whose lineage names its tiles
+    fused = decode_record(json.dumps(parent).encode())
+    assert isinstance(fused, Result)
+    assert sorted(fused.lineage.tiles) == sorted(t["id"] for t in tiles)
 
 
 def test_missing_tiles_become_an_incomplete_failure(tmp_path, store, photos) -> None:
@@ -211,3 +216,41 @@ def test_a_failed_tile_makes_its_parent_incomplete_at_once(store) -> None:
     agg.handle([msg(failure("big~r0c1", kind="decode_error", parent="big"))])
     [(_topic, record)] = sink.sent
     assert record["id"] == "big" and "big~r0c1" in record["error"]["message"]
+
+
+def test_the_store_skips_a_record_it_cannot_store_and_keeps_the_rest(store) -> None:
+    records = [
+        result("a", ts=1000),
+        result("huge-ts", ts=10**20),
+        # Passes the ts check, then overflows SQLite half way (after its row went in).
+        result("huge-box", outputs={"faces": {"count": 1, "boxes": [[2**70, 0, 1, 1]]}}),
+        failure("bad-tile", tile={"parent": "p", "row": "x", "cols": 2, "col": 0}),
+        failure("c", ts=2000),
+    ]
+    assert store.add_many(records) == 2
+    assert store.rejected == 3
+    assert [r["id"] for r in store.query(Query())] == ["a", "c"]
+    assert store.get("huge-box", "h1") is None  # rolled back whole, row and all
+    assert store.query(Query(has="faces")) == []
+    summary = store.summary()
+    assert summary["cam"].ok == 1  # the rejected results left no trace in the accumulators
+    assert summary["cam"].failures == {"not_found": 1}
+
+
+def test_the_aggregator_keeps_running_over_a_batch_with_bad_records(tmp_path, store) -> None:
+    agg = Aggregator(store, Sink(), "results", "dlq", FakeClock(), "agg")
+    good = [result("a", ts=1000), failure("b", ts=1500)]
+    values = [
+        json.dumps(good[0]).encode(),
+        json.dumps(result("huge-ts", ts=10**20)).encode(),
+        json.dumps(result("neg-ts", ts=-1)).encode(),
+        b"not json at all",
+        json.dumps({"v": 1, "kind": "result", "id": "half"}).encode(),
+        json.dumps(good[1]).encode(),
+    ]
+    messages = [Message("results", 0, i, None, v, 0) for i, v in enumerate(values)]
+    assert agg.handle(messages) == 2
+    assert [r["id"] for r in store.query(Query())] == ["a", "b"]
+    assert agg.rejected == 4
+    # and it goes on: the next batch is stored as usual
+    assert agg.handle([msg(result("c", ts=3000), 9)]) == 1

@@ -6,9 +6,17 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imgstream.integrate import Accumulator, merge_boxes, merge_hists, merge_stats, window_start
+from imgstream.integrate import (
+    Accumulator,
+    RunTotals,
+    merge_boxes,
+    merge_hists,
+    merge_stats,
+    window_start,
+)
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
+from imgstream.records import Failure, Lineage, Result
 
 result = st.fixed_dictionaries(
     {
@@ -35,13 +43,32 @@ result = st.fixed_dictionaries(
 events = st.lists(st.one_of(result, st.sampled_from(["not_found", "decode_error"])), max_size=20)
 
 
+def _as_result(fields: dict) -> Result:
+    lineage = Lineage("t", 0, 0, None, {})
+    return Result(
+        "r",
+        "/u",
+        None,
+        "p",
+        "h",
+        channels=1,
+        timings={},
+        batch_id="b",
+        worker="w",
+        source=None,
+        ts=0,
+        lineage=lineage,
+        **fields,
+    )
+
+
 def acc(items) -> Accumulator:
     a = Accumulator()
     for item in items:
         if isinstance(item, str):
             a.add_failure(item)
         else:
-            a.add_result(item)
+            a.add_result(_as_result(item))
     return a
 
 
@@ -89,3 +116,33 @@ def test_boxes_cut_by_a_seam_become_one() -> None:
         [300, 300, 5, 5],
     ]
     assert merge_boxes([[0, 0, 10, 10], [20, 20, 5, 5]]) == [[0, 0, 10, 10], [20, 20, 5, 5]]
+
+
+def test_run_totals_count_results_and_failures() -> None:
+    totals = RunTotals()
+    assert totals.percentile(50) is None
+    for i, latency in enumerate([30, 10, 20]):
+        totals.add(
+            Result(
+                f"r{i}",
+                "/u",
+                None,
+                "gray",
+                "h",
+                4,
+                5,
+                1,
+                {},
+                {},
+                "b",
+                "w",
+                None,
+                0,
+                latency,
+                Lineage("t", 0, i, None, {}),
+            )
+        )
+    totals.add(Failure("not_found", "gone", "t", 0, 9, "w", 0, id="x"))
+    assert (totals.ok, totals.pixels, totals.accounted) == (3, 60, 4)
+    assert totals.failures == {"not_found": 1}
+    assert (totals.percentile(50), totals.percentile(100)) == (20.0, 30.0)

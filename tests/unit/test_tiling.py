@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imgstream.tiling import grid, tile_from_meta, tile_meta
+from imgstream.tiling import grid, tile_from_meta, tile_id, tile_index, tile_meta, tile_parent
 
 
 @settings(deadline=None)
@@ -37,3 +37,14 @@ def test_cropping_the_halo_back_gives_the_core(width, height, size, overlap) -> 
         k = t.core_in_halo()
         cropped = halo_pixels[k.y : k.y + k.h, k.x : k.x + k.w]
         assert np.array_equal(cropped, img[c.y : c.y + c.h, c.x : c.x + c.w])
+
+
+def test_tile_ids_and_indexes_follow_the_grid() -> None:
+    tiles = grid(250, 130, 100, 5)
+    metas = [tile_meta("big", t, 250, 130, 5, "/big.png") for t in tiles]
+    assert [tile_index(m) for m in metas] == [t.index for t in tiles] == list(range(6))
+    assert tile_id("big", 1, 2) == "big~r1c2"
+    assert len({tile_id("big", t.row, t.col) for t in tiles}) == len(tiles)
+    assert tile_parent(metas[0]) == "big"
+    assert tile_parent(None) is None
+    assert tile_parent({"parent": 7}) is None

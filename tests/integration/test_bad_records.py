@@ -1,0 +1,81 @@
+"""``imgstream aggregate`` on the real embedded broker over a batch holding bad records.
+
+A result whose ``ts`` is 10**20 once made SQLite raise ``OverflowError``: the
+aggregator exited 1, rolled back the whole batch, and did the same on every
+restart. Now the bad record is skipped and the good records around it are
+stored, and the aggregator exits cleanly.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from imgstream.codec import encode
+from imgstream.kafka_io import KafkaSink
+from imgstream.records import Lineage, Result
+from imgstream.store import Query, SQLiteStore
+
+
+def _result(ref_id: str, ts: int) -> Result:
+    return Result(
+        id=ref_id,
+        uri=f"/{ref_id}.png",
+        output_uri=f"/o/{ref_id}.png",
+        pipeline="gray",
+        pipeline_hash="h",
+        width=8,
+        height=8,
+        channels=1,
+        outputs={},
+        timings={},
+        batch_id="b",
+        worker="w",
+        source="cam",
+        ts=ts,
+        latency_ms=1,
+        lineage=Lineage("refs", 0, 0, None, {}),
+    )
+
+
+def test_aggregate_stores_the_good_records_around_a_bad_one(topics, tmp_path) -> None:
+    huge_ts = {**json.loads(encode(_result("huge-ts", 1))), "ts": 10**20}
+    values = [
+        encode(_result("a", 1_000)),
+        json.dumps(huge_ts).encode(),
+        b"not a record",
+        encode(_result("b", 2_000)),
+    ]
+    sink = KafkaSink(topics.bootstrap)
+    for value in values:  # one partition: one batch, in this order
+        sink.send_partition(topics.results, 0, None, value).get(30)
+    sink.close()
+    db = tmp_path / "r.db"
+    cmd = [
+        sys.executable,
+        "-m",
+        "imgstream.cli",
+        "aggregate",
+        "--bootstrap",
+        topics.bootstrap,
+        "--group",
+        topics.group,
+        "--results-topic",
+        topics.results,
+        "--dlq-topic",
+        topics.dlq,
+        "--db",
+        str(db),
+        "--idle-exit",
+        "6",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "stored 2 new records" in done.stdout
+    store = SQLiteStore(str(db))
+    try:
+        assert [r["id"] for r in store.query(Query())] == ["a", "b"]
+        assert store.summary()["cam"].ok == 2
+    finally:
+        store.close()
