@@ -2,6 +2,10 @@
 
 Run on purpose (`make bench`), not in the tests. Both are timed in one run on
 one generated set, so the ratio is meaningful on a shared, noisy machine.
+After timing, every output of both is checked against
+``cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2GRAY)`` and the rates count only
+the images whose output exists and is equal: a run that drops or garbles
+images does not look fast.
 
     python benchmarks/bench_gray.py [--n 300] [--workers 1] [--threads 2]
 """
@@ -9,6 +13,7 @@ one generated set, so the ratio is meaningful on a shared, noisy machine.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +49,40 @@ def naive(src: Path, out: Path) -> float:
         gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
         cv2.imwrite(str(out / (path.stem + ".png")), gray)
     return time.perf_counter() - started
+
+
+def reference(path: Path) -> np.ndarray:
+    """What every output must equal: OpenCV's BT.601 gray of the decoded input."""
+    return cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2GRAY)
+
+
+def count_correct(pairs: list[tuple[Path, Path]]) -> tuple[int, list[str]]:
+    """How many (input, output) pairs have an output equal to the reference; the problems."""
+    ok, problems = 0, []
+    for src, out in pairs:
+        got = cv2.imread(str(out), cv2.IMREAD_UNCHANGED) if out.exists() else None
+        if got is None:
+            problems.append(f"{src.name}: no output")
+        elif not np.array_equal(got, reference(src)):
+            problems.append(f"{src.name}: pixels differ from the reference")
+        else:
+            ok += 1
+    return ok, problems
+
+
+def naive_pairs(src: Path, out: Path) -> list[tuple[Path, Path]]:
+    """(input, expected output path) for the naive loop: one PNG per input."""
+    return [(p, out / (p.stem + ".png")) for p in sorted(src.iterdir())]
+
+
+def imgstream_pairs(src: Path, out: Path) -> list[tuple[Path, Path]]:
+    """(input, output) for imgstream, from its result records; a missing one maps to no file."""
+    outputs: dict[str, Path] = {}
+    for line in (out / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "result":
+            outputs[Path(record["uri"]).name] = Path(record["output_uri"])
+    return [(p, outputs.get(p.name, out / "missing")) for p in sorted(src.iterdir())]
 
 
 def imgstream(src: Path, out: Path, workers: int, threads: int) -> float:
@@ -84,16 +123,24 @@ def main() -> None:
         make_set(src, args.n)
         t_naive = naive(src, work / "naive")
         t_stream = imgstream(src, work / "stream", args.workers, args.threads)
-        a, b = args.n / t_naive, args.n / t_stream
+        ok_naive, bad_naive = count_correct(naive_pairs(src, work / "naive"))
+        ok_stream, bad_stream = count_correct(imgstream_pairs(src, work / "stream"))
+        for label, problems in (("naive", bad_naive), ("imgstream", bad_stream)):
+            for problem in problems[:10]:
+                print(f"{label}: {problem}")
+        a, b = ok_naive / t_naive, ok_stream / t_stream
         print(f"images            {args.n} x 1920x1080 JPEG (cores: {os.cpu_count()})")
-        print(f"(a) naive loop    {t_naive:7.2f} s  {a:7.1f} images/s")
+        print(f"(a) naive loop    {t_naive:7.2f} s  {a:7.1f} images/s  ({ok_naive} correct)")
         print(
-            f"(b) imgstream run {t_stream:7.2f} s  {b:7.1f} images/s  "
-            f"(workers={args.workers}, threads={args.threads}, start-up included)"
+            f"(b) imgstream run {t_stream:7.2f} s  {b:7.1f} images/s  ({ok_stream} correct; "
+            f"workers={args.workers}, threads={args.threads}, start-up included)"
         )
-        print(f"(b)/(a)           {b / a:.2f}")
+        print(f"(b)/(a)           {b / a:.2f}" if a else "(b)/(a)           n/a")
+        print("outputs checked against cv2.cvtColor(cv2.imread(p), cv2.COLOR_BGR2GRAY)")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if bad_naive or bad_stream:
+        raise SystemExit(f"{len(bad_naive)} naive and {len(bad_stream)} imgstream outputs wrong")
 
 
 if __name__ == "__main__":

@@ -3,9 +3,15 @@
 Makes a SIZE x SIZE RGB PNG (smooth content, so the file stays small), then
 for each pipeline (gray, blur:k=5) times and measures peak memory of:
 
-(a) one process: imread -> op -> imwrite PNG (the whole image in memory);
+(a) one process: imread -> op -> imwrite PNG (the whole image in memory),
+    the same work as imgstream's op (``cvtColor`` for gray, ``GaussianBlur``
+    alone for blur) and OpenCV's default PNG settings, as a user would write it;
 (b) ``imgstream run --tile 2048 --workers 2`` end to end (producer cutting
     the tiles, two workers, the aggregator stitching band by band).
+
+The stitched output of (b) must equal the output of (a) pixel for pixel; the
+comparison runs after (a) is timed and its peak memory taken, and a mismatch
+fails the benchmark.
 
 Run on purpose: ``python benchmarks/bench_tiles.py [--size 20000]``.
 """
@@ -13,6 +19,7 @@ Run on purpose: ``python benchmarks/bench_tiles.py [--size 20000]``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import resource
@@ -28,19 +35,23 @@ import numpy as np
 ONE_PROCESS = r"""
 import os, resource, sys, time
 os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] = str(2_000_000_000)
-import cv2
+import cv2, numpy as np
+src, dst, op, stitched = sys.argv[1:5]
 t = time.perf_counter()
-img = cv2.imread(sys.argv[1])
-gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-out = gray if sys.argv[3] == "gray" else cv2.GaussianBlur(img, (5, 5), 0)
-cv2.imwrite(sys.argv[2], out, [cv2.IMWRITE_PNG_COMPRESSION, 1])
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+img = cv2.imread(src)
+out = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if op == "gray" else cv2.GaussianBlur(img, (5, 5), 0)
+cv2.imwrite(dst, out)
+elapsed = time.perf_counter() - t
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+del img
+fused = cv2.imread(stitched, cv2.IMREAD_UNCHANGED)
+same = fused is not None and fused.shape == out.shape and np.array_equal(fused, out)
+print(elapsed, peak, int(same))
 """
 
 
 def make_image(path: Path, size: int) -> None:
     """A smooth SIZE x SIZE colour image written band by band (never whole in memory)."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from imgstream.imaging import PngStreamWriter
 
     band = 1000
@@ -54,6 +65,15 @@ def make_image(path: Path, size: int) -> None:
             r = ((x[None, :] * 7 + y * 3) % 256).astype(np.uint8)
             writer.write(np.dstack(np.broadcast_arrays(b, g, r)).astype(np.uint8))
         writer.close()
+
+
+def stitched_output(out: Path) -> Path:
+    """The parent image's output, from the run's result records (the tiles have ``tile``)."""
+    for line in (out / "results.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if record["kind"] == "result" and not record.get("tile"):
+            return Path(record["output_uri"])
+    raise SystemExit(f"no stitched result in {out / 'results.jsonl'}")
 
 
 def main() -> None:
@@ -72,15 +92,9 @@ def main() -> None:
             f"made {args.size}x{args.size} RGB PNG ({big.stat().st_size / 1e6:.0f} MB) "
             f"in {time.perf_counter() - t:.1f}s"
         )
+        mismatches = []
         for spec in ("gray", "blur:k=5"):
             op = "gray" if spec == "gray" else "blur"
-            proc = subprocess.run(
-                [sys.executable, "-c", ONE_PROCESS, str(big), str(work / "one.png"), op],
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            one_s, one_mb = (float(v) for v in proc.stdout.split())
             out = work / f"out-{op}"
             t = time.perf_counter()
             run = subprocess.run(
@@ -113,18 +127,38 @@ def main() -> None:
                 for log in sorted((out / "logs").glob("worker-*.log"))
                 for m in re.finditer(r"peak memory (\d+) MB", log.read_text())
             ]
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-c",
+                    ONE_PROCESS,
+                    str(big),
+                    str(work / "one.png"),
+                    op,
+                    str(stitched_output(out)),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            one_s, one_mb, same = proc.stdout.split()
+            if same != "1":
+                mismatches.append(spec)
             print(f"\n{spec}:")
-            print(f"  (a) one process     {one_s:7.1f} s   peak {one_mb:7.0f} MB")
+            print(f"  (a) one process     {float(one_s):7.1f} s   peak {float(one_mb):7.0f} MB")
             print(
                 f"  (b) tiles, 2 workers{run_s:7.1f} s   run process (producer + aggregator) "
                 f"peak {producer_mb:.0f} MB; workers peak "
                 + ", ".join(f"{m:.0f} MB" for m in worker_mb)
             )
+            print(f"  stitched output {'equals' if same == '1' else 'DIFFERS FROM'} (a)'s")
             shutil.rmtree(out, ignore_errors=True)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"\nthis script's peak: {peak:.0f} MB; cores: {os.cpu_count()}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if mismatches:
+        raise SystemExit(f"stitched output differs from the one-process output: {mismatches}")
 
 
 if __name__ == "__main__":

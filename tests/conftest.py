@@ -1,22 +1,18 @@
-"""Shared fixtures: sample photos and generated images."""
+"""Registers the shared fixtures (``tests/fixtures``) for every test directory."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-PHOTOS = Path(__file__).parent / "data" / "photos"
-
-
-@pytest.fixture(scope="session")
-def photos() -> list[Path]:
-    """The real sample photos shipped in the repo."""
-    files = sorted(p for p in PHOTOS.iterdir() if p.suffix in (".jpg", ".png"))
-    assert len(files) >= 5
-    return files
+pytest_plugins = [
+    "tests.fixtures.images",
+    "tests.fixtures.processes",
+    "tests.fixtures.kafka",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    """Keep OpenCV's expected decode warnings (corrupt test files) out of the output."""
     os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")

@@ -7,10 +7,8 @@ import re
 import cv2
 import numpy as np
 
-from tests.helpers import cli
 
-
-def test_tiled_run_is_exact_and_workers_stay_small(photos, tmp_path) -> None:
+def test_tiled_run_is_exact_and_workers_stay_small(photos, run_cli, tmp_path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     base = cv2.imread(str(next(p for p in photos if p.name == "coffee.jpg")))
@@ -18,7 +16,7 @@ def test_tiled_run_is_exact_and_workers_stay_small(photos, tmp_path) -> None:
     cv2.imwrite(str(src / "big.jpg"), big, [cv2.IMWRITE_JPEG_QUALITY, 90])
     del big
     out = tmp_path / "out"
-    proc = cli(
+    proc = run_cli(
         "run",
         str(src),
         "--out",

@@ -10,10 +10,10 @@ import cv2
 
 from imgstream.broker import free_port
 from imgstream.records import Result
-from tests.integration.conftest import collect_until, refs_for, stop
+from tests.helpers import refs_for
 
 
-def test_slow_batches_do_not_rebalance(topics, tmp_path, photos) -> None:
+def test_slow_batches_do_not_rebalance(topics, worker, tmp_path, photos) -> None:
     root = tmp_path / "in"
     root.mkdir()
     base = cv2.imread(str(photos[0]))
@@ -27,7 +27,7 @@ def test_slow_batches_do_not_rebalance(topics, tmp_path, photos) -> None:
     port = free_port()
     # denoise takes ~1.5 s per 1080p frame: a batch of 6 is ~9 s of work, over the
     # 7 s max.poll.interval.ms, so only polling during processing keeps the member in.
-    worker = topics.start_worker(
+    w = worker(
         tmp_path / "out",
         root,
         "--ops",
@@ -42,12 +42,12 @@ def test_slow_batches_do_not_rebalance(topics, tmp_path, photos) -> None:
         str(port),
     )
     started = time.monotonic()
-    try:
-        records, batches = collect_until(topics.records(), {r.id for r in refs}, 120)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            metrics = resp.read().decode()
-    finally:
-        stop(worker)
+    topics.stream().wait_for({r.id for r in refs}, timeout_s=120)
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        metrics = resp.read().decode()
+    assert w.stop() == 0
+    everything = topics.read_all()
+    records, batches = everything.records, everything.batches
     assert {r.id for r in records if isinstance(r, Result)} == {r.id for r in refs}
     assert len(records) == len(refs), "duplicates mean a rebalance redid work"
     busiest = max(

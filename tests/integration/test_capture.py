@@ -7,8 +7,6 @@ import numpy as np
 
 from imgstream.producers.capture import Sampler
 from imgstream.records import Result
-from tests.helpers import cli
-from tests.integration.conftest import collect_until, stop
 
 
 def make_video(path, seconds: float = 3.0, fps: int = 30) -> int:
@@ -30,38 +28,37 @@ def test_sampler_keeps_one_frame_per_interval() -> None:
     assert [slow.keep(t) for t in (0.0, 0.1, 1.05, 1.1, 1.25)] == [True, False, True, False, True]
 
 
-def test_capture_into_a_running_worker(topics, tmp_path) -> None:
+def test_capture_into_a_running_worker(topics, worker, run_cli, tmp_path) -> None:
     video = tmp_path / "clip.avi"
     make_video(video, seconds=3.0, fps=30)
     store = tmp_path / "frames"
     store.mkdir()
-    worker = topics.start_worker(tmp_path / "out", store, "--max-wait", "0.1")
-    try:
-        proc = cli(
-            "capture",
-            str(video),
-            "--fps",
-            "5",
-            "--source",
-            "cam1",
-            "--store",
-            str(store),
-            "--bootstrap",
-            topics.bootstrap,
-            "--topic",
-            topics.refs,
-            timeout=60,
-        )
-        assert proc.returncode == 0, proc.stderr
-        frames = sorted((store / "cam1").glob("*.jpg"))
-        assert 14 <= len(frames) <= 16, proc.stdout  # fps x duration, within one frame
-        assert f"captured {len(frames)} frames" in proc.stdout
-        ids = {f"cam1-{p.stem}" for p in frames}
-        records, _ = collect_until(topics.records(), ids, timeout_s=60)
-    finally:
-        stop(worker)
+    w = worker(tmp_path / "out", store, "--max-wait", "0.1")
+    proc = run_cli(
+        "capture",
+        str(video),
+        "--fps",
+        "5",
+        "--source",
+        "cam1",
+        "--store",
+        str(store),
+        "--bootstrap",
+        topics.bootstrap,
+        "--topic",
+        topics.refs,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    frames = sorted((store / "cam1").glob("*.jpg"))
+    assert 14 <= len(frames) <= 16, proc.stdout  # fps x duration, within one frame
+    assert f"captured {len(frames)} frames" in proc.stdout
+    ids = {f"cam1-{p.stem}" for p in frames}
+    topics.stream().wait_for(ids, timeout_s=60)
+    assert w.stop() == 0
+    records = topics.read_all().records
     results = [r for r in records if isinstance(r, Result)]
-    assert {r.id for r in results} == ids
+    assert sorted(r.id for r in results) == sorted(ids), "missing or duplicated frames"
     ts = [r.ts for r in results]
     assert ts == sorted(ts), "results of one source are out of order"
     assert all(r.source == "cam1" for r in results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import time
@@ -11,10 +12,16 @@ import urllib.request
 import confluent_kafka
 
 from imgstream.broker import free_port
-from tests.integration.conftest import stop, write_images
+from tests.helpers import refs_for, wait_until
 
 
-def test_librdkafka_refs_get_results(topics, tmp_path) -> None:
+def scrape(port: int) -> str:
+    """The worker's /metrics page."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
+        return resp.read().decode()
+
+
+def test_librdkafka_refs_get_results(topics, worker, write_images, tmp_path) -> None:
     root = tmp_path / "in"
     paths = write_images(root, 5)
     producer = confluent_kafka.Producer({"bootstrap.servers": topics.bootstrap})
@@ -30,7 +37,7 @@ def test_librdkafka_refs_get_results(topics, tmp_path) -> None:
         producer.produce(topics.refs, json.dumps(ref).encode(), key=b"rdkafka")
     producer.produce(topics.refs, b"garbage", key=b"rdkafka")
     assert producer.flush(10) == 0
-    worker = topics.start_worker(tmp_path / "out", root, "--max-wait", "0.1")
+    w = worker(tmp_path / "out", root, "--max-wait", "0.1")
     consumer = confluent_kafka.Consumer(
         {
             "bootstrap.servers": topics.bootstrap,
@@ -41,44 +48,50 @@ def test_librdkafka_refs_get_results(topics, tmp_path) -> None:
     )
     consumer.subscribe([topics.results, topics.dlq])
     kinds: dict[str, list[dict]] = {"result": [], "failure": [], "batch": []}
-    try:
-        deadline = time.monotonic() + 60
-        while len(kinds["result"]) < 5 or not kinds["failure"]:
-            assert time.monotonic() < deadline, kinds
-            msg = consumer.poll(0.5)
-            if msg is None or msg.error():
-                continue
+
+    def all_arrived() -> bool:
+        msg = consumer.poll(0.5)
+        if msg is not None and not msg.error():
             record = json.loads(msg.value())
             kinds[record["kind"]].append(record)
+        return len(kinds["result"]) >= 5 and len(kinds["failure"]) >= 1
+
+    try:
+        wait_until(all_arrived, 60, interval=0, what="5 results and 1 failure via librdkafka")
     finally:
         consumer.close()
-        stop(worker)
+    assert w.stop() == 0
     assert sorted(r["id"] for r in kinds["result"]) == sorted(p.stem for p in paths)
     assert all(r["source"] == "rdkafka" and r["v"] == 1 for r in kinds["result"])
-    assert kinds["failure"][0]["error"]["type"] == "bad_message"
+    assert all(r["output_uri"] and r["lineage"]["topic"] == topics.refs for r in kinds["result"])
+    (failure,) = kinds["failure"]
+    assert failure["error"]["type"] == "bad_message"
+    assert failure["partition"] is not None
 
 
-def test_metrics_pass_promtool(topics, tmp_path) -> None:
+def test_metrics_pass_promtool(topics, worker, write_images, tmp_path) -> None:
     promtool = shutil.which("promtool")
     assert promtool, "promtool is missing: `make test` installs the Debian package prometheus"
     root = tmp_path / "in"
     paths = write_images(root, 6)
     (root / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
-    from tests.integration.conftest import refs_for
-
     topics.produce(refs_for([*paths, root / "bad.png"]))
     port = free_port()
-    worker = topics.start_worker(tmp_path / "out", root, "--metrics-port", str(port))
-    try:
-        reader = topics.records()
-        from tests.integration.conftest import collect_until
+    w = worker(tmp_path / "out", root, "--metrics-port", str(port))
+    topics.stream().wait_for({p.stem for p in paths} | {"bad"}, timeout_s=60)
+    lag = re.compile(
+        rf'imgstream_consumer_lag_messages\{{partition="(\d+)",topic="{topics.refs}"\}} (\S+)'
+    )
 
-        collect_until(reader, {p.stem for p in paths} | {"bad"}, timeout_s=60)
-        time.sleep(1.2)  # one lag refresh
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
-            text = resp.read().decode()
-    finally:
-        stop(worker)
+    def caught_up() -> str | None:
+        # The lag gauges refresh on their own period: wait until every partition's
+        # reads 0 rather than sleeping for one period and hoping.
+        text = scrape(port)
+        gauges = {int(p): float(v) for p, v in lag.findall(text)}
+        return text if sorted(gauges) == [0, 1, 2, 3] and set(gauges.values()) == {0.0} else None
+
+    text = wait_until(caught_up, 30, interval=0.2, what="consumer lag 0 on all 4 partitions")
+    assert w.stop() == 0
     check = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True
     )
@@ -87,5 +100,6 @@ def test_metrics_pass_promtool(topics, tmp_path) -> None:
     assert 'imgstream_failures_total{type="decode_error"} 1.0' in text
     assert "imgstream_batch_size_images_count" in text
     assert 'imgstream_stage_seconds_bucket{le="0.0005",stage="decode"}' in text
-    assert f'imgstream_consumer_lag_messages{{partition="0",topic="{topics.refs}"}} 0.0' in text
-    assert 'imgstream_rebalances_total{event="assigned"}' in text
+    assert 'imgstream_rebalances_total{event="assigned"} 1.0' in text
+    # No ids or paths in label values (DESIGN: Observability).
+    assert str(root) not in text and "img00000" not in text

@@ -7,30 +7,29 @@ import time
 
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
-from tests.helpers import cli
-from tests.integration.conftest import collect_until, refs_for, stop, write_images
+from tests.helpers import refs_for
 
 
-def test_replay_processes_exactly_the_range(topics, tmp_path) -> None:
+def test_replay_processes_exactly_the_range(topics, worker, write_images, run_cli, tmp_path):
     root = tmp_path / "in"
     before, during, after = (
         refs_for(write_images(root / name, n, size=(30, 40)), source=name)
         for name, n in (("before", 5), ("during", 7), ("after", 4))
     )
+    # The range is by message timestamp (ms): the pauses put whole milliseconds
+    # between the groups, so each bound falls strictly between two of them.
     topics.produce(before)
-    time.sleep(1.1)
+    time.sleep(0.01)
     t1 = int(time.time() * 1000)
     topics.produce(during)
-    time.sleep(1.1)
+    time.sleep(0.01)
     t2 = int(time.time() * 1000)
-    time.sleep(0.1)
+    time.sleep(0.01)
     topics.produce(after)
     out = tmp_path / "out"
-    worker = topics.start_worker(out, root)
-    try:
-        collect_until(topics.records(), {r.id for r in before + during + after}, 60)
-    finally:
-        stop(worker)
+    w = worker(out, root)
+    topics.stream().wait_for({r.id for r in before + during + after}, timeout_s=60)
+    assert w.stop() == 0
     gray = parse_spec("gray", build_registry()).hash
     originals = {p: p.read_bytes() for p in (out / gray).rglob("*.png")}
     mtimes = {p: p.stat().st_mtime_ns for p in originals}
@@ -47,7 +46,7 @@ def test_replay_processes_exactly_the_range(topics, tmp_path) -> None:
         "--dlq-topic",
         topics.dlq,
     )
-    rep = cli(
+    rep = run_cli(
         "replay",
         *common,
         "--from",
@@ -68,7 +67,7 @@ def test_replay_processes_exactly_the_range(topics, tmp_path) -> None:
     assert {p: p.read_bytes() for p in originals} == originals
     assert {p: p.stat().st_mtime_ns for p in originals} == mtimes
     group = rep.stdout.split("group ")[1].split()[0]
-    status = cli(
+    status = run_cli(
         "status",
         "--bootstrap",
         topics.bootstrap,
@@ -82,7 +81,7 @@ def test_replay_processes_exactly_the_range(topics, tmp_path) -> None:
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["lag"] == 0
     # the same replay again is idempotent: nothing left to do
-    again = cli(
+    again = run_cli(
         "replay",
         *common,
         "--from",
@@ -99,9 +98,9 @@ def test_replay_processes_exactly_the_range(topics, tmp_path) -> None:
     assert again.returncode == 0 and "replayed    0 refs in range" in again.stdout
 
 
-def test_offsets_reset(topics, tmp_path) -> None:
+def test_offsets_reset(topics, write_images, run_cli, tmp_path) -> None:
     topics.produce(refs_for(write_images(tmp_path / "a", 4), source="a"))
-    time.sleep(1.1)
+    time.sleep(0.01)  # a whole millisecond between the last "a" and t
     t = int(time.time() * 1000)
     topics.produce(refs_for(write_images(tmp_path / "b", 4), source="b"))
     base = (
@@ -116,7 +115,7 @@ def test_offsets_reset(topics, tmp_path) -> None:
     )
 
     def group_lag() -> int:
-        status = cli(
+        status = run_cli(
             "status",
             "--bootstrap",
             topics.bootstrap,
@@ -129,12 +128,12 @@ def test_offsets_reset(topics, tmp_path) -> None:
         )
         return int(json.loads(status.stdout)["lag"])
 
-    latest = cli(*base, "--to-latest")
+    latest = run_cli(*base, "--to-latest")
     assert latest.returncode == 0, latest.stderr
     lag = group_lag()
     assert lag == 0
-    assert cli(*base, "--to-time", str(t)).returncode == 0
+    assert run_cli(*base, "--to-time", str(t)).returncode == 0
     lag = group_lag()
     assert lag == 4
-    bad = cli(*base)
+    bad = run_cli(*base)
     assert bad.returncode == 2 and "exactly one of" in bad.stderr

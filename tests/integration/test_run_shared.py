@@ -5,11 +5,8 @@ from __future__ import annotations
 import json
 import uuid
 
-from tests.helpers import cli
-from tests.integration.conftest import write_images
 
-
-def test_second_run_skips_the_topics_history(broker, tmp_path) -> None:
+def test_second_run_skips_the_topics_history(broker, write_images, run_cli, tmp_path) -> None:
     tag = uuid.uuid4().hex[:8]
     topics = [
         "--topic",
@@ -23,7 +20,7 @@ def test_second_run_skips_the_topics_history(broker, tmp_path) -> None:
     second = write_images(tmp_path / "second", 3, size=(20, 30))
 
     def run(folder, out):
-        proc = cli(
+        proc = run_cli(
             "run",
             str(folder),
             "--out",

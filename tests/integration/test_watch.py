@@ -2,83 +2,80 @@
 
 from __future__ import annotations
 
+import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
 
-from imgstream.codec import decode_ref
-from imgstream.kafka_io import TopicReader
+from imgstream.producers.files import file_id
+
+#: Seconds a file must stop changing before the watcher produces it.
+SETTLE_S = 1.5
+#: How often the growing file gets a new chunk: well under SETTLE_S, so it never
+#: looks settled while it grows, even on a busy machine.
+WRITE_EVERY_S = 0.1
 
 
-def refs_in(topics, expect: int, timeout: float = 20.0) -> list[str]:
-    reader = TopicReader(topics.bootstrap, [topics.refs])
-    ids: list[str] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            ids += [decode_ref(m.value, 0).id for m in reader.poll(0.2)]
-            if len(ids) >= expect:
-                time.sleep(0.5)
-                ids += [decode_ref(m.value, 0).id for m in reader.poll(0.2)]
-                break
-    finally:
-        reader.close()
-    return ids
-
-
-def start(topics, folder, state):
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "imgstream.cli",
-            "produce",
-            str(folder),
-            "--watch",
-            "--settle",
-            "0.6",
-            "--state",
-            str(state),
-            "--bootstrap",
-            topics.bootstrap,
-            "--topic",
-            topics.refs,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+def watch(background, topics, folder, state):
+    """A watcher on ``folder`` producing to the test's refs topic."""
+    return background(
+        "produce",
+        str(folder),
+        "--watch",
+        "--settle",
+        str(SETTLE_S),
+        "--state",
+        str(state),
+        "--bootstrap",
+        topics.bootstrap,
+        "--topic",
+        topics.refs,
+        name="watch",
     )
 
 
-def test_watch_produces_complete_files_once(topics, tmp_path, photos) -> None:
+def test_watch_produces_complete_files_once(topics, background, tmp_path, photos) -> None:
     folder, state = tmp_path / "drop", tmp_path / "state.json"
     folder.mkdir()
     shutil.copy(photos[0], folder / "first.jpg")
-    proc = start(topics, folder, state)
-    try:
-        assert len(refs_in(topics, 1)) == 1
-        # a file written slowly is not produced while it grows
-        data = photos[1].read_bytes()
-        with open(folder / "slow.jpg", "wb") as fh:
-            for i in range(0, len(data), len(data) // 5 + 1):
-                fh.write(data[i : i + len(data) // 5 + 1])
-                fh.flush()
-                time.sleep(0.3)
-                assert len(refs_in(topics, 2, timeout=0.3)) == 1
-        shutil.copy(photos[2], folder / "third.png")
-        ids = refs_in(topics, 3)
-        assert len(ids) == 3 and len(set(ids)) == 3
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
-    assert proc.returncode == 0
-    # a restart does not produce the same files again
-    proc = start(topics, folder, state)
-    try:
-        time.sleep(3)
-        assert len(refs_in(topics, 4, timeout=2)) == 3
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.communicate(timeout=30)
+    proc = watch(background, topics, folder, state)
+    proc.wait_for_output("produced", timeout=30)
+    # A file written slowly is not produced while it grows. It keeps growing
+    # until a complete file dropped after it has been produced: that proves the
+    # watcher listed the folder (more than SETTLE_S) while the slow file grew.
+    data = photos[1].read_bytes()
+    slow = folder / "slow.jpg"
+    marker_seen = False
+    with open(slow, "wb") as fh:
+        fh.write(data[:1024])
+        fh.flush()
+        shutil.copy(photos[2], folder / "marker.jpg")
+        deadline = time.monotonic() + 30
+        written = 1024
+        while not marker_seen:
+            assert time.monotonic() < deadline, proc.output()
+            assert written < len(data), "the slow file ran out of bytes before the marker"
+            time.sleep(WRITE_EVERY_S)
+            fh.write(data[written : written + 256])
+            fh.flush()
+            written += 256
+            marker_seen = "marker.jpg" in proc.output()
+        assert "slow.jpg" not in proc.output(), "a growing file was produced"
+        fh.write(data[written:])
+    proc.wait_for_output("slow.jpg", timeout=30)
+    assert proc.stop() == 0
+    refs = topics.read_refs()
+    by_name = {os.path.basename(r.uri): r for r in refs}
+    assert sorted(by_name) == ["first.jpg", "marker.jpg", "slow.jpg"]
+    assert len(refs) == 3, [r.uri for r in refs]
+    # The one ref of the slow file is of its final, complete version.
+    assert slow.read_bytes() == data
+    assert by_name["slow.jpg"].id == file_id(str(slow), os.stat(slow))
+    # A restart does not produce the same files again: a new file dropped after
+    # the restart is produced, and it is the only new ref.
+    proc = watch(background, topics, folder, state)
+    shutil.copy(photos[3], folder / "fourth.png")
+    proc.wait_for_output("fourth.png", timeout=30)
+    assert proc.stop() == 0
+    again = topics.read_refs()
+    new = [os.path.basename(r.uri) for r in again if r.id not in {x.id for x in refs}]
+    assert new == ["fourth.png"] and len(again) == 4

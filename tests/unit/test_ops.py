@@ -91,7 +91,12 @@ CASES = {
         img, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_RECT, (3, 3))
     ),
     "morph:op=dilate,k=5": lambda img: cv2.dilate(img, np.ones((5, 5), np.uint8)),
+    "morph:op=close,k=5": lambda img: cv2.morphologyEx(
+        img, cv2.MORPH_CLOSE, cv2.getStructuringElement(cv2.MORPH_RECT, (5, 5))
+    ),
+    "morph:op=erode,k=3": lambda img: cv2.erode(img, np.ones((3, 3), np.uint8)),
     "rotate:deg=90": lambda img: cv2.rotate(img, cv2.ROTATE_90_CLOCKWISE),
+    "rotate:deg=180": lambda img: cv2.rotate(img, cv2.ROTATE_180),
     "rotate:deg=270": lambda img: cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE),
     "flip:axis=h": lambda img: img[:, ::-1],
     "flip:axis=v": lambda img: img[::-1],
@@ -107,6 +112,18 @@ def test_operation_equals_opencv(spec, images) -> None:
         expected = CASES[spec](img.copy())
         assert got.shape == expected.shape, (spec, name)
         assert np.array_equal(got, expected), (spec, name)
+
+
+@pytest.mark.parametrize(("op", "param"), [("morph", "op"), ("rotate", "deg"), ("flip", "axis")])
+def test_the_table_covers_every_choice(op, param) -> None:
+    # A choice added to the op without a row here would go untested.
+    (choices,) = [p.choices for p in REG.get(op).params if p.name == param]
+    covered = {
+        dict(kv.split("=") for kv in spec.split(":")[1].split(","))[param]
+        for spec in CASES
+        if spec.split(":")[0] == op
+    }
+    assert covered == {str(c) for c in choices}
 
 
 def test_denoise_equals_opencv(images) -> None:
