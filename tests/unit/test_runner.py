@@ -23,6 +23,7 @@ from imgstream.errors import DeliveryError
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.ops.registry import Operation
+from imgstream.outage import OutputGate
 from imgstream.pipeline import Pipeline, Step, parse_spec
 from imgstream.processor import ImageProcessor
 from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
@@ -376,3 +377,66 @@ def test_adaptive_batches_are_small_at_low_rate_and_grow_under_a_burst(tmp_path)
     assert sum(sizes) == 80
     assert sizes[:8] == [1] * 8, sizes  # low rate: batches of one, low latency
     assert max(sizes) == 16, sizes  # the burst: full batches
+
+
+class OutageSource(FakeSource):
+    """Calls ``on_blocked(runner)`` once, after the output store has been out for a few polls."""
+
+    def __init__(self, messages, on_blocked) -> None:
+        super().__init__(messages)
+        self.on_blocked = on_blocked
+        self.blocked_polls = 0
+        self.paused_while_blocked = False
+
+    def poll(self, timeout_s):
+        out = super().poll(timeout_s)
+        if self.handler is not None and self.handler.gate.blocked:
+            self.blocked_polls += 1
+            if self.blocked_polls == 5:
+                self.paused_while_blocked = self.paused
+                self.on_blocked(self.handler)
+        return out
+
+
+def _outage_setup(tmp_path):
+    config, processor, messages = _setup(tmp_path, n=10)
+    out = tmp_path / "out"
+    out.write_bytes(b"")  # the output folder replaced by a file: ENOTDIR for every write
+    gate = OutputGate(processor.clock, first_backoff_s=0.005, max_backoff_s=0.02)
+    processor = ImageProcessor(config, processor.pipeline, processor.clock, gate)
+    FakeSink.instances = []
+    return config, processor, messages[:-1], out
+
+
+def test_an_unwritable_output_store_pauses_and_loses_nothing(tmp_path) -> None:
+    config, processor, messages, out = _outage_setup(tmp_path)
+    seen: dict[str, object] = {}
+
+    def fix(runner: Runner) -> None:
+        seen["commits"] = list(source.commits)
+        seen["records"] = _records()
+        seen["gauge"] = runner.metrics.sink_blocked._value.get()
+        out.unlink()  # the store comes back
+
+    source = OutageSource(messages, fix)
+    runner = _runner(config, processor, source)
+    runner.gate._on_state = lambda b: runner.metrics.sink_blocked.set(int(b))
+    runner.run()
+    assert seen["commits"] == [] and seen["records"] == [] and seen["gauge"] == 1
+    assert source.paused_while_blocked
+    records = _records()
+    assert sorted(int(r.id) for r in records if isinstance(r, Result)) == list(range(10))
+    assert not [r for r in records if isinstance(r, Failure)]
+    assert source.commits[-1] == {TP: 10}
+    assert runner.metrics.sink_blocked._value.get() == 0
+
+
+def test_stopping_during_an_outage_is_prompt_and_commits_nothing_unwritten(tmp_path) -> None:
+    config, processor, messages, _out = _outage_setup(tmp_path)
+    source = OutageSource(messages, lambda runner: runner.stop())
+    runner = _runner(config, processor, source)
+    began = time.monotonic()
+    runner.run()
+    assert time.monotonic() - began < 5.0
+    assert all(TP not in c for c in source.commits)
+    assert not [r for r in _records() if isinstance(r, (Result, Failure))]
