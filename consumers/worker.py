@@ -109,7 +109,13 @@ def tune_allocator() -> None:
 
 
 def run_worker(config: WorkerConfig) -> int:
-    """Run one worker in this process; returns the exit code."""
+    """Run one worker in this process; returns the exit code.
+
+    0 after a signal or idle exit; otherwise the :mod:`imgstream.errors`
+    exception that stopped it reaches the CLI edge with its code (4: records
+    undeliverable, 5: output store out past ``--max-outage``, 6: too many
+    image threads stuck).
+    """
     tune_allocator()
     config.validate()
     # A worker may start before anything was produced: create the topics it

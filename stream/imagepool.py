@@ -151,7 +151,9 @@ class ImagePool:
                 self._threads.discard(self._running.pop(job))
                 self._stuck += 1
                 self.abandoned_total += 1
-            too_many = self._stuck > self.max_stuck
+            # Raised once, when this call passes the limit: a shutdown that
+            # follows still expires (and settles) jobs without raising again.
+            too_many = bool(expired) and self._stuck > self.max_stuck
             if not too_many:
                 for _ in expired:
                     self._spawn()

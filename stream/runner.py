@@ -192,7 +192,7 @@ class Runner:
         now = self.clock.monotonic()
         due_in = self.batcher.seconds_until_due(now)
         timeout = POLL_MAX_S if due_in is None else min(POLL_MAX_S, due_in)
-        if self.checkpoint.in_flight():
+        if self.emitter.pending():
             # Acknowledgements arrive while batches run: apply and commit them
             # promptly, so a crash redoes as little as possible.
             timeout = min(timeout, POLL_BUSY_S)

@@ -19,7 +19,7 @@ import pytest
 from imgstream.clock import FakeClock
 from imgstream.codec import decode_record, decode_ref, encode
 from imgstream.config import WorkerConfig
-from imgstream.errors import DeliveryError
+from imgstream.errors import DeliveryError, OutputOutageError
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.ops.registry import Operation
@@ -438,5 +438,17 @@ def test_stopping_during_an_outage_is_prompt_and_commits_nothing_unwritten(tmp_p
     began = time.monotonic()
     runner.run()
     assert time.monotonic() - began < 5.0
+    assert all(TP not in c for c in source.commits)
+    assert not [r for r in _records() if isinstance(r, (Result, Failure))]
+
+
+def test_an_outage_past_max_outage_stops_the_worker_with_its_code(tmp_path) -> None:
+    config, processor, messages, _out = _outage_setup(tmp_path)
+    processor.gate.max_outage_s = 0.5
+    source = OutageSource(messages, lambda runner: None)
+    runner = _runner(config, processor, source)
+    with pytest.raises(OutputOutageError) as info:
+        runner.run()
+    assert info.value.exit_code == 5
     assert all(TP not in c for c in source.commits)
     assert not [r for r in _records() if isinstance(r, (Result, Failure))]
