@@ -58,9 +58,7 @@ def build_runner(
     pipeline = parse_spec(config.ops, build_registry())
     clock = SystemClock()
     metrics = metrics if metrics is not None else Metrics()
-    gate = OutputGate(
-        clock, lambda blocked: metrics.sink_blocked.set(int(blocked)), config.max_outage_s
-    )
+    gate = OutputGate(clock, max_outage_s=config.max_outage_s)
     processor = ImageProcessor(config, pipeline, clock, gate)
     relay = _Relay()
     source = KafkaSource(

@@ -129,7 +129,7 @@ class Runner:
 
     @property
     def processed(self) -> int:
-        """Messages completed so far (delivered or skipped)."""
+        """Messages delivered so far (skipped ones are counted in ``skipped``)."""
         return self.checkpoint.completed - self.skipped
 
     def committed(self, tp: TopicPartition) -> int | None:
@@ -228,6 +228,7 @@ class Runner:
         else:
             self.pool.expire(now)
         self._was_blocked = blocked
+        self.metrics.sink_blocked.set(int(blocked))
         self.metrics.stuck_threads.set(self.pool.stuck)
 
     def _adapt(self) -> None:

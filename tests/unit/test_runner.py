@@ -420,7 +420,6 @@ def test_an_unwritable_output_store_pauses_and_loses_nothing(tmp_path) -> None:
 
     source = OutageSource(messages, fix)
     runner = _runner(config, processor, source)
-    runner.gate._on_state = lambda b: runner.metrics.sink_blocked.set(int(b))
     runner.run()
     assert seen["commits"] == [] and seen["records"] == [] and seen["gauge"] == 1
     assert source.paused_while_blocked
