@@ -1,7 +1,8 @@
 """The worker process: build a Runner on Kafka and run it until told to stop.
 
-SIGTERM and SIGINT stop taking work; the in-flight batch is finished and
-committed, the member leaves the group, and the process exits 0.
+SIGTERM and SIGINT stop taking work; the in-flight batches are finished and
+committed (except images waiting on an unavailable output store, which stay
+uncommitted), the member leaves the group, and the process exits 0.
 """
 
 from __future__ import annotations
@@ -15,14 +16,38 @@ from imgstream.config import WorkerConfig
 from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
+from imgstream.outage import OutputGate
 from imgstream.pipeline import parse_spec
 from imgstream.processor import ImageProcessor
+from imgstream.records import TopicPartition
 from imgstream.runner import Runner, RunnerHooks
 
 log = logging.getLogger("imgstream.worker")
 
 #: Partitions of topics a worker has to create (room for a few workers in a group).
 DEFAULT_PARTITIONS = 4
+
+
+class _Relay:
+    """The consumer's rebalance handler, pointed at the runner once both exist.
+
+    The consumer subscribes (and so needs its handler) before the runner that
+    handles rebalances is built; no rebalance is delivered before the first
+    ``poll()``, which only the runner makes.
+    """
+
+    def __init__(self) -> None:
+        self.runner: Runner | None = None
+
+    def on_revoked(self, tps: list[TopicPartition]) -> None:
+        """Forward to the runner."""
+        if self.runner is not None:
+            self.runner.on_revoked(tps)
+
+    def on_assigned(self, tps: list[TopicPartition]) -> None:
+        """Forward to the runner."""
+        if self.runner is not None:
+            self.runner.on_assigned(tps)
 
 
 def build_runner(
@@ -32,28 +57,30 @@ def build_runner(
     config.validate()
     pipeline = parse_spec(config.ops, build_registry())
     clock = SystemClock()
-    processor = ImageProcessor(config, pipeline, clock)
-
-    def source(runner: Runner) -> KafkaSource:
-        return KafkaSource(
-            config.bootstrap,
-            config.group,
-            [config.refs_topic],
-            handler=runner,
-            fetch_max_wait_ms=config.fetch_max_wait_ms,
-            # One batch's worth per poll: back-pressure then bounds what is in flight
-            # (and so what a crash can make the group redo) to a few batches.
-            max_poll_records=config.max_batch,
-            client_id=config.worker_id,
-            session_timeout_ms=config.session_timeout_ms,
-            heartbeat_interval_ms=config.heartbeat_interval_ms,
-            max_poll_interval_ms=config.max_poll_interval_ms,
-        )
+    metrics = metrics if metrics is not None else Metrics()
+    gate = OutputGate(clock, max_outage_s=config.max_outage_s)
+    processor = ImageProcessor(config, pipeline, clock, gate)
+    relay = _Relay()
+    source = KafkaSource(
+        config.bootstrap,
+        config.group,
+        [config.refs_topic],
+        handler=relay,
+        fetch_max_wait_ms=config.fetch_max_wait_ms,
+        # One batch's worth per poll: back-pressure then bounds what is in flight
+        # (and so what a crash can make the group redo) to a few batches.
+        max_poll_records=config.max_batch,
+        client_id=config.worker_id,
+        session_timeout_ms=config.session_timeout_ms,
+        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        max_poll_interval_ms=config.max_poll_interval_ms,
+    )
 
     def sink() -> KafkaSink:
         return KafkaSink(config.bootstrap, client_id=config.worker_id)
 
-    return Runner(config, processor, source, sink, clock, metrics, hooks)
+    relay.runner = Runner(config, processor, source, sink, clock, metrics, hooks)
+    return relay.runner
 
 
 def tune_allocator() -> None:
@@ -80,7 +107,13 @@ def tune_allocator() -> None:
 
 
 def run_worker(config: WorkerConfig) -> int:
-    """Run one worker in this process; returns the exit code."""
+    """Run one worker in this process; returns the exit code.
+
+    0 after a signal or idle exit; otherwise the :mod:`imgstream.errors`
+    exception that stopped it reaches the CLI edge with its code (4: records
+    undeliverable, 5: output store out past ``--max-outage``, 6: too many
+    image threads stuck).
+    """
     tune_allocator()
     config.validate()
     # A worker may start before anything was produced: create the topics it

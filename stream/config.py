@@ -64,6 +64,11 @@ class WorkerConfig:
     image_timeout_s: float | None = None
     #: Adapt the batch size (1..max_batch) to keep latency near this.
     target_latency_s: float | None = None
+    #: Exit (code 5) when the output store refuses writes for longer; None waits forever.
+    max_outage_s: float | None = None
+    #: Image threads stuck past --image-timeout that are replaced before the
+    #: worker stops (code 6); None means as many as --threads.
+    max_stuck_threads: int | None = None
     worker_id: str = field(default_factory=default_worker_id)
     fetch_max_wait_ms: int = 20
     session_timeout_ms: int = 6000
@@ -98,6 +103,11 @@ class WorkerConfig:
             (
                 self.target_latency_s is None or self.target_latency_s > 0,
                 "--target-latency must be positive",
+            ),
+            (self.max_outage_s is None or self.max_outage_s > 0, "--max-outage must be positive"),
+            (
+                self.max_stuck_threads is None or self.max_stuck_threads >= 0,
+                "max stuck threads must not be negative",
             ),
             (bool(self.bootstrap), "--bootstrap is required"),
             (bool(self.out_dir), "--out is required"),

@@ -1,12 +1,19 @@
 """Delivery of records: send through a replaceable sink, collect acknowledgements.
 
-Records are sent from batch threads; the broker's acknowledgements arrive on
-the producer's I/O thread and are queued here. The poll thread drains the
-queue (:meth:`Delivery.drain`), marking delivered messages complete and
-re-sending failed ones on a freshly made sink: an idempotent producer can stay
-broken after a broker restart. After ``MAX_SEND_ATTEMPTS`` a record is given
-up with :class:`~imgstream.errors.DeliveryError`, and its offset is never
-committed.
+Records are sent from the emitter thread; the broker's acknowledgements
+arrive on the producer's I/O thread. Successful ones are queued for the poll
+thread, which applies them in :meth:`Delivery.drain` (cheap, never blocks).
+Failed ones go to this object's own resend thread, which recreates the sink
+(an idempotent producer can stay broken after a broker restart) and sends
+again: a send may block for the producer's ``max_block_ms``, and on the poll
+thread that could cost the member its place in the group. After
+``MAX_SEND_ATTEMPTS`` a record is given up: :meth:`drain` raises
+:class:`~imgstream.errors.DeliveryError` on the poll thread, and the
+record's offset is never committed.
+
+Ownership: ``_sink`` is swapped by the resend thread under ``_lock``;
+``_outstanding`` (records tied to an offset, not yet acknowledged) and
+``_fatal`` are guarded by ``_idle`` (a condition on the same lock).
 """
 
 from __future__ import annotations
@@ -37,14 +44,15 @@ class Sink(Protocol):
 
 
 @dataclass(frozen=True)
-class _Ack:
+class _Record:
     tp: TopicPartition
     offset: int
-    error: BaseException | None
     topic: str
     key: bytes | None
     value: bytes
     attempt: int
+    generation: int
+    error: BaseException | None = None
 
 
 class Delivery:
@@ -54,12 +62,16 @@ class Delivery:
         self._sink_factory = sink_factory
         self._on_restart = on_restart
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
         self._sink = sink_factory()
-        self._acks: queue.SimpleQueue[_Ack] = queue.SimpleQueue()
-
-    def _current(self) -> Sink:
-        with self._lock:
-            return self._sink
+        self._generation = 0
+        self._outstanding = 0
+        self._fatal: DeliveryError | None = None
+        self._acks: queue.SimpleQueue[tuple[TopicPartition, int]] = queue.SimpleQueue()
+        self._retries: queue.SimpleQueue[_Record | None] = queue.SimpleQueue()
+        self._resender = threading.Thread(target=self._resend_loop, name="imgstream-resend")
+        self._resender.daemon = True
+        self._resender.start()
 
     def send(
         self,
@@ -67,53 +79,134 @@ class Delivery:
         key: bytes | None,
         value: bytes,
         origin: tuple[TopicPartition, int] | None,
-        attempt: int = 1,
     ) -> None:
-        """Send a record; with an ``origin`` message, its acknowledgement is queued."""
+        """Send a record; with an ``origin`` message, its acknowledgement completes it."""
+        if origin is None:
+            with self._lock:
+                sink = self._sink
+
+            def untied(error: BaseException | None) -> None:
+                if error is not None:
+                    log.warning("record not delivered (not tied to an offset): %s", error)
+
+            sink.send(topic, key, value, untied)
+            return
+        with self._lock:
+            self._outstanding += 1
+        self._send(_Record(origin[0], origin[1], topic, key, value, 1, 0))
+
+    def _send(self, record: _Record) -> None:
+        with self._lock:
+            sink, generation = self._sink, self._generation
+        sent = _Record(
+            record.tp,
+            record.offset,
+            record.topic,
+            record.key,
+            record.value,
+            record.attempt,
+            generation,
+        )
 
         def ack(error: BaseException | None) -> None:
-            if origin is not None:
-                self._acks.put(_Ack(origin[0], origin[1], error, topic, key, value, attempt))
-            elif error is not None:
-                log.warning("record not delivered (not tied to an offset): %s", error)
-
-        self._current().send(topic, key, value, ack)
-
-    def drain(self, complete: Callable[[TopicPartition, int], None]) -> None:
-        """Apply queued acknowledgements (poll thread): complete or re-send."""
-        restarted = False
-        while True:
-            try:
-                ack = self._acks.get_nowait()
-            except queue.Empty:
-                return
-            if ack.error is None:
-                complete(ack.tp, ack.offset)
-                continue
-            if ack.attempt >= MAX_SEND_ATTEMPTS:
-                raise DeliveryError(
-                    f"could not deliver the record of {ack.tp.topic}[{ack.tp.partition}]@"
-                    f"{ack.offset} after {ack.attempt} attempts: {ack.error}"
+            if error is None:
+                self._acks.put((sent.tp, sent.offset))
+                self._settle()
+            else:
+                self._retries.put(
+                    _Record(
+                        sent.tp,
+                        sent.offset,
+                        sent.topic,
+                        sent.key,
+                        sent.value,
+                        sent.attempt,
+                        sent.generation,
+                        error,
+                    )
                 )
-            log.warning("record not delivered (%s); recreating the producer", ack.error)
-            if not restarted:
-                self._restart()
-                restarted = True
-            self.send(ack.topic, ack.key, ack.value, (ack.tp, ack.offset), ack.attempt + 1)
 
-    def _restart(self) -> None:
+        sink.send(record.topic, record.key, record.value, ack)
+
+    def _settle(self, fatal: DeliveryError | None = None) -> None:
+        with self._idle:
+            self._outstanding -= 1
+            if fatal is not None and self._fatal is None:
+                self._fatal = fatal
+            self._idle.notify_all()
+
+    def _resend_loop(self) -> None:
+        """The resend thread: recreate the sink once per failing generation, send again."""
+        while True:
+            record = self._retries.get()
+            if record is None:
+                return
+            if record.attempt >= MAX_SEND_ATTEMPTS:
+                self._settle(
+                    DeliveryError(
+                        f"could not deliver the record of {record.tp.topic}[{record.tp.partition}]@"
+                        f"{record.offset} after {record.attempt} attempts: {record.error}"
+                    )
+                )
+                continue
+            log.warning("record not delivered (%s); recreating the producer", record.error)
+            try:
+                self._restart(record.generation)
+                self._send(
+                    _Record(
+                        record.tp,
+                        record.offset,
+                        record.topic,
+                        record.key,
+                        record.value,
+                        record.attempt + 1,
+                        record.generation,
+                    )
+                )
+            except Exception as exc:  # a producer that cannot even be made: give up on it
+                self._settle(DeliveryError(f"could not recreate the producer: {exc}"))
+
+    def _restart(self, failed_generation: int) -> None:
         with self._lock:
-            old, self._sink = self._sink, self._sink_factory()
+            if failed_generation != self._generation:
+                return  # this sink was already replaced after an earlier failure
+        new = self._sink_factory()
+        with self._lock:
+            old, self._sink = self._sink, new
+            self._generation += 1
         self._on_restart()
         try:
             old.close(0.5)
         except Exception as exc:  # a broken producer may fail to close too
             log.debug("closing the old producer failed: %s", exc)
 
-    def flush(self, timeout_s: float | None = None) -> None:
-        """Wait until every sent record is acknowledged or failed."""
-        self._current().flush(timeout_s)
+    def drain(self, complete: Callable[[TopicPartition, int], None]) -> None:
+        """Apply queued acknowledgements (poll thread); raise a delivery that was given up."""
+        while True:
+            try:
+                tp, offset = self._acks.get_nowait()
+            except queue.Empty:
+                break
+            complete(tp, offset)
+        with self._lock:
+            fatal = self._fatal
+        if fatal is not None:
+            raise fatal
+
+    def wait_idle(self, timeout_s: float | None = None) -> bool:
+        """Wait until every record tied to an offset is acknowledged or given up."""
+        with self._lock:
+            sink = self._sink
+        sink.flush(timeout_s)
+        with self._idle:
+            return self._idle.wait_for(
+                lambda: self._outstanding == 0 or self._fatal is not None, timeout_s
+            )
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Flush and close the sink."""
-        self._current().close(timeout_s)
+        """Stop the resend thread; flush and close the sink."""
+        self._retries.put(None)
+        self._resender.join(timeout_s)
+        with self._lock:
+            sink = self._sink
+        sink.close(timeout_s)

@@ -13,8 +13,17 @@ Two kinds, kept apart on purpose:
     ├── ConfigError                exit 2   bad flag, option or pipeline spec
     │   └── SpecError                       unknown operation / parameter / value
     ├── BrokerError                exit 3   broker unreachable, embedded one failed
-    └── DeliveryError              exit 4   records could not be delivered; offsets
-                                            were not committed past them
+    ├── DeliveryError              exit 4   records could not be delivered; offsets
+    │                                       were not committed past them
+    ├── OutputOutageError          exit 5   the output store stayed unwritable for
+    │                                       longer than --max-outage; nothing unwritten
+    │                                       was committed
+    └── StuckImagesError           exit 6   more image threads are stuck in an operation
+                                            than the worker may replace
+
+:class:`OutputUnavailable` is not in the tree on purpose: it is raised by the
+per-image work when the *output store* (not the image) fails, and the runner
+answers it by pausing and retrying, never by a failure record.
 """
 
 from __future__ import annotations
@@ -84,3 +93,28 @@ class DeliveryError(ImgstreamError):
     """Records could not be delivered to the broker even after recreating the producer."""
 
     exit_code = 4
+
+
+class OutputOutageError(ImgstreamError):
+    """The output store stayed full, unwritable or unreachable past ``--max-outage``."""
+
+    exit_code = 5
+
+
+class StuckImagesError(ImgstreamError):
+    """Too many image threads are stuck in an operation to keep replacing them."""
+
+    exit_code = 6
+
+
+class OutputUnavailable(Exception):
+    """The output store refused a write for a reason that is not the image's fault.
+
+    Carries the ``OSError``; the runner pauses, retries and never commits the
+    image as failed.
+    """
+
+    def __init__(self, path: str, error: OSError) -> None:
+        super().__init__(f"cannot write {path}: {error.strerror or error}")
+        self.path = path
+        self.error = error

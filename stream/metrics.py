@@ -143,6 +143,16 @@ class Metrics:
             "Times the record producer was recreated after a delivery failure.",
             registry=r,
         )
+        self.sink_blocked = Gauge(
+            "imgstream_sink_blocked",
+            "1 while the output store refuses writes (work is paused and retried).",
+            registry=r,
+        )
+        self.stuck_threads = Gauge(
+            "imgstream_stuck_image_threads",
+            "Image threads abandoned after --image-timeout that have not returned.",
+            registry=r,
+        )
         for status in ("ok", "failed"):
             self.images.labels(status=status)
         for stage in STAGES:

@@ -4,6 +4,12 @@
 returns an :class:`Outcome` holding either a ``Result`` or a ``Failure``
 record, with per-stage timings. It is called from a thread pool; OpenCV,
 hashing and file I/O release the GIL, so images of a batch run in parallel.
+
+The one exception is the output store itself: a write it refuses for
+infrastructure reasons (full, read-only, gone) is retried by the
+:class:`~imgstream.outage.OutputGate`, and if the worker stops meanwhile
+:class:`~imgstream.errors.OutputUnavailable` propagates, so the image is
+neither dead-lettered nor committed.
 """
 
 from __future__ import annotations
@@ -21,7 +27,16 @@ from imgstream._cv import cv2
 from imgstream.clock import Clock
 from imgstream.codec import b64, decode_ref
 from imgstream.config import WorkerConfig
-from imgstream.errors import BAD_MESSAGE, DECODE_ERROR, IO_ERROR, OP_ERROR, STALE, ImageError
+from imgstream.errors import (
+    BAD_MESSAGE,
+    DECODE_ERROR,
+    IO_ERROR,
+    OP_ERROR,
+    STALE,
+    ImageError,
+    OutputUnavailable,
+)
+from imgstream.outage import OutputGate
 from imgstream.pipeline import Pipeline, TileView
 from imgstream.records import Failure, ImageRef, Lineage, Message, Result
 from imgstream.storage import SafeStore, output_path, write_atomic
@@ -52,8 +67,15 @@ class Outcome:
 class ImageProcessor:
     """Turns one consumed message into a stored output and a record."""
 
-    def __init__(self, config: WorkerConfig, pipeline: Pipeline, clock: Clock) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        pipeline: Pipeline,
+        clock: Clock,
+        gate: OutputGate | None = None,
+    ) -> None:
         self.config = config
+        self.gate = gate if gate is not None else OutputGate(clock, None, config.max_outage_s)
         self.pipeline = pipeline
         self.clock = clock
         self.store = SafeStore(config.roots, config.max_bytes, config.allow_hardlinks)
@@ -108,6 +130,8 @@ class ImageProcessor:
             return self._process_ref(msg, ref, batch_id, wait_s)
         except ImageError as exc:
             return Outcome(msg, self._failure(msg, exc, batch_id, ref))
+        except OutputUnavailable:
+            raise  # the store, not the image: never a failure record
         except Exception as exc:  # a bug or an unforeseen input: still one failure
             error = ImageError(OP_ERROR, f"{type(exc).__name__}: {exc}")
             return Outcome(msg, self._failure(msg, error, batch_id, ref))
@@ -181,7 +205,7 @@ class ImageProcessor:
             self.config.out_dir, self.pipeline.hash, ref.source, ref.id, self.config.output_format
         )
         try:
-            write_atomic(path, encoded, fsync=self.config.fsync)
+            self.gate.write(path, lambda: write_atomic(path, encoded, fsync=self.config.fsync))
         except OSError as exc:
             raise ImageError(IO_ERROR, f"cannot write {path}: {exc.strerror or exc}") from None
         t5 = mono()

@@ -1,7 +1,13 @@
-"""The Runner against in-memory fakes: delivery gates commits; producer recovery."""
+"""The Runner against in-memory fakes on a fake clock.
+
+Delivery gates commits; the producer is recreated off the poll thread;
+results keep offset order across overlapping batches; a stuck image times
+out without holding up its partition or the shutdown; adaptive batching.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import replace
 from typing import ClassVar
@@ -10,37 +16,51 @@ import cv2
 import numpy as np
 import pytest
 
-from imgstream.clock import SystemClock
+from imgstream.clock import FakeClock
 from imgstream.codec import decode_record, decode_ref, encode
 from imgstream.config import WorkerConfig
-from imgstream.errors import DeliveryError
+from imgstream.errors import DeliveryError, OutputOutageError
+from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.registry import Operation
+from imgstream.outage import OutputGate
+from imgstream.pipeline import Pipeline, Step, parse_spec
 from imgstream.processor import ImageProcessor
-from imgstream.records import Failure, ImageRef, Message, Result, TopicPartition
+from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
 from imgstream.runner import Runner
 
 TP = TopicPartition("refs", 0)
 
 
 class FakeSource:
-    def __init__(self, messages: list[Message]) -> None:
+    """A group member on a fake clock: each poll advances it by the poll's timeout.
+
+    With nothing to hand out, a poll waits (briefly, on an event) for the sink
+    to see a record, instead of sleeping: the runner's threads make progress
+    while the fake time moves.
+    """
+
+    def __init__(self, messages: list[Message], clock: FakeClock | None = None) -> None:
         self.pending = list(messages)
+        self.clock = clock if clock is not None else FakeClock()
         self.commits: list[dict[TopicPartition, int]] = []
         self.commit_times: list[float] = []
         self.paused = False
         self.handler = None
+        self.polls = 0
 
-    def bind(self, handler) -> FakeSource:
-        self.handler = handler
-        return self
+    def bind(self, runner):
+        self.handler = runner
+        return runner
 
     def poll(self, timeout_s: float) -> list[Message]:
-        if self.handler is not None:
+        self.polls += 1
+        if self.handler is not None and self.polls == 1:
             self.handler.on_assigned([TP])
-            self.handler = None
+        self.clock.advance(timeout_s)
         if self.paused or not self.pending:
-            time.sleep(min(timeout_s, 0.01))
+            ACTIVITY.wait(0.02)
+            ACTIVITY.clear()
             return []
         out, self.pending = self.pending[:5], self.pending[5:]
         return out
@@ -65,6 +85,10 @@ class FakeSource:
         pass
 
 
+#: Set whenever a fake sink sees a record: what a waiting poll wakes up on.
+ACTIVITY = threading.Event()
+
+
 class FakeSink:
     """Acks every record, except the first ``fail`` sends of each instance's life."""
 
@@ -73,9 +97,12 @@ class FakeSink:
     def __init__(self, fail: int = 0) -> None:
         self.fail = fail
         self.sent: list[tuple[str, bytes]] = []
+        self.threads: set[str] = set()
         FakeSink.instances.append(self)
 
     def send(self, topic, key, value, ack):
+        self.threads.add(threading.current_thread().name)
+        ACTIVITY.set()
         if self.fail:
             self.fail -= 1
             ack(RuntimeError("broker gone"))
@@ -96,7 +123,7 @@ def _setup(tmp_path, n=12):
     messages = []
     for i in range(n):
         path = root / f"{i}.png"
-        cv2.imwrite(str(path), np.full((8, 8, 3), (i * 10) % 256, np.uint8))
+        cv2.imwrite(str(path), np.full((8, 8, 3), i % 256, np.uint8))
         ref = ImageRef(id=str(i), uri=str(path), ts=0)
         messages.append(Message("refs", 0, i, None, encode(ref), 0))
     messages.append(Message("refs", 0, n, None, b"junk", 0))
@@ -110,17 +137,41 @@ def _setup(tmp_path, n=12):
         idle_exit_s=0.3,
         worker_id="w",
     )
-    processor = ImageProcessor(config, parse_spec("gray", build_registry()), SystemClock())
+    clock = FakeClock()
+    processor = ImageProcessor(config, parse_spec("gray", build_registry()), clock)
     return config, processor, messages
+
+
+def _runner(config, processor, source, sink_factory=None, hooks=None) -> Runner:
+    """A Runner on the source's fake clock (the processor's clock is replaced too)."""
+    processor.clock = source.clock
+    processor.gate.clock = source.clock
+    runner = Runner(
+        config, processor, source, sink_factory or FakeSink, source.clock, Metrics(), hooks
+    )
+    return source.bind(runner)
+
+
+def _op(fn):
+    """A one-step pipeline running ``fn(image_number)`` and returning the image."""
+
+    def step(img, params):
+        fn(int(img[0, 0, 0]))
+        return img, None
+
+    return Pipeline((Step(Operation("probe", step, "test"), {}),))
+
+
+def _records():
+    return [decode_record(v) for s in FakeSink.instances for _, v in s.sent]
 
 
 def test_everything_is_delivered_then_committed(tmp_path) -> None:
     config, processor, messages = _setup(tmp_path)
     source = FakeSource(messages)
     FakeSink.instances = []
-    runner = Runner(config, processor, lambda r: source.bind(r), FakeSink, SystemClock())
-    runner.run()
-    records = [decode_record(v) for s in FakeSink.instances for _, v in s.sent]
+    _runner(config, processor, source).run()
+    records = _records()
     results = [r for r in records if isinstance(r, Result)]
     failures = [r for r in records if isinstance(r, Failure)]
     assert sorted(int(r.id) for r in results) == list(range(len(messages) - 1))
@@ -130,71 +181,83 @@ def test_everything_is_delivered_then_committed(tmp_path) -> None:
     assert points == sorted(points)
 
 
-def test_a_broken_producer_is_recreated(tmp_path) -> None:
+def test_a_broken_producer_is_recreated_off_the_poll_thread(tmp_path) -> None:
     config, processor, messages = _setup(tmp_path)
     source = FakeSource(messages)
     FakeSink.instances = []
     made = iter([FakeSink(fail=3), FakeSink()])
-    runner = Runner(config, processor, lambda r: source.bind(r), lambda: next(made), SystemClock())
+    runner = _runner(config, processor, source, lambda: next(made))
     runner.run()
     assert source.commits[-1] == {TP: len(messages)}
     assert runner.metrics.producer_restarts._value.get() == 1
+    # re-sends run on the delivery's own thread, never on the poll thread
+    assert threading.main_thread().name not in FakeSink.instances[1].threads
+    assert "imgstream-resend" in FakeSink.instances[1].threads
 
 
 def test_undeliverable_records_stop_the_worker_without_committing_them(tmp_path) -> None:
     config, processor, messages = _setup(tmp_path)
     source = FakeSource(messages)
-    runner = Runner(
-        config, processor, lambda r: source.bind(r), lambda: FakeSink(fail=10**6), SystemClock()
-    )
+    runner = _runner(config, processor, source, lambda: FakeSink(fail=10**6))
     with pytest.raises(DeliveryError):
         runner.run()
     assert all(TP not in c for c in source.commits)
 
 
-def test_idle_exit_counts_from_the_first_assignment(tmp_path) -> None:
-    from imgstream.clock import FakeClock
+def test_a_delivery_error_in_the_revocation_callback_leaves_poll_as_itself(tmp_path) -> None:
+    config, processor, messages = _setup(tmp_path)
 
+    class Revoking(FakeSource):
+        def poll(self, timeout_s):
+            out = super().poll(timeout_s)
+            if self.polls == 5:
+                # kafka-python catches a listener's exception and raises its own
+                try:
+                    self.handler.on_revoked([TP])
+                except Exception as exc:
+                    raise RuntimeError("KafkaError: listener failed") from exc
+            return out
+
+    source = Revoking(messages)
+    runner = _runner(config, processor, source, lambda: FakeSink(fail=10**6))
+    with pytest.raises(DeliveryError) as info:
+        runner.run()
+    assert info.value.exit_code == 4
+
+
+def test_idle_exit_counts_from_the_first_assignment(tmp_path) -> None:
     config, processor, messages = _setup(tmp_path, n=2)
-    clock = FakeClock()
 
     class SlowJoin(FakeSource):
-        polls = 0
-
         def poll(self, timeout_s: float) -> list[Message]:
-            clock.advance(1.0)
-            self.polls += 1
-            if self.polls < 10:  # still joining the group
+            self.clock.advance(1.0)
+            if self.polls < 9:  # still joining the group
+                self.polls += 1
                 return []
             return super().poll(0)
 
     source = SlowJoin(messages)
-    config = type(config)(**{**config.__dict__, "idle_exit_s": 3.0})
-    runner = Runner(config, processor, lambda r: source.bind(r), FakeSink, clock)
-    runner.run()
+    config = replace(config, idle_exit_s=3.0)
+    _runner(config, processor, source).run()
     assert source.polls >= 10 and not source.pending
     assert source.commits[-1] == {TP: len(messages)}
 
 
-def _run_collect(config, processor, source):
-    FakeSink.instances = []
-    Runner(config, processor, lambda r: source.bind(r), FakeSink, SystemClock()).run()
-    return [decode_record(v) for s in FakeSink.instances for _, v in s.sent]
-
-
 def test_max_age_skips_stale_refs_as_failures(tmp_path) -> None:
     config, processor, messages = _setup(tmp_path, n=6)
-    now = SystemClock().wall_ms()
+    source = FakeSource([])
+    now = source.clock.wall_ms()
     fresh = []
     for m in messages[:-1]:
-        ref = decode_ref_(m)
-        old = int(ref.id) % 2 == 0
-        ts = now - 60_000 if old else now
+        ref = decode_ref(m.value, 0)
+        ts = now - 60_000 if int(ref.id) % 2 == 0 else now
         fresh.append(Message("refs", 0, m.offset, None, encode(replace(ref, ts=ts)), 0))
+    source.pending = fresh
     config = replace(config, max_age_s=10.0)
-    processor = ImageProcessor(config, processor.pipeline, SystemClock())
-    source = FakeSource(fresh)
-    records = _run_collect(config, processor, source)
+    processor = ImageProcessor(config, processor.pipeline, source.clock)
+    FakeSink.instances = []
+    _runner(config, processor, source).run()
+    records = _records()
     stale = sorted(int(r.id) for r in records if isinstance(r, Failure))
     ok = sorted(int(r.id) for r in records if isinstance(r, Result))
     assert stale == [0, 2, 4] and ok == [1, 3, 5]
@@ -202,39 +265,78 @@ def test_max_age_skips_stale_refs_as_failures(tmp_path) -> None:
     assert source.commits[-1] == {TP: len(fresh)}
 
 
-def test_image_timeout_settles_a_stuck_image(tmp_path) -> None:
-    from imgstream.ops.registry import Operation
-    from imgstream.pipeline import Pipeline, Step
+def test_a_stuck_image_times_out_its_partition_moves_on_and_shutdown_does_not_wait(
+    tmp_path,
+) -> None:
+    release = threading.Event()
 
-    finished: list[float] = []
+    def probe(i: int) -> None:
+        if i == 3:
+            release.wait(30)
 
-    def slow(img, params):
-        if img[0, 0, 0] == 30:  # image "3"
-            time.sleep(2.0)
-            finished.append(time.monotonic())
-        return img, None
-
-    config, processor, messages = _setup(tmp_path, n=6)
-    config = replace(config, image_timeout_s=0.3, threads=3)
-    pipeline = Pipeline((Step(Operation("slow", slow, "test"), {}),))
-    processor = ImageProcessor(config, pipeline, SystemClock())
+    config, processor, messages = _setup(tmp_path, n=10)
+    config = replace(config, image_timeout_s=1.0, threads=2)
+    processor = ImageProcessor(config, _op(probe), FakeClock())
     source = FakeSource(messages[:-1])
-    records = _run_collect(config, processor, source)
-    # the timeout was recorded and committed past while the image was still stuck
-    assert (
-        source.commit_times
-        and finished
-        and min(t for t, c in zip(source.commit_times, source.commits, strict=True) if c[TP] == 6)
-        < finished[0]
-    )
-    [timeout] = [r for r in records if isinstance(r, Failure)]
-    assert timeout.id == "3" and timeout.error_type == "timeout"
-    assert len([r for r in records if isinstance(r, Result)]) == 5
-    assert source.commits[-1] == {TP: 6}
+    FakeSink.instances = []
+    runner = _runner(config, processor, source)
+    try:
+        runner.run()  # returns although image 3's thread is still stuck
+        assert not release.is_set()
+        records = _records()
+        [timeout] = [r for r in records if isinstance(r, Failure)]
+        assert timeout.id == "3" and timeout.error_type == "timeout"
+        assert sorted(int(r.id) for r in records if isinstance(r, Result)) == [
+            i for i in range(10) if i != 3
+        ]
+        assert source.commits[-1] == {TP: 10}
+        assert runner.pool.abandoned_total == 1 and runner.pool.stuck == 1
+    finally:
+        release.set()
+
+
+def test_results_leave_in_offset_order_across_overlapping_batches(tmp_path) -> None:
+    n, threads = 24, 4
+    started = [threading.Event() for _ in range(n)]
+    go = [threading.Event() for _ in range(n)]
+    done: list[int] = []
+
+    def probe(i: int) -> None:
+        started[i].set()
+        go[i].wait(30)
+        done.append(i)
+
+    def conductor() -> None:
+        # Images run `threads` at a time; each group finishes in reverse order,
+        # so later batches finish their images before earlier ones.
+        for first in range(0, n, threads):
+            group = range(first, min(n, first + threads))
+            for i in group:
+                started[i].wait(30)
+            for i in reversed(group):
+                go[i].set()
+
+    config, processor, messages = _setup(tmp_path, n=n)
+    config = replace(config, max_batch=2, threads=threads, max_inflight_batches=4)
+    processor = ImageProcessor(config, _op(probe), FakeClock())
+    source = FakeSource(messages[:-1])
+    FakeSink.instances = []
+    thread = threading.Thread(target=conductor)
+    thread.start()
+    try:
+        _runner(config, processor, source).run()
+    finally:
+        for event in go:
+            event.set()
+        thread.join()
+    assert done != sorted(done), "the test did not make images finish out of order"
+    results = [r for r in _records() if isinstance(r, Result)]
+    assert [int(r.id) for r in results] == list(range(n))
+    assert source.commits[-1] == {TP: n}
 
 
 class TrickleSource(FakeSource):
-    """Publishes messages over time: ``plan`` is how many become available per poll."""
+    """Publishes ``plan[k]`` more messages once everything handed out so far is committed."""
 
     def __init__(self, messages, plan) -> None:
         super().__init__([])
@@ -244,13 +346,16 @@ class TrickleSource(FakeSource):
         self.delivered = 0
 
     def poll(self, timeout_s):
-        if self.handler is not None:
+        self.polls += 1
+        if self.handler is not None and self.polls == 1:
             self.handler.on_assigned([TP])
-            self.handler = None
-        if self.plan:
+        self.clock.advance(timeout_s)
+        settled = self.delivered == (self.commits[-1][TP] if self.commits else 0)
+        if settled and self.plan:
             self.published = min(len(self.all), self.published + self.plan.pop(0))
-        time.sleep(0.01)
-        if self.paused:
+        if self.paused or self.delivered == self.published:
+            ACTIVITY.wait(0.02)
+            ACTIVITY.clear()
             return []
         out = self.all[self.delivered : self.published][:16]
         self.delivered += len(out)
@@ -263,18 +368,86 @@ class TrickleSource(FakeSource):
 def test_adaptive_batches_are_small_at_low_rate_and_grow_under_a_burst(tmp_path) -> None:
     config, processor, messages = _setup(tmp_path, n=80)
     config = replace(config, max_batch=16, max_wait_s=0.5, target_latency_s=2.0, idle_exit_s=1.0)
-    processor = ImageProcessor(config, processor.pipeline, SystemClock())
-    # 8 refs arrive one at a time, slowly; then a burst of the other 72 at once
-    plan = [1, 0, 0, 0, 0, 0, 0, 0, 0, 0] * 8 + [72]
-    source = TrickleSource(messages[:-1], plan)
+    processor = ImageProcessor(config, processor.pipeline, FakeClock())
+    # 8 refs arrive one at a time, each once the previous one is done; then a burst of 72
+    source = TrickleSource(messages[:-1], [1] * 8 + [72])
     FakeSink.instances = []
-    Runner(config, processor, lambda r: source.bind(r), FakeSink, SystemClock()).run()
-    batches = [decode_record(v) for s in FakeSink.instances for _, v in s.sent]
-    sizes = [b.size for b in batches if b.__class__.__name__ == "BatchSummary"]
+    _runner(config, processor, source).run()
+    sizes = [b.size for b in _records() if isinstance(b, BatchSummary)]
     assert sum(sizes) == 80
-    assert max(sizes[:6]) <= 2, sizes  # low rate: small batches, low latency
+    assert sizes[:8] == [1] * 8, sizes  # low rate: batches of one, low latency
     assert max(sizes) == 16, sizes  # the burst: full batches
 
 
-def decode_ref_(m: Message) -> ImageRef:
-    return decode_ref(m.value, 0)
+class OutageSource(FakeSource):
+    """Calls ``on_blocked(runner)`` once, after the output store has been out for a few polls."""
+
+    def __init__(self, messages, on_blocked) -> None:
+        super().__init__(messages)
+        self.on_blocked = on_blocked
+        self.blocked_polls = 0
+        self.paused_while_blocked = False
+
+    def poll(self, timeout_s):
+        out = super().poll(timeout_s)
+        if self.handler is not None and self.handler.gate.blocked:
+            self.blocked_polls += 1
+            if self.blocked_polls == 5:
+                self.paused_while_blocked = self.paused
+                self.on_blocked(self.handler)
+        return out
+
+
+def _outage_setup(tmp_path):
+    config, processor, messages = _setup(tmp_path, n=10)
+    out = tmp_path / "out"
+    out.write_bytes(b"")  # the output folder replaced by a file: ENOTDIR for every write
+    gate = OutputGate(processor.clock, first_backoff_s=0.005, max_backoff_s=0.02)
+    processor = ImageProcessor(config, processor.pipeline, processor.clock, gate)
+    FakeSink.instances = []
+    return config, processor, messages[:-1], out
+
+
+def test_an_unwritable_output_store_pauses_and_loses_nothing(tmp_path) -> None:
+    config, processor, messages, out = _outage_setup(tmp_path)
+    seen: dict[str, object] = {}
+
+    def fix(runner: Runner) -> None:
+        seen["commits"] = list(source.commits)
+        seen["records"] = _records()
+        seen["gauge"] = runner.metrics.sink_blocked._value.get()
+        out.unlink()  # the store comes back
+
+    source = OutageSource(messages, fix)
+    runner = _runner(config, processor, source)
+    runner.run()
+    assert seen["commits"] == [] and seen["records"] == [] and seen["gauge"] == 1
+    assert source.paused_while_blocked
+    records = _records()
+    assert sorted(int(r.id) for r in records if isinstance(r, Result)) == list(range(10))
+    assert not [r for r in records if isinstance(r, Failure)]
+    assert source.commits[-1] == {TP: 10}
+    assert runner.metrics.sink_blocked._value.get() == 0
+
+
+def test_stopping_during_an_outage_is_prompt_and_commits_nothing_unwritten(tmp_path) -> None:
+    config, processor, messages, _out = _outage_setup(tmp_path)
+    source = OutageSource(messages, lambda runner: runner.stop())
+    runner = _runner(config, processor, source)
+    began = time.monotonic()
+    runner.run()
+    assert time.monotonic() - began < 5.0
+    assert all(TP not in c for c in source.commits)
+    assert not [r for r in _records() if isinstance(r, (Result, Failure))]
+
+
+def test_an_outage_past_max_outage_stops_the_worker_with_its_code(tmp_path) -> None:
+    config, processor, messages, _out = _outage_setup(tmp_path)
+    processor.gate.max_outage_s = 0.5
+    source = OutageSource(messages, lambda runner: None)
+    runner = _runner(config, processor, source)
+    with pytest.raises(OutputOutageError) as info:
+        runner.run()
+    assert info.value.exit_code == 5
+    assert all(TP not in c for c in source.commits)
+    assert not [r for r in _records() if isinstance(r, (Result, Failure))]

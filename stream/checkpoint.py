@@ -1,0 +1,121 @@
+"""Checkpoint: all commit bookkeeping of one worker in one object.
+
+What was consumed (arrivals, with their timestamps for the lag in seconds),
+what is complete (delivery acknowledgements fed to an
+:class:`~imgstream.offsets.OffsetTracker`), what was committed and when the
+next commit is due live here, and :meth:`Checkpoint.commit` is the one place
+where they meet. Modelled on Quix Streams' ``checkpointing/checkpoint.py``.
+
+Ownership: every attribute belongs to the poll thread. Other threads reach
+the checkpoint only through :class:`~imgstream.delivery.Delivery`'s
+acknowledgement queue, which :meth:`commit` drains.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+from collections.abc import Callable, Iterable
+
+from imgstream.clock import Clock
+from imgstream.delivery import Delivery
+from imgstream.offsets import OffsetTracker
+from imgstream.records import Message, TopicPartition
+
+log = logging.getLogger(__name__)
+
+#: Commits are at most this often (seconds): prompt, without a commit per record.
+COMMIT_EVERY_S = 0.02
+
+CommitFn = Callable[[dict[TopicPartition, int]], None]
+
+
+class Checkpoint:
+    """Consumed, completed and committed offsets; commits what is safe."""
+
+    def __init__(
+        self,
+        commit: CommitFn,
+        delivery: Delivery,
+        clock: Clock,
+        on_commit: Callable[[bool], None] | None = None,
+        every_s: float = COMMIT_EVERY_S,
+    ) -> None:
+        self._commit_fn = commit
+        self._delivery = delivery
+        self._clock = clock
+        self._on_commit = on_commit
+        self._every_s = every_s
+        self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._last_commit = float("-inf")
+        #: Messages completed (delivered or skipped) since the start.
+        self.completed = 0
+
+    def register(self, msg: Message) -> None:
+        """A message was consumed: it is in flight until completed."""
+        self._tracker.register(msg.tp, msg.offset)
+        self._arrivals.setdefault(msg.tp, collections.deque()).append(
+            (msg.offset, msg.timestamp_ms)
+        )
+
+    def complete(self, tp: TopicPartition, offset: int) -> None:
+        """A message needs nothing more (its record is acknowledged, or it was skipped)."""
+        self._tracker.complete(tp, offset)
+        self.completed += 1
+
+    def commit(self, force: bool = False) -> dict[TopicPartition, int]:
+        """Commit what is safe; returns the offsets committed (empty if none).
+
+        1. apply delivery acknowledgements (raises a given-up delivery);
+        2. compute the safe points: below each, every message is complete;
+        3. commit them (a failed commit is logged and the work redone later);
+        4. mark them committed;
+        5. trim the arrivals below them.
+        """
+        self._delivery.drain(self.complete)
+        now = self._clock.monotonic()
+        if not force and now - self._last_commit < self._every_s:
+            return {}
+        due = self._tracker.commits_due()
+        if not due:
+            return {}
+        self._last_commit = now
+        try:
+            self._commit_fn(due)
+        except Exception as exc:  # e.g. a rebalance in progress: the work is redone
+            log.warning("offset commit failed: %s", exc)
+            if self._on_commit is not None:
+                self._on_commit(False)
+            return {}
+        if self._on_commit is not None:
+            self._on_commit(True)
+        self._tracker.mark_committed(due)
+        self._committed.update(due)
+        for tp, point in due.items():
+            arrivals = self._arrivals.get(tp)
+            while arrivals and arrivals[0][0] < point:
+                arrivals.popleft()
+        return due
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop revoked partitions: their pending work will not be committed here."""
+        tps = list(tps)
+        self._tracker.forget(tps)
+        for tp in tps:
+            self._arrivals.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def in_flight(self) -> int:
+        """Messages consumed and not complete."""
+        return self._tracker.in_flight()
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The last offset committed for a partition (next to read), if any."""
+        return self._committed.get(tp)
+
+    def oldest_pending_ms(self, tp: TopicPartition) -> int | None:
+        """Timestamp of the oldest message of ``tp`` not yet committed, if any."""
+        arrivals = self._arrivals.get(tp)
+        return arrivals[0][1] if arrivals else None
