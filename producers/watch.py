@@ -71,14 +71,17 @@ def list_files(roots: Iterable[str]) -> Listing:
 
 
 class State:
-    """Ids already produced, persisted as JSON."""
+    """Ids already produced, persisted as JSON (ValueError if the file is not such a state)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.ids: set[str] = set()
         if os.path.exists(path):
             with open(path, encoding="utf-8") as fh:
-                self.ids = set(json.load(fh).get("produced", []))
+                data = json.load(fh)  # ValueError if not JSON
+            if not isinstance(data, dict) or not isinstance(data.get("produced", []), list):
+                raise ValueError('expected {"produced": [ids]}')
+            self.ids = set(data.get("produced", []))
 
     def __contains__(self, ref_id: object) -> bool:
         return ref_id in self.ids

@@ -1,16 +1,17 @@
 """The ``imgstream`` command group and its entry point.
 
-Every outcome becomes an exit code here and nowhere else: a command returns
-its code (0 done, 1 incomplete); click's usage errors carry 2; each
-:mod:`imgstream.errors` exception carries its own; a client library error
-that escaped is a broker error (3); a file error is one line. No traceback
-reaches the user for any of them.
+Every outcome becomes an exit code here and nowhere else
+(:class:`ImgstreamGroup`): a command returns its code (0 done, 1
+incomplete); click's usage errors carry 2; each :mod:`imgstream.errors`
+exception carries its own; a client library error that escaped is a broker
+error (3); a file error is one line. No traceback reaches the user for any
+of them.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
+from typing import Any, NoReturn
 
 import click
 
@@ -56,7 +57,53 @@ def setup_logging(verbose: int) -> None:
     logging.getLogger("kafka").setLevel(kafka_level)
 
 
+class ImgstreamGroup(click.Group):
+    """A command group whose commands' outcomes become exit codes.
+
+    A command returns its code (0 or None: done; 1: incomplete); an
+    :class:`~imgstream.errors.ImgstreamError` carries its own; a client library
+    error that escaped is a broker error; a file error is one line. click's
+    standalone mode then prints and exits, so ``CliRunner`` sees the same codes.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand and turn its outcome into an exit code."""
+        try:
+            rv = super().invoke(ctx)
+        except ImgstreamError as exc:
+            _fail(ctx, str(exc), exc.exit_code)
+        except OSError as exc:
+            # A file the user named cannot be read or written: one line.
+            _fail(ctx, _os_error(exc), 1)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            from imgstream.kafka_io import as_broker_error
+
+            broker = as_broker_error(exc)
+            if broker is None:
+                raise  # a bug: its traceback is what a report needs
+            _fail(ctx, str(broker), broker.exit_code)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            ctx.exit(rv)
+        return rv
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> NoReturn:
+    """One line on stderr, then exit with ``code`` (click's Exit: CliRunner sees it too)."""
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(code)
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what}" if exc.filename else what
+
+
 @click.group(
+    cls=ImgstreamGroup,
     context_settings={"help_option_names": ["-h", "--help"]},
     # \b keeps the table's line breaks in click's help formatter
     epilog="\b\n" + exit_codes_text(),
@@ -67,45 +114,6 @@ def cli(verbose: int) -> None:
     setup_logging(verbose)
 
 
-def run(argv: list[str] | None = None) -> int:
-    """Run the CLI and return its exit code (never raises for an expected error)."""
-    try:
-        code = cli.main(args=argv, prog_name="imgstream", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.ClickException as exc:
-        exc.show()
-        return exc.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("interrupted", err=True)
-        return INTERRUPTED
-    except ImgstreamError as exc:
-        return _fail(str(exc), exc.exit_code)
-    except OSError as exc:
-        # A file the user named cannot be read or written: one line, like a usage error.
-        return _fail(_os_error(exc), 1)
-    except Exception as exc:
-        from imgstream.kafka_io import as_broker_error
-
-        broker = as_broker_error(exc)
-        if broker is None:
-            raise  # a bug: its traceback is what a report needs
-        return _fail(str(broker), broker.exit_code)
-    if code is None:
-        return 0
-    return int(code)
-
-
-def _fail(message: str, code: int) -> int:
-    click.echo(f"error: {message}", err=True)
-    return code
-
-
-def _os_error(exc: OSError) -> str:
-    what = exc.strerror or str(exc)
-    return f"{exc.filename}: {what}" if exc.filename else what
-
-
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``imgstream`` command: exit with the code :func:`run` decided."""
-    sys.exit(run(argv))
+    """Entry point of the ``imgstream`` command: exits with the code the command decided."""
+    cli.main(args=argv, prog_name="imgstream")

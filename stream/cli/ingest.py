@@ -14,11 +14,13 @@ import click
 from imgstream.cli.app import cli
 from imgstream.cli.options import (
     PARTITION_CHOICES,
+    allow_big_sources,
     kafka_options,
     option_for,
     skip_reporter,
     tile_options,
 )
+from imgstream.errors import ConfigError
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
@@ -99,8 +101,10 @@ def produce(
             state_path,
             settle,
         )
-    if tile is not None and tile_store is None:
-        raise click.UsageError("--tile needs --tile-store DIR")
+    if tile is not None:
+        if tile_store is None:
+            raise click.UsageError("--tile needs --tile-store DIR")
+        allow_big_sources()
     from tqdm import tqdm
 
     from imgstream.kafka_io import KafkaSink, ensure_topics
@@ -157,7 +161,10 @@ def _watch(
     if settle < 0:
         raise click.BadParameter("must not be negative", param_hint="--settle")
     partitioner = make_partitioner(partition_by, seed)
-    state = State(state_path)
+    try:
+        state = State(state_path)
+    except ValueError as exc:  # not JSON, or not ours
+        raise ConfigError(f"--state {state_path}: not a watch state file ({exc})") from None
     ensure_topics(bootstrap, {topic: partitions}, kafka)
     sink = KafkaSink(bootstrap, "imgstream-watch", settings=kafka)
     stop = stop_on_signals()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from typing import TYPE_CHECKING
@@ -10,9 +11,21 @@ import click
 
 from imgstream.cli.app import cli
 from imgstream.cli.options import kafka_options, option_for, time_ms
+from imgstream.errors import ConfigError
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
+    from imgstream.store import SQLiteStore
+
+
+def open_store(db_path: str) -> SQLiteStore:
+    """The result store at ``db_path``; a ConfigError naming --db if it is not one."""
+    from imgstream.store import SQLiteStore
+
+    try:
+        return SQLiteStore(db_path)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"--db {db_path}: not a result store ({exc})") from None
 
 
 @cli.command()
@@ -54,11 +67,10 @@ def aggregate(
     from imgstream.consumers.aggregator import Aggregator, AggregatorLoop
     from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics
     from imgstream.signals import stop_on_signals
-    from imgstream.store import SQLiteStore
 
+    store = open_store(db_path)
     ensure_topics(bootstrap, {results_topic: 4, dlq_topic: 1}, kafka)
     sink = KafkaSink(bootstrap, "imgstream-aggregate", settings=kafka)
-    store = SQLiteStore(db_path)
     agg = Aggregator(
         store,
         sink,
@@ -126,9 +138,9 @@ def query(
     """Answer from the store the aggregator fills."""
     import json as _json
 
-    from imgstream.store import Query, SQLiteStore
+    from imgstream.store import Query
 
-    store = SQLiteStore(db_path)
+    store = open_store(db_path)
     try:
         if summary:
             sums = store.summary()
