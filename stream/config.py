@@ -162,6 +162,14 @@ class WorkerConfig:
         help="Stop the worker when the output store stays unwritable this many seconds "
         "(default: wait for it).",
     )
+    #: Image threads stuck past --image-timeout that are replaced before the
+    #: worker stops (exit code in errors.py); None means as many as --threads.
+    max_stuck_threads: int | None = setting(
+        None,
+        flag="--max-stuck-threads",
+        help="Stop the worker once more image threads than this are stuck past "
+        "--image-timeout [default: --threads].",
+    )
     #: None: the consumer default of :data:`imgstream.kafka_io.CLIENT_DEFAULTS`.
     max_poll_interval_ms: int | None = setting(
         None,
@@ -208,6 +216,10 @@ class WorkerConfig:
                 "--target-latency must be positive",
             ),
             (self.max_outage_s is None or self.max_outage_s > 0, "--max-outage must be positive"),
+            (
+                self.max_stuck_threads is None or self.max_stuck_threads >= 0,
+                "--max-stuck-threads must not be negative",
+            ),
             (
                 self.max_poll_interval_ms is None or self.max_poll_interval_ms >= 1000,
                 "--max-poll-interval must be at least 1000 (ms)",

@@ -144,7 +144,9 @@ def offsets() -> None:
 
 @offsets.command("reset")
 @kafka_options
-@option_for("group", required=True, default=None, show_default=False)
+@option_for(
+    "group", required=True, default=None, show_default=False, envvar=None, show_envvar=False
+)
 @option_for("refs_topic", "topic")
 @click.option("--to-time", default=None, help="The first offset at or after this time.")
 @click.option("--to-earliest", is_flag=True)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import dataclasses
 import inspect
 import re
+from pathlib import Path
 
+import click
 import pytest
 
 from imgstream import config as cfg
@@ -58,6 +61,7 @@ def _unusual(tmp_path) -> WorkerConfig:
         image_timeout_s=7.0,
         target_latency_s=0.75,
         max_outage_s=60.0,
+        max_stuck_threads=3,
         max_poll_interval_ms=90000,
         connect_timeout_s=3.5,
         worker_id="w",
@@ -123,6 +127,7 @@ BAD = {
     "image_timeout_s": -1.0,
     "target_latency_s": 0.0,
     "max_outage_s": 0.0,
+    "max_stuck_threads": -1,
     "max_poll_interval_ms": 10,
     "connect_timeout_s": 0.0,
     "roots": (),
@@ -151,3 +156,46 @@ def test_a_root_that_is_not_a_directory_is_named(tmp_path) -> None:
     config = WorkerConfig(bootstrap="b", out_dir="o", roots=(str(tmp_path / "missing"),))
     with pytest.raises(ConfigError, match="--root"):
         config.validate()
+
+
+def _all_flags(group: click.Group) -> set[str]:
+    flags: set[str] = set()
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            flags |= _all_flags(command)
+        else:
+            flags |= {opt for p in command.params for opt in p.opts}
+    return flags
+
+
+def _config_error_texts() -> dict[str, str]:
+    """The literal text of every ConfigError raised in the package, by file."""
+    import imgstream
+    import imgstream.consumers
+    import imgstream.producers
+
+    files = {
+        path
+        for package in (imgstream, imgstream.producers, imgstream.consumers)
+        for path in Path(package.__file__ or "").parent.rglob("*.py")
+    }
+    texts: dict[str, str] = {}
+    for path in sorted(files):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Name)
+                and node.func.id in ("ConfigError", "SpecError")
+            ):
+                parts = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant)]
+                texts[f"{path.name}:{node.lineno}"] = " ".join(str(p) for p in parts)
+    return texts
+
+
+def test_every_flag_in_any_config_error_exists() -> None:
+    texts = _config_error_texts()
+    assert any("--fps" in t for t in texts.values())  # the scan reaches producers too
+    every = _all_flags(cli)
+    for where, text in texts.items():
+        assert set(FLAG.findall(text)) <= every, (where, text)
