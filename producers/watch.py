@@ -122,12 +122,14 @@ def watch(
     partition_by: str = "sequential",
     on_produced: Callable[[ImageRef, bool], None] | None = None,
     interval_s: float = 0.25,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """Produce each new, complete file under ``dirs`` once, until ``should_stop()``.
 
     ``on_produced(ref, delivered)`` is told about each file sent. Only
     delivered ids enter ``state``, so an undelivered file is retried after a
-    restart. Returns how many refs were delivered.
+    restart. Returns how many refs were delivered. ``sleep`` waits between
+    listings (tests pass one that advances a fake clock).
     """
     enrich = ENRICH.get(partition_by)
     n = sink.partitions(topic)
@@ -157,5 +159,5 @@ def watch(
             if on_produced is not None:
                 for ref, f in sent:
                     on_produced(ref, f.succeeded())
-        time.sleep(interval_s)
+        sleep(interval_s)
     return produced
