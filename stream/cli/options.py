@@ -133,13 +133,6 @@ def kafka_options(fn: F) -> F:
     return option_for("bootstrap")(decorated)
 
 
-def client_settings(config: cfg.WorkerConfig) -> Any:
-    """The Kafka client settings of a worker config."""
-    from imgstream.kafka_io import ClientSettings
-
-    return ClientSettings(connect_timeout_s=config.connect_timeout_s)
-
-
 def tile_options(fn: F) -> F:
     """``--tile``, ``--overlap``, ``--tiles-for-over``."""
     options = [
