@@ -22,10 +22,16 @@ from typing import Any, TextIO
 
 from imgstream.broker import EmbeddedBroker
 from imgstream.clock import SystemClock
-from imgstream.config import WorkerConfig
+from imgstream.config import WorkerConfig, to_args
 from imgstream.consumers.aggregator import Aggregator, decode_messages
 from imgstream.integrate import RunTotals
-from imgstream.kafka_io import KafkaSink, TopicReader, ensure_topics, start_group_at_end
+from imgstream.kafka_io import (
+    ClientSettings,
+    KafkaSink,
+    TopicReader,
+    ensure_topics,
+    start_group_at_end,
+)
 from imgstream.partitioning import Partitioner
 from imgstream.producers.produce import produce_refs
 from imgstream.records import BatchSummary, Failure, ImageRef, Result
@@ -33,53 +39,8 @@ from imgstream.store import SQLiteStore
 
 
 def worker_command(config: WorkerConfig) -> list[str]:
-    """The command line of one worker process for ``config``."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "imgstream.cli",
-        "work",
-        "--bootstrap",
-        config.bootstrap,
-        "--group",
-        config.group,
-        "--topic",
-        config.refs_topic,
-        "--results-topic",
-        config.results_topic,
-        "--dlq-topic",
-        config.dlq_topic,
-        "--ops",
-        config.ops,
-        "--out",
-        config.out_dir,
-        "--max-batch",
-        str(config.max_batch),
-        "--max-wait",
-        str(config.max_wait_s),
-        "--threads",
-        str(config.threads),
-        "--format",
-        config.output_format,
-        "--max-bytes",
-        str(config.max_bytes),
-        "--max-pixels",
-        str(config.max_pixels),
-        "--max-poll-interval",
-        str(config.max_poll_interval_ms),
-    ]
-    for root in config.roots:
-        cmd += ["--root", root]
-    if config.allow_hardlinks:
-        cmd.append("--allow-hardlinks")
-    for flag, value in (
-        ("--max-age", config.max_age_s),
-        ("--image-timeout", config.image_timeout_s),
-        ("--target-latency", config.target_latency_s),
-    ):
-        if value is not None:
-            cmd += [flag, str(value)]
-    return cmd
+    """The command line of one worker process for ``config`` (from the settings table)."""
+    return [sys.executable, "-m", "imgstream.cli", "work", *to_args(config)]
 
 
 class WorkerProcesses:
@@ -286,19 +247,23 @@ def _run(
     from imgstream.pipeline import parse_spec
 
     pipeline = parse_spec(config.ops, build_registry())
+    kafka = ClientSettings(config.connect_timeout_s)
     ensure_topics(
         config.bootstrap,
         {config.refs_topic: partitions, config.results_topic: partitions, config.dlq_topic: 1},
+        kafka,
     )
     if not fresh_topics:  # a shared cluster: skip the refs already in the topic
-        start_group_at_end(config.bootstrap, config.group, config.refs_topic)
+        start_group_at_end(config.bootstrap, config.group, config.refs_topic, kafka)
     os.makedirs(config.out_dir, exist_ok=True)
     started = time.monotonic()
     procs = WorkerProcesses(config, n_workers, os.path.join(config.out_dir, "logs"), plan.child_env)
     # The aggregator runs on the collector's messages: no second consumer, no
     # second group join, and the store is complete when the run ends.
     store = SQLiteStore(plan.db_path) if plan.db_path else None
-    agg_sink = KafkaSink(config.bootstrap, client_id="imgstream-run-aggregator") if store else None
+    agg_sink = (
+        KafkaSink(config.bootstrap, "imgstream-run-aggregator", settings=kafka) if store else None
+    )
     aggregator = (
         Aggregator(
             store,
@@ -322,8 +287,10 @@ def _run(
     )
     results_path = os.path.join(config.out_dir, "results.jsonl")
     try:
-        reader = TopicReader(config.bootstrap, [config.results_topic, config.dlq_topic])
-        producer = KafkaSink(config.bootstrap, client_id="imgstream-run")
+        reader = TopicReader(
+            config.bootstrap, [config.results_topic, config.dlq_topic], settings=kafka
+        )
+        producer = KafkaSink(config.bootstrap, "imgstream-run", settings=kafka)
         try:
             report = produce_refs(plan.refs, producer, config.refs_topic, partitioner)
         finally:

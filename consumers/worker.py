@@ -13,7 +13,7 @@ from types import FrameType
 
 from imgstream.clock import SystemClock
 from imgstream.config import WorkerConfig
-from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics
+from imgstream.kafka_io import ClientSettings, KafkaSink, KafkaSource, ensure_topics
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.outage import OutputGate
@@ -66,18 +66,18 @@ def build_runner(
         config.group,
         [config.refs_topic],
         handler=relay,
-        fetch_max_wait_ms=config.fetch_max_wait_ms,
         # One batch's worth per poll: back-pressure then bounds what is in flight
         # (and so what a crash can make the group redo) to a few batches.
         max_poll_records=config.max_batch,
         client_id=config.worker_id,
-        session_timeout_ms=config.session_timeout_ms,
-        heartbeat_interval_ms=config.heartbeat_interval_ms,
+        settings=ClientSettings(config.connect_timeout_s),
         max_poll_interval_ms=config.max_poll_interval_ms,
     )
 
     def sink() -> KafkaSink:
-        return KafkaSink(config.bootstrap, client_id=config.worker_id)
+        return KafkaSink(
+            config.bootstrap, config.worker_id, settings=ClientSettings(config.connect_timeout_s)
+        )
 
     relay.runner = Runner(config, processor, source, sink, clock, metrics, hooks)
     return relay.runner
@@ -125,6 +125,7 @@ def run_worker(config: WorkerConfig) -> int:
             config.results_topic: DEFAULT_PARTITIONS,
             config.dlq_topic: 1,
         },
+        ClientSettings(config.connect_timeout_s),
     )
     metrics = Metrics()
     runner = build_runner(config, metrics)

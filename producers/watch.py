@@ -4,15 +4,24 @@ A file counts as complete when its size and modification time have not
 changed for ``settle_s`` seconds (a file being copied or written keeps
 growing). Each file version (path, size, mtime) is produced once, even across
 restarts: the produced ids are kept in a small JSON state file, written
-atomically. :class:`Settler` is the pure part: it is fed listings and a time.
+atomically. :class:`Settler` is the pure part: it is fed listings and a time;
+:func:`watch` is the loop that lists, settles and produces until told to stop.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Protocol
 
+from imgstream.clock import Clock
+from imgstream.codec import encode
+from imgstream.partitioning import Partitioner, partition_key
+from imgstream.producers.features import ENRICH
+from imgstream.producers.files import ref_for_file
+from imgstream.records import ImageRef
 from imgstream.storage import write_atomic
 
 Listing = dict[str, tuple[int, int]]  # path -> (size, mtime_ns)
@@ -62,14 +71,17 @@ def list_files(roots: Iterable[str]) -> Listing:
 
 
 class State:
-    """Ids already produced, persisted as JSON."""
+    """Ids already produced, persisted as JSON (ValueError if the file is not such a state)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.ids: set[str] = set()
         if os.path.exists(path):
             with open(path, encoding="utf-8") as fh:
-                self.ids = set(json.load(fh).get("produced", []))
+                data = json.load(fh)  # ValueError if not JSON
+            if not isinstance(data, dict) or not isinstance(data.get("produced", []), list):
+                raise ValueError('expected {"produced": [ids]}')
+            self.ids = set(data.get("produced", []))
 
     def __contains__(self, ref_id: object) -> bool:
         return ref_id in self.ids
@@ -79,3 +91,73 @@ class State:
         self.ids.update(ids)
         data = json.dumps({"produced": sorted(self.ids)}).encode("utf-8")
         write_atomic(os.path.abspath(self.path), data)
+
+
+class _Delivery(Protocol):
+    def succeeded(self) -> bool: ...
+
+
+class WatchSink(Protocol):
+    """What :func:`watch` sends through (:class:`~imgstream.kafka_io.KafkaSink` is one)."""
+
+    def partitions(self, topic: str) -> int: ...
+
+    def send_partition(
+        self, topic: str, partition: int, key: bytes | None, value: bytes
+    ) -> _Delivery: ...
+
+    def flush(self, timeout_s: float | None = None) -> None: ...
+
+
+def watch(
+    dirs: Sequence[str],
+    sink: WatchSink,
+    topic: str,
+    partitioner: Partitioner,
+    state: State,
+    clock: Clock,
+    should_stop: Callable[[], bool],
+    settle_s: float = 1.0,
+    source: str | None = None,
+    partition_by: str = "sequential",
+    on_produced: Callable[[ImageRef, bool], None] | None = None,
+    interval_s: float = 0.25,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Produce each new, complete file under ``dirs`` once, until ``should_stop()``.
+
+    ``on_produced(ref, delivered)`` is told about each file sent. Only
+    delivered ids enter ``state``, so an undelivered file is retried after a
+    restart. Returns how many refs were delivered. ``sleep`` waits between
+    listings (tests pass one that advances a fake clock).
+    """
+    enrich = ENRICH.get(partition_by)
+    n = sink.partitions(topic)
+    settler = Settler(settle_s)
+    state_abs = os.path.abspath(state.path)
+    produced = 0
+    while not should_stop():
+        listing = {p: v for p, v in list_files(dirs).items() if p != state_abs}
+        sent = []
+        for path in settler.ready(listing, clock.monotonic()):
+            try:
+                ref = ref_for_file(path, clock.wall_ms(), source)
+            except OSError:  # gone or unreadable since it was listed
+                continue
+            if ref.id in state:
+                continue
+            ref = enrich(ref) if enrich is not None else ref
+            future = sink.send_partition(
+                topic, partitioner.partition(ref, n), partition_key(ref), encode(ref)
+            )
+            sent.append((ref, future))
+        if sent:
+            sink.flush()
+            delivered = [r.id for r, f in sent if f.succeeded()]
+            state.add(delivered)
+            produced += len(delivered)
+            if on_produced is not None:
+                for ref, f in sent:
+                    on_produced(ref, f.succeeded())
+        sleep(interval_s)
+    return produced

@@ -1,15 +1,21 @@
-"""The worker's configuration: one frozen object, validated at start-up.
+"""The worker's configuration: one frozen object, the one table of settings.
 
-Built once at the edge (:mod:`imgstream.cli`: flags > ``IMGSTREAM_*``
-environment > defaults). Fields carry their units. :meth:`WorkerConfig.validate`
-raises :class:`~imgstream.errors.ConfigError` naming the flag at fault.
+Each field of :class:`WorkerConfig` carries its flag, help text and
+environment variable in its metadata (see :func:`setting`); the CLI options
+and the worker command line (:func:`to_args`) are generated from it, so a
+setting is typed once. The config is built once at the edge
+(:mod:`imgstream.cli`: flags > ``IMGSTREAM_*`` environment > defaults).
+Fields carry their units. :meth:`WorkerConfig.validate` raises
+:class:`~imgstream.errors.ConfigError` naming a flag that exists.
 """
 
 from __future__ import annotations
 
 import os
 import socket
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import MISSING, Field, dataclass, field, fields
+from typing import Any
 
 from imgstream.errors import ConfigError
 from imgstream.storage import DEFAULT_MAX_BYTES
@@ -25,6 +31,12 @@ REFS_TOPIC = "imgstream.refs"
 RESULTS_TOPIC = "imgstream.results"
 DLQ_TOPIC = "imgstream.dlq"
 DEFAULT_GROUP = "imgstream"
+#: Seconds every command waits for the bootstrap servers before it exits 3.
+DEFAULT_CONNECT_TIMEOUT_S = 10.0
+#: Kafka's max.poll.interval.ms unless --max-poll-interval says otherwise.
+DEFAULT_MAX_POLL_INTERVAL_MS = 60_000
+#: Prefix of the environment variables that stand in for flags.
+ENV_PREFIX = "IMGSTREAM_"
 
 
 def default_worker_id() -> str:
@@ -32,56 +44,163 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
+def default_threads() -> int:
+    """Image threads per worker: every core (cv2 releases the GIL), at least 2."""
+    return max(2, os.cpu_count() or 2)
+
+
+def env_name(flag: str) -> str:
+    """The environment variable standing in for ``flag``: ``--max-batch`` -> IMGSTREAM_MAX_BATCH."""
+    return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
+
+
+def setting(
+    default: Any = MISSING,
+    *,
+    flag: str,
+    help: str,
+    factory: Callable[[], Any] | None = None,
+    choices: tuple[str, ...] | None = None,
+    directory: bool = False,
+) -> Any:
+    """A WorkerConfig field with its flag, help and environment variable.
+
+    ``choices`` limits a string to those values; ``directory`` marks a path to a folder.
+    """
+    metadata = {
+        "flag": flag,
+        "help": help,
+        "env": env_name(flag),
+        "choices": choices,
+        "directory": directory,
+    }
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
-    """Everything a worker needs to run."""
+    """Everything a worker needs to run; each field with a flag is a CLI option."""
 
-    bootstrap: str
-    out_dir: str
-    ops: str = "gray"
-    group: str = DEFAULT_GROUP
-    refs_topic: str = REFS_TOPIC
-    results_topic: str = RESULTS_TOPIC
-    dlq_topic: str = DLQ_TOPIC
-    roots: tuple[str, ...] = field(default_factory=lambda: (os.getcwd(),))
-    max_batch: int = 16
-    max_wait_s: float = 0.5
-    threads: int = 4
-    max_inflight_batches: int = 2
-    output_format: str = "png"
-    png_level: int = 1
-    jpeg_quality: int = 95
-    max_bytes: int = DEFAULT_MAX_BYTES
-    max_pixels: int = DEFAULT_MAX_PIXELS
-    allow_hardlinks: bool = False
-    fsync: bool = False
-    metrics_port: int | None = None
-    metrics_host: str = "127.0.0.1"
-    idle_exit_s: float | None = None
+    bootstrap: str = setting(flag="--bootstrap", help="Kafka bootstrap servers host:port.")
+    out_dir: str = setting(flag="--out", help="Output directory.", directory=True)
+    ops: str = setting(
+        "gray", flag="--ops", help="Pipeline spec, e.g. 'gray' (see `imgstream ops`)."
+    )
+    group: str = setting(DEFAULT_GROUP, flag="--group", help="Consumer group.")
+    refs_topic: str = setting(REFS_TOPIC, flag="--topic", help="Refs topic.")
+    results_topic: str = setting(RESULTS_TOPIC, flag="--results-topic", help="Results topic.")
+    dlq_topic: str = setting(DLQ_TOPIC, flag="--dlq-topic", help="Dead-letter (failures) topic.")
+    roots: tuple[str, ...] = setting(
+        flag="--root",
+        help="Directory references may resolve under (repeatable; default: the current one).",
+        factory=lambda: (os.getcwd(),),
+        directory=True,
+    )
+    max_batch: int = setting(16, flag="--max-batch", help="Close a batch at this many images.")
+    max_wait_s: float = setting(
+        0.5, flag="--max-wait", help="Close a batch this many seconds after its first image."
+    )
+    threads: int = setting(
+        flag="--threads", help="Image threads per worker (default: cores).", factory=default_threads
+    )
+    max_inflight_batches: int = setting(
+        2, flag="--max-inflight-batches", help="Batches in the pipeline before polling pauses."
+    )
+    output_format: str = setting(
+        "png", flag="--format", help="Output image format.", choices=FORMATS
+    )
+    png_level: int = setting(1, flag="--png-level", help="PNG compression level, 0-9.")
+    jpeg_quality: int = setting(95, flag="--jpeg-quality", help="JPEG quality, 1-100.")
+    max_bytes: int = setting(
+        DEFAULT_MAX_BYTES, flag="--max-bytes", help="Refuse input files larger than this."
+    )
+    max_pixels: int = setting(
+        DEFAULT_MAX_PIXELS,
+        flag="--max-pixels",
+        help="Refuse images with more pixels than this (checked before decoding).",
+    )
+    allow_hardlinks: bool = setting(
+        False, flag="--allow-hardlinks", help="Read files that have several hard links."
+    )
+    fsync: bool = setting(False, flag="--fsync", help="fsync every output before committing.")
+    metrics_port: int | None = setting(
+        None, flag="--metrics-port", help="Serve Prometheus /metrics on this port (0: any free)."
+    )
+    metrics_host: str = setting(
+        "127.0.0.1", flag="--metrics-host", help="Address /metrics listens on."
+    )
+    idle_exit_s: float | None = setting(
+        None,
+        flag="--idle-exit",
+        help="Exit 0 after this many seconds with nothing received or in flight.",
+    )
     #: Refs older than this when their batch starts are skipped as ``stale``.
-    max_age_s: float | None = None
+    max_age_s: float | None = setting(
+        None,
+        flag="--max-age",
+        help="Skip refs older than this many seconds at batch start (failure 'stale'): "
+        "live dashboards want fresh frames.",
+    )
     #: An image still running after this many seconds becomes a ``timeout`` failure.
-    image_timeout_s: float | None = None
+    image_timeout_s: float | None = setting(
+        None,
+        flag="--image-timeout",
+        help="An image still running after this many seconds becomes a 'timeout' failure "
+        "and its partition moves on.",
+    )
     #: Adapt the batch size (1..max_batch) to keep latency near this.
-    target_latency_s: float | None = None
-    #: Exit (code 5) when the output store refuses writes for longer; None waits forever.
-    max_outage_s: float | None = None
+    target_latency_s: float | None = setting(
+        None,
+        flag="--target-latency",
+        help="Adapt the batch size (1..--max-batch) to the backlog and the per-image cost "
+        "to keep latency near this many seconds.",
+    )
+    #: An output store outage longer than this stops the worker (exit code in errors.py).
+    max_outage_s: float | None = setting(
+        None,
+        flag="--max-outage",
+        help="Stop the worker when the output store stays unwritable this many seconds "
+        "(default: wait for it).",
+    )
     #: Image threads stuck past --image-timeout that are replaced before the
-    #: worker stops (code 6); None means as many as --threads.
-    max_stuck_threads: int | None = None
+    #: worker stops (exit code in errors.py); None means as many as --threads.
+    max_stuck_threads: int | None = setting(
+        None,
+        flag="--max-stuck-threads",
+        help="Stop the worker once more image threads than this are stuck past "
+        "--image-timeout [default: --threads].",
+    )
+    #: None: the consumer default of :data:`imgstream.kafka_io.CLIENT_DEFAULTS`.
+    max_poll_interval_ms: int | None = setting(
+        None,
+        flag="--max-poll-interval",
+        help="Kafka max.poll.interval.ms (the worker keeps polling while batches run) "
+        "[default: 60000].",
+    )
+    connect_timeout_s: float = setting(
+        DEFAULT_CONNECT_TIMEOUT_S,
+        flag="--connect-timeout",
+        help="Seconds to wait for the broker before giving up (exit 3).",
+    )
     worker_id: str = field(default_factory=default_worker_id)
-    fetch_max_wait_ms: int = 20
-    session_timeout_ms: int = 6000
-    heartbeat_interval_ms: int = 1000
-    max_poll_interval_ms: int = 60000
+
+    @property
+    def poll_interval_s(self) -> float:
+        """The effective max.poll.interval.ms, in seconds."""
+        ms = self.max_poll_interval_ms
+        return (DEFAULT_MAX_POLL_INTERVAL_MS if ms is None else ms) / 1000.0
 
     def validate(self) -> WorkerConfig:
         """Check every field; raise ConfigError naming the flag. Returns self."""
         checks = [
+            (bool(self.bootstrap), "--bootstrap is required"),
+            (bool(self.out_dir), "--out is required"),
             (self.max_batch >= 1, "--max-batch must be at least 1"),
             (self.max_wait_s >= 0, "--max-wait must not be negative"),
             (1 <= self.threads <= 256, "--threads must be between 1 and 256"),
-            (self.max_inflight_batches >= 1, "in-flight batches must be at least 1"),
+            (self.max_inflight_batches >= 1, "--max-inflight-batches must be at least 1"),
             (
                 self.output_format in FORMATS,
                 f"--format must be one of {', '.join(FORMATS)}, got {self.output_format!r}",
@@ -107,15 +226,14 @@ class WorkerConfig:
             (self.max_outage_s is None or self.max_outage_s > 0, "--max-outage must be positive"),
             (
                 self.max_stuck_threads is None or self.max_stuck_threads >= 0,
-                "max stuck threads must not be negative",
+                "--max-stuck-threads must not be negative",
             ),
-            (bool(self.bootstrap), "--bootstrap is required"),
-            (bool(self.out_dir), "--out is required"),
-            (bool(self.roots), "at least one --root is required"),
             (
-                self.heartbeat_interval_ms < self.session_timeout_ms,
-                "heartbeat interval must be below the session timeout",
+                self.max_poll_interval_ms is None or self.max_poll_interval_ms >= 1000,
+                "--max-poll-interval must be at least 1000 (ms)",
             ),
+            (self.connect_timeout_s > 0, "--connect-timeout must be positive"),
+            (bool(self.roots), "at least one --root is required"),
         ]
         for ok, message in checks:
             if not ok:
@@ -124,3 +242,29 @@ class WorkerConfig:
             if not os.path.isdir(root):
                 raise ConfigError(f"--root {root!r} is not a directory")
         return self
+
+
+def settings() -> list[Field[Any]]:
+    """The fields of WorkerConfig that are CLI options, in table order."""
+    return [f for f in fields(WorkerConfig) if "flag" in f.metadata]
+
+
+def to_args(config: WorkerConfig) -> list[str]:
+    """The flags that rebuild ``config`` in another process (``imgstream work ...``).
+
+    Every setting that is not None is passed, so the child's environment cannot
+    change what the parent resolved.
+    """
+    args: list[str] = []
+    for f in settings():
+        flag, value = f.metadata["flag"], getattr(config, f.name)
+        if value is None or value is False:
+            continue
+        if value is True:
+            args.append(flag)
+        elif isinstance(value, tuple):
+            for item in value:
+                args += [flag, str(item)]
+        else:
+            args += [flag, str(value)]
+    return args

@@ -146,7 +146,7 @@ class Runner:
         try:
             self._submit(self.batcher.drain(self.clock.monotonic(), batching.REVOKE))
             # Well inside max.poll.interval.ms: the group must not wait on us.
-            self._finish_inflight(self.config.max_poll_interval_ms / 2000.0)
+            self._finish_inflight(self.config.poll_interval_s / 2)
             self.checkpoint.commit(force=True)
         except ImgstreamError as exc:
             # The Kafka client would wrap it in a KafkaError; keep it for after poll().

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from imgstream import config as cfg
 from imgstream.cli.app import cli
-from imgstream.cli.options import (
-    bootstrap_option,
-    stop_on_signals,
-    time_ms,
-)
+from imgstream.cli.options import kafka_options, option_for, time_ms
+
+if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
+    from imgstream.kafka_io import ClientSettings
 
 
 @cli.command()
@@ -22,6 +20,7 @@ from imgstream.cli.options import (
 def broker(port: int | None) -> None:
     """Run the embedded broker in the foreground and print its bootstrap address."""
     from imgstream.broker import EmbeddedBroker
+    from imgstream.signals import stop_on_signals
 
     b = EmbeddedBroker(port=port).start()
     click.echo(b.bootstrap, nl=True)
@@ -57,9 +56,9 @@ def ops(name: str | None) -> None:
 
 
 @cli.command()
-@bootstrap_option
-@click.option("--group", envvar="IMGSTREAM_GROUP", default=cfg.DEFAULT_GROUP, show_default=True)
-@click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
+@kafka_options
+@option_for("group")
+@option_for("refs_topic", "topic")
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True
 )
@@ -72,15 +71,22 @@ def ops(name: str | None) -> None:
     flag_value=2.0,
     help="Refresh every N seconds (default 2) until interrupted.",
 )
-def status(bootstrap: str, group: str, topic: str, fmt: str, watch_s: float | None) -> None:
+def status(
+    bootstrap: str,
+    kafka: ClientSettings,
+    group: str,
+    topic: str,
+    fmt: str,
+    watch_s: float | None,
+) -> None:
     """Per partition: committed offset, high-watermark, lag in messages and seconds."""
     import json as _json
 
     from imgstream.kafka_io import group_members, topic_state
 
     while True:
-        states = topic_state(bootstrap, topic, group, pending_ts=True)
-        members = group_members(bootstrap, group)
+        states = topic_state(bootstrap, topic, group, pending_ts=True, settings=kafka)
+        members = group_members(bootstrap, group, kafka)
         now = time.time() * 1000
         rows: list[dict[str, Any]] = [
             {
@@ -137,14 +143,22 @@ def offsets() -> None:
 
 
 @offsets.command("reset")
-@bootstrap_option
-@click.option("--group", required=True)
-@click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
+@kafka_options
+@option_for(
+    "group", required=True, default=None, show_default=False, envvar=None, show_envvar=False
+)
+@option_for("refs_topic", "topic")
 @click.option("--to-time", default=None, help="The first offset at or after this time.")
 @click.option("--to-earliest", is_flag=True)
 @click.option("--to-latest", is_flag=True)
 def offsets_reset(
-    bootstrap: str, group: str, topic: str, to_time: str | None, to_earliest: bool, to_latest: bool
+    bootstrap: str,
+    kafka: ClientSettings,
+    group: str,
+    topic: str,
+    to_time: str | None,
+    to_earliest: bool,
+    to_latest: bool,
 ) -> None:
     """Reset a group's offsets (refused while the group has live members)."""
     from imgstream.kafka_io import (
@@ -165,7 +179,7 @@ def offsets_reset(
     ]
     if len(chosen) != 1:
         raise click.UsageError("give exactly one of --to-time, --to-earliest, --to-latest")
-    members = group_members(bootstrap, group)
+    members = group_members(bootstrap, group, kafka)
     if members:
         raise click.UsageError(
             f"group {group!r} has {len(members)} live member(s); stop its workers first"
@@ -176,7 +190,7 @@ def offsets_reset(
             "make sure its workers are stopped",
             err=True,
         )
-    states = topic_state(bootstrap, topic)
+    states = topic_state(bootstrap, topic, settings=kafka)
     if to_earliest:
         target = {st.partition: 0 for st in states}
     elif to_latest:
@@ -184,7 +198,7 @@ def offsets_reset(
     else:
         when = time_ms(to_time, "--to-time")
         assert when is not None
-        target = first_offsets_at(bootstrap, topic, when)
-    commit_group_offsets(bootstrap, group, topic, target)
+        target = first_offsets_at(bootstrap, topic, when, kafka)
+    commit_group_offsets(bootstrap, group, topic, target, kafka)
     for p, o in sorted(target.items()):
         click.echo(f"{topic}[{p}] -> {o}")

@@ -1,21 +1,113 @@
 """The ``imgstream`` command group and its entry point.
 
-Exceptions of :mod:`imgstream.errors` become their exit codes here and nowhere else.
+Every outcome becomes an exit code here and nowhere else
+(:class:`ImgstreamGroup`): a command returns its code (0 done, 1
+incomplete); click's usage errors carry 2; each :mod:`imgstream.errors`
+exception carries its own; a client library error that escaped is a broker
+error (3); a file error is one line. No traceback reaches the user for any
+of them.
 """
 
 from __future__ import annotations
 
-import sys
+import logging
+from typing import Any, NoReturn
 
 import click
 
-from imgstream.cli.options import (
-    setup_logging,
-)
+from imgstream import errors
 from imgstream.errors import ImgstreamError
 
+#: Exit codes that are not an :class:`~imgstream.errors.ImgstreamError`.
+BASE_CODES = (
+    (0, "done: every input accounted for"),
+    (1, "incomplete: some inputs have no record or were not delivered; or a file error"),
+)
+INTERRUPTED = 130
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+def _error_classes() -> list[type[ImgstreamError]]:
+    """ImgstreamError's subclasses defined in imgstream.errors, in definition order."""
+    return [
+        obj
+        for obj in vars(errors).values()
+        if isinstance(obj, type) and issubclass(obj, ImgstreamError) and obj is not ImgstreamError
+    ]
+
+
+def exit_codes_text() -> str:
+    """The table of exit codes printed under ``imgstream --help``."""
+    rows: dict[int, str] = dict(BASE_CODES)
+    rows[2] = "usage: a bad flag, option, environment value or pipeline spec"
+    for cls in _error_classes():  # codes added to errors.py appear here by themselves
+        doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
+        rows.setdefault(cls.exit_code, doc[0].lower() + doc[1:])
+    rows[INTERRUPTED] = "interrupted (Ctrl-C)"
+    lines = ["Exit codes:"]
+    lines += [f"  {code:<4} {text}" for code, text in sorted(rows.items())]
+    return "\n".join(lines)
+
+
+def setup_logging(verbose: int) -> None:
+    """Log to stderr; the Kafka client library stays silent unless -v (its own lines are noise
+    next to the one-line errors imgstream prints)."""
+    level = logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kafka_level = {0: logging.CRITICAL + 1, 1: logging.WARNING}.get(verbose, logging.DEBUG)
+    logging.getLogger("kafka").setLevel(kafka_level)
+
+
+class ImgstreamGroup(click.Group):
+    """A command group whose commands' outcomes become exit codes.
+
+    A command returns its code (0 or None: done; 1: incomplete); an
+    :class:`~imgstream.errors.ImgstreamError` carries its own; a client library
+    error that escaped is a broker error; a file error is one line. click's
+    standalone mode then prints and exits, so ``CliRunner`` sees the same codes.
+    """
+
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand and turn its outcome into an exit code."""
+        try:
+            rv = super().invoke(ctx)
+        except ImgstreamError as exc:
+            _fail(ctx, str(exc), exc.exit_code)
+        except OSError as exc:
+            # A file the user named cannot be read or written: one line.
+            _fail(ctx, _os_error(exc), 1)
+        except KeyboardInterrupt:
+            _fail(ctx, "interrupted", INTERRUPTED)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:
+            from imgstream.kafka_io import as_broker_error
+
+            broker = as_broker_error(exc)
+            if broker is None:
+                raise  # a bug: its traceback is what a report needs
+            _fail(ctx, str(broker), broker.exit_code)
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            ctx.exit(rv)
+        return rv
+
+
+def _fail(ctx: click.Context, message: str, code: int) -> NoReturn:
+    """One line on stderr, then exit with ``code`` (click's Exit: CliRunner sees it too)."""
+    click.echo(f"error: {message}", err=True)
+    ctx.exit(code)
+
+
+def _os_error(exc: OSError) -> str:
+    what = exc.strerror or str(exc)
+    return f"{exc.filename}: {what}" if exc.filename else what
+
+
+@click.group(
+    cls=ImgstreamGroup,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    # \b keeps the table's line breaks in click's help formatter
+    epilog="\b\n" + exit_codes_text(),
+)
 @click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
 def cli(verbose: int) -> None:
     """Streaming, micro-batching image processing on Kafka."""
@@ -23,17 +115,5 @@ def cli(verbose: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: run the CLI and turn imgstream errors into exit codes."""
-    try:
-        cli.main(args=argv, prog_name="imgstream", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
-        sys.exit(130)
-    except ImgstreamError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(exc.exit_code)
+    """Entry point of the ``imgstream`` command: exits with the code the command decided."""
+    cli.main(args=argv, prog_name="imgstream")

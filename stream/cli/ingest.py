@@ -7,28 +7,29 @@ from __future__ import annotations
 
 import os
 import sys
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from imgstream import config as cfg
 from imgstream.cli.app import cli
 from imgstream.cli.options import (
     PARTITION_CHOICES,
     allow_big_sources,
-    bootstrap_option,
-    expand,
-    stop_on_signals,
+    kafka_options,
+    option_for,
+    skip_reporter,
     tile_options,
-    tiled_refs,
 )
+from imgstream.errors import ConfigError
+
+if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
+    from imgstream.kafka_io import ClientSettings
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@bootstrap_option
-@click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
+@kafka_options
+@option_for("refs_topic", "topic")
 @click.option("--partition-by", type=PARTITION_CHOICES, default="sequential", show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for --partition-by random.")
 @click.option("--source", default=None, help="Source name (default: the parent folder's name).")
@@ -68,6 +69,7 @@ from imgstream.cli.options import (
 def produce(
     inputs: tuple[str, ...],
     bootstrap: str,
+    kafka: ClientSettings,
     topic: str,
     partition_by: str,
     seed: int | None,
@@ -80,13 +82,25 @@ def produce(
     state_path: str,
     settle: float,
     tile_store: str | None,
-) -> None:
+) -> int:
     """Produce refs for files, directories, globs and @manifests (optionally tiled)."""
+    if partitions < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--partitions")
     if watch:
         if tile is not None:
             raise click.UsageError("--watch and --tile cannot be combined")
-        _watch(inputs, bootstrap, topic, partition_by, seed, source, partitions, state_path, settle)
-        return
+        return _watch(
+            inputs,
+            bootstrap,
+            kafka,
+            topic,
+            partition_by,
+            seed,
+            source,
+            partitions,
+            state_path,
+            settle,
+        )
     if tile is not None:
         if tile_store is None:
             raise click.UsageError("--tile needs --tile-store DIR")
@@ -95,17 +109,16 @@ def produce(
 
     from imgstream.kafka_io import KafkaSink, ensure_topics
     from imgstream.partitioning import make_partitioner
+    from imgstream.producers.inputs import collect_inputs, tiled_refs
     from imgstream.producers.produce import produce_refs
 
     partitioner = make_partitioner(partition_by, seed)
-    if partitions < 1:
-        raise click.BadParameter("must be at least 1", param_hint="--partitions")
-    found = expand(inputs, source, partition_by)
+    found = collect_inputs(inputs, source, partition_by, skip_reporter)
     refs, parents = tiled_refs(
         found, tile, overlap if overlap is not None else 32, tile_store or "", tiles_for_over
     )
-    ensure_topics(bootstrap, {topic: partitions})
-    sink = KafkaSink(bootstrap, client_id="imgstream-produce")
+    ensure_topics(bootstrap, {topic: partitions}, kafka)
+    sink = KafkaSink(bootstrap, "imgstream-produce", settings=kafka)
     bar = tqdm(unit="ref", disable=not sys.stderr.isatty(), desc="producing")
     try:
         report = produce_refs(refs, sink, topic, partitioner, on_sent=lambda _r: bar.update())
@@ -119,13 +132,13 @@ def produce(
         + (f"; {len(parents)} images tiled" if parents else "")
         + (f"; {report.failed} NOT delivered" if report.failed else "")
     )
-    if report.failed:
-        sys.exit(1)
+    return 1 if report.failed else 0
 
 
 def _watch(
     inputs: tuple[str, ...],
     bootstrap: str,
+    kafka: ClientSettings,
     topic: str,
     partition_by: str,
     seed: int | None,
@@ -133,14 +146,14 @@ def _watch(
     partitions: int,
     state_path: str,
     settle: float,
-) -> None:
+) -> int:
     """Produce each new, complete file in the directories once; until interrupted."""
-    from imgstream.codec import encode
+    from imgstream.clock import SystemClock
     from imgstream.kafka_io import KafkaSink, ensure_topics
-    from imgstream.partitioning import make_partitioner, partition_key
-    from imgstream.producers.features import ENRICH
-    from imgstream.producers.files import ref_for_file
-    from imgstream.producers.watch import Settler, State, list_files
+    from imgstream.partitioning import make_partitioner
+    from imgstream.producers.watch import State, watch
+    from imgstream.records import ImageRef
+    from imgstream.signals import stop_on_signals
 
     dirs = [os.path.abspath(i) for i in inputs if os.path.isdir(i)]
     if not dirs:
@@ -148,50 +161,42 @@ def _watch(
     if settle < 0:
         raise click.BadParameter("must not be negative", param_hint="--settle")
     partitioner = make_partitioner(partition_by, seed)
-    enrich = ENRICH.get(partition_by)
-    state = State(state_path)
-    ensure_topics(bootstrap, {topic: partitions})
-    sink = KafkaSink(bootstrap, client_id="imgstream-watch")
-    n = sink.partitions(topic)
-    settler = Settler(settle)
-    stop = stop_on_signals()
-    state_abs = os.path.abspath(state_path)
-    click.echo(f"watching {', '.join(dirs)} (Ctrl-C to stop)", err=True)
-    produced = 0
     try:
-        while not stop.is_set():
-            listing = {p: v for p, v in list_files(dirs).items() if p != state_abs}
-            new = []
-            for path in settler.ready(listing, time.monotonic()):
-                try:
-                    ref = ref_for_file(path, int(time.time() * 1000), source)
-                except OSError:
-                    continue
-                if ref.id in state:
-                    continue
-                ref = enrich(ref) if enrich is not None else ref
-                future = sink.send_partition(
-                    topic, partitioner.partition(ref, n), partition_key(ref), encode(ref)
-                )
-                new.append((ref, future))
-            if new:
-                sink.flush()
-                delivered = [r.id for r, f in new if f.succeeded()]
-                state.add(delivered)
-                produced += len(delivered)
-                for ref, f in new:
-                    mark = "produced" if f.succeeded() else "NOT delivered"
-                    click.echo(f"{mark} {ref.id} {ref.uri}")
-            time.sleep(0.25)
+        state = State(state_path)
+    except ValueError as exc:  # not JSON, or not ours
+        raise ConfigError(f"--state {state_path}: not a watch state file ({exc})") from None
+    ensure_topics(bootstrap, {topic: partitions}, kafka)
+    sink = KafkaSink(bootstrap, "imgstream-watch", settings=kafka)
+    stop = stop_on_signals()
+
+    def report(ref: ImageRef, delivered: bool) -> None:
+        click.echo(f"{'produced' if delivered else 'NOT delivered'} {ref.id} {ref.uri}")
+
+    click.echo(f"watching {', '.join(dirs)} (Ctrl-C to stop)", err=True)
+    try:
+        produced = watch(
+            dirs,
+            sink,
+            topic,
+            partitioner,
+            state,
+            SystemClock(),
+            stop.is_set,
+            settle_s=settle,
+            source=source,
+            partition_by=partition_by,
+            on_produced=report,
+        )
     finally:
         sink.close()
     click.echo(f"stopped watching; produced {produced} refs", err=True)
+    return 0
 
 
 @cli.command()
 @click.argument("video")
-@bootstrap_option
-@click.option("--topic", envvar="IMGSTREAM_TOPIC", default=cfg.REFS_TOPIC, show_default=True)
+@kafka_options
+@option_for("refs_topic", "topic")
 @click.option("--fps", type=float, default=5.0, show_default=True, help="Frames per second kept.")
 @click.option("--source", default=None, help="Source name (default: the file's stem, or camN).")
 @click.option(
@@ -235,6 +240,7 @@ def _watch(
 def capture(
     video: str,
     bootstrap: str,
+    kafka: ClientSettings,
     topic: str,
     fps: float,
     source: str | None,
@@ -245,20 +251,21 @@ def capture(
     realtime: bool,
     metrics_port: int | None,
     partitions: int,
-) -> None:
+) -> int:
     """Capture frames from a video file, camera device (0, 1, ...) or stream URL."""
     from imgstream.clock import SystemClock
     from imgstream.codec import encode
     from imgstream.kafka_io import KafkaSink, ensure_topics
     from imgstream.partitioning import BySource, partition_key
     from imgstream.producers.capture import capture as run_capture
+    from imgstream.signals import stop_on_signals
 
     if fps <= 0:
         raise click.BadParameter("must be positive", param_hint="--fps")
     if source is None:
         source = f"cam{video}" if video.isdigit() else os.path.splitext(os.path.basename(video))[0]
-    ensure_topics(bootstrap, {topic: partitions})
-    sink = KafkaSink(bootstrap, client_id="imgstream-capture")
+    ensure_topics(bootstrap, {topic: partitions}, kafka)
+    sink = KafkaSink(bootstrap, "imgstream-capture", settings=kafka)
     n = sink.partitions(topic)
     partitioner = BySource()
     futures = []
@@ -306,5 +313,4 @@ def capture(
         f"({stats.read} read, {stats.dropped} skipped by --fps, {stats.reconnects} reconnects)"
         f" -> {topic}" + (f"; {failed} NOT delivered" if failed else "")
     )
-    if failed:
-        sys.exit(1)
+    return 1 if failed else 0

@@ -2,65 +2,46 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import sys
-from typing import Any
 
 import click
 
-from imgstream import config as cfg
 from imgstream.cli.app import cli
 from imgstream.cli.options import (
     PARTITION_CHOICES,
+    WORK_ONLY,
     allow_big_sources,
-    bootstrap_option,
-    expand,
-    make_config,
+    skip_reporter,
     tile_options,
-    tiled_refs,
     time_ms,
     worker_options,
 )
+from imgstream.config import WorkerConfig
+
+
+def _given(name: str) -> bool:
+    """Whether the user set option ``name`` (by flag or environment), not its default."""
+    source = click.get_current_context().get_parameter_source(name)
+    return source not in (None, click.core.ParameterSource.DEFAULT)
 
 
 @cli.command()
-@bootstrap_option
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@worker_options
-@click.option(
-    "--metrics-port",
-    type=int,
-    default=None,
-    help="Serve Prometheus /metrics on this port (0: any free port).",
-)
-@click.option("--metrics-host", default="127.0.0.1", show_default=True)
-@click.option(
-    "--idle-exit",
-    "idle_exit_s",
-    type=float,
-    default=None,
-    help="Exit 0 after this many seconds with nothing received or in flight.",
-)
-def work(bootstrap: str, out: str, roots: tuple[str, ...], **kw: Any) -> None:
+@worker_options()
+def work(config: WorkerConfig) -> int:
     """Consume refs as a group member: batch, process, store, emit records."""
     from imgstream.consumers.worker import run_worker
 
-    config = make_config(bootstrap, out, roots, **kw)
+    config.validate()
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger().setLevel(logging.INFO)
-    sys.exit(run_worker(config))
+    return run_worker(config)
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@click.option(
-    "--bootstrap",
-    envvar="IMGSTREAM_BOOTSTRAP",
-    default=None,
-    help="Use this Kafka cluster (default: start the embedded broker).",
-)
 @click.option(
     "--workers",
     type=int,
@@ -86,11 +67,18 @@ def work(bootstrap: str, out: str, roots: tuple[str, ...], **kw: Any) -> None:
     help="A tiled image still incomplete after this many seconds is a failure.",
 )
 @tile_options
-@worker_options
+@worker_options(
+    exclude=WORK_ONLY,
+    overrides={
+        "bootstrap": {
+            "required": False,
+            "default": None,
+            "help": "Use this Kafka cluster (default: start the embedded broker).",
+        }
+    },
+)
 def run(
     inputs: tuple[str, ...],
-    out: str,
-    bootstrap: str | None,
     workers: int | None,
     partitions: int | None,
     partition_by: str,
@@ -100,10 +88,8 @@ def run(
     tile: int | None,
     overlap: int | None,
     tiles_for_over: int | None,
-    roots: tuple[str, ...],
-    group: str,
-    **kw: Any,
-) -> None:
+    config: WorkerConfig,
+) -> int:
     """Process INPUTs end to end: broker, producer, N workers, aggregator, summary."""
     child_env = allow_big_sources() if tile is not None else None
     from tqdm import tqdm
@@ -112,6 +98,7 @@ def run(
     from imgstream.ops import build_registry
     from imgstream.partitioning import make_partitioner
     from imgstream.pipeline import parse_spec
+    from imgstream.producers.inputs import collect_inputs, tiled_refs
 
     if workers is None:
         workers = max(1, os.cpu_count() or 1) if tile is not None else 1
@@ -120,7 +107,7 @@ def run(
     n_partitions = partitions if partitions is not None else 2 * workers
     if n_partitions < 1:
         raise click.BadParameter("must be at least 1", param_hint="--partitions")
-    pipeline = parse_spec(kw["ops"], build_registry())  # fail before starting anything
+    pipeline = parse_spec(config.ops, build_registry())  # fail before starting anything
     if tile is not None:
         need = pipeline.footprint()
         if need is None:
@@ -137,23 +124,26 @@ def run(
                 f"that (got {overlap})",
                 param_hint="--overlap",
             )
-    found = expand(inputs, source, partition_by)
+    embedded = not config.bootstrap
+    # validated before the inputs are read: a bad flag is reported at once
+    dataclasses.replace(config, bootstrap=config.bootstrap or "embedded").validate()
+    found = collect_inputs(inputs, source, partition_by, skip_reporter)
     if not found:
         raise click.UsageError("no input files found")
-    out_dir = os.path.abspath(out)
-    tile_store = os.path.join(out_dir, "tiles")
+    tile_store = os.path.join(config.out_dir, "tiles")
     refs, parents = tiled_refs(found, tile, overlap or 0, tile_store, tiles_for_over)
     auto_roots = {f.root for f in found if f.root is not None}
     if parents:
         auto_roots.add(tile_store)
-    config = make_config(
-        bootstrap or "embedded",
-        out,
-        roots or tuple(sorted(auto_roots)),
-        group=group if group != cfg.DEFAULT_GROUP else new_group_name(),
-        **kw,
+    config = dataclasses.replace(
+        config,
+        bootstrap=config.bootstrap or "embedded",
+        roots=config.roots if _given("roots") else tuple(sorted(auto_roots)),
+        group=config.group if _given("group") else new_group_name(),
+    ).validate()
+    plan = JobPlan(
+        refs, parents, os.path.join(config.out_dir, "results.db"), tile_timeout, child_env
     )
-    plan = JobPlan(refs, parents, os.path.join(out_dir, "results.db"), tile_timeout, child_env)
     total = len(refs) + len(parents)
     bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), desc="processing")
     try:
@@ -163,7 +153,7 @@ def run(
             workers,
             n_partitions,
             make_partitioner(partition_by),
-            embedded=bootstrap is None,
+            embedded=embedded,
             on_progress=bar.update,
             stall_timeout_s=stall_timeout,
         )
@@ -180,28 +170,20 @@ def run(
     if summary.missing:
         shown = ", ".join(summary.missing[:10])
         click.echo(f"error: {len(summary.missing)} refs have no record: {shown}", err=True)
-        sys.exit(1)
+        return 1
+    return 0
 
 
 @cli.command()
-@bootstrap_option
 @click.option("--from", "from_", required=True, help="Start of the range: ISO 8601 or epoch ms.")
 @click.option("--to", "to", default=None, help="End of the range (exclusive); default: now.")
-@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory.")
-@worker_options
-def replay(
-    bootstrap: str,
-    from_: str,
-    to: str | None,
-    out: str,
-    roots: tuple[str, ...],
-    group: str,
-    **kw: Any,
-) -> None:
+@worker_options(exclude=WORK_ONLY)
+def replay(from_: str, to: str | None, config: WorkerConfig) -> None:
     """Reprocess the refs produced in a time range, under a new consumer group."""
     from tqdm import tqdm
 
     from imgstream.consumers.replay import replay as run_replay
+    from imgstream.kafka_io import wait_for_broker
     from imgstream.ops import build_registry
     from imgstream.pipeline import parse_spec
 
@@ -210,12 +192,16 @@ def replay(
     assert from_ms is not None
     if to_ms is not None and to_ms <= from_ms:
         raise click.BadParameter("must be after --from", param_hint="--to")
-    pipeline = parse_spec(kw["ops"], build_registry())
-    if group == cfg.DEFAULT_GROUP:
-        group = (
-            f"imgstream-replay-{pipeline.hash}-{from_ms}-{to_ms if to_ms is not None else 'end'}"
+    config.validate()
+    pipeline = parse_spec(config.ops, build_registry())
+    if not _given("group"):
+        end = to_ms if to_ms is not None else "end"
+        config = dataclasses.replace(
+            config, group=f"imgstream-replay-{pipeline.hash}-{from_ms}-{end}"
         )
-    config = make_config(bootstrap, out, roots, group=group, **kw)
+    group = config.group
+    # fail within --connect-timeout, before the replay's own clients are made
+    wait_for_broker(config.bootstrap, config.connect_timeout_s)
     bar = tqdm(unit="msg", disable=not sys.stderr.isatty(), desc="replaying")
 
     def progress(done: int, total: int) -> None:

@@ -2,25 +2,37 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import click
 
-from imgstream import config as cfg
 from imgstream.cli.app import cli
-from imgstream.cli.options import (
-    bootstrap_option,
-    stop_on_signals,
-    time_ms,
-)
+from imgstream.cli.options import kafka_options, option_for, time_ms
+from imgstream.errors import ConfigError
+
+if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
+    from imgstream.kafka_io import ClientSettings
+    from imgstream.store import SQLiteStore
+
+
+def open_store(db_path: str) -> SQLiteStore:
+    """The result store at ``db_path``; a ConfigError naming --db if it is not one."""
+    from imgstream.store import SQLiteStore
+
+    try:
+        return SQLiteStore(db_path)
+    except sqlite3.DatabaseError as exc:
+        raise ConfigError(f"--db {db_path}: not a result store ({exc})") from None
 
 
 @cli.command()
-@bootstrap_option
-@click.option("--group", default="imgstream-aggregate", show_default=True)
-@click.option("--results-topic", default=cfg.RESULTS_TOPIC, show_default=True)
-@click.option("--dlq-topic", default=cfg.DLQ_TOPIC, show_default=True)
+@kafka_options
+@option_for("group", default="imgstream-aggregate", envvar="IMGSTREAM_AGGREGATE_GROUP")
+@option_for("results_topic")
+@option_for("dlq_topic")
 @click.option(
     "--db", "db_path", required=True, type=click.Path(dir_okay=False), help="SQLite store."
 )
@@ -40,6 +52,7 @@ from imgstream.cli.options import (
 )
 def aggregate(
     bootstrap: str,
+    kafka: ClientSettings,
     group: str,
     results_topic: str,
     dlq_topic: str,
@@ -53,11 +66,11 @@ def aggregate(
     from imgstream.config import default_worker_id
     from imgstream.consumers.aggregator import Aggregator, AggregatorLoop
     from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics
-    from imgstream.store import SQLiteStore
+    from imgstream.signals import stop_on_signals
 
-    ensure_topics(bootstrap, {results_topic: 4, dlq_topic: 1})
-    store = SQLiteStore(db_path)
-    sink = KafkaSink(bootstrap, client_id="imgstream-aggregate")
+    store = open_store(db_path)
+    ensure_topics(bootstrap, {results_topic: 4, dlq_topic: 1}, kafka)
+    sink = KafkaSink(bootstrap, "imgstream-aggregate", settings=kafka)
     agg = Aggregator(
         store,
         sink,
@@ -68,7 +81,9 @@ def aggregate(
         out,
         tile_timeout,
     )
-    source = KafkaSource(bootstrap, group, [results_topic, dlq_topic], fetch_max_wait_ms=50)
+    source = KafkaSource(
+        bootstrap, group, [results_topic, dlq_topic], settings=kafka, fetch_max_wait_ms=50
+    )
     stop = stop_on_signals()
     loop = AggregatorLoop(agg, source, stop=stop)
     if idle_exit_s is not None:
@@ -123,9 +138,9 @@ def query(
     """Answer from the store the aggregator fills."""
     import json as _json
 
-    from imgstream.store import Query, SQLiteStore
+    from imgstream.store import Query
 
-    store = SQLiteStore(db_path)
+    store = open_store(db_path)
     try:
         if summary:
             sums = store.summary()

@@ -1,6 +1,7 @@
 """Kafka adapters: the only package that imports ``kafka``.
 
-``clients`` holds the consumer-group source, the sink and the topic reader;
+``settings`` holds the one table of client defaults and the error mapping,
+``clients`` the consumer-group source, the sink and the topic reader;
 ``admin`` the offset and group helpers. Everything is re-exported here.
 """
 
@@ -14,7 +15,6 @@ from imgstream.kafka_io.admin import (
     topic_state,
 )
 from imgstream.kafka_io.clients import (
-    GROUP_DEFAULTS,
     KafkaSink,
     KafkaSource,
     RebalanceHandler,
@@ -22,14 +22,25 @@ from imgstream.kafka_io.clients import (
     ensure_topics,
     wait_for_broker,
 )
+from imgstream.kafka_io.settings import (
+    CLIENT_DEFAULTS,
+    ClientSettings,
+    as_broker_error,
+    broker_errors,
+    client_config,
+)
 
 __all__ = [
-    "GROUP_DEFAULTS",
+    "CLIENT_DEFAULTS",
+    "ClientSettings",
     "KafkaSink",
     "KafkaSource",
     "PartitionState",
     "RebalanceHandler",
     "TopicReader",
+    "as_broker_error",
+    "broker_errors",
+    "client_config",
     "commit_group_offsets",
     "ensure_topics",
     "fetch_highwaters",

@@ -14,11 +14,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaConsumer
 from kafka import TopicPartition as KTP
 from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
+from imgstream.kafka_io.clients import new_admin, new_consumer
+from imgstream.kafka_io.settings import ClientSettings, broker_errors
 
 
 def fetch_highwaters(
@@ -42,31 +44,30 @@ def fetch_highwaters(
     raise BrokerError(f"no high-watermark for {missing} within {timeout_s:.0f}s")
 
 
-def start_group_at_end(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+def start_group_at_end(
+    bootstrap: str, group: str, topic: str, settings: ClientSettings | None = None
+) -> dict[int, int]:
     """Commit the current end of every partition for a new group; returns the offsets.
 
     ``imgstream run`` on a shared cluster uses it so its fresh group processes
     only the refs it is about to produce, not the topic's history.
     """
-    ends = {st.partition: st.highwater for st in topic_state(bootstrap, topic)}
-    commit_group_offsets(bootstrap, group, topic, ends)
+    ends = {st.partition: st.highwater for st in topic_state(bootstrap, topic, settings=settings)}
+    commit_group_offsets(bootstrap, group, topic, ends, settings)
     return ends
 
 
 @contextmanager
 def _scanner(
-    bootstrap: str, topic: str, group: str | None = None
+    bootstrap: str, topic: str, group: str | None, settings: ClientSettings | None
 ) -> Iterator[tuple[KafkaConsumer, list[KTP]]]:
     """A consumer assigned every partition of ``topic``, at the beginning (no group join)."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=50,
-        auto_offset_reset="earliest",
+    consumer = new_consumer(
+        bootstrap, settings, group_id=group, enable_auto_commit=False, fetch_max_wait_ms=50
     )
     try:
-        parts = sorted(consumer.partitions_for_topic(topic) or ())
+        with broker_errors(bootstrap, settings):
+            parts = sorted(consumer.partitions_for_topic(topic) or ())
         if not parts:
             raise BrokerError(f"topic {topic!r} does not exist")
         tps = [KTP(topic, p) for p in parts]
@@ -94,10 +95,17 @@ class PartitionState:
 
 
 def topic_state(
-    bootstrap: str, topic: str, group: str | None = None, pending_ts: bool = False
+    bootstrap: str,
+    topic: str,
+    group: str | None = None,
+    pending_ts: bool = False,
+    settings: ClientSettings | None = None,
 ) -> list[PartitionState]:
     """High-watermarks (from fetches) and a group's committed offsets, per partition."""
-    with _scanner(bootstrap, topic, group) as (consumer, tps):
+    with (
+        _scanner(bootstrap, topic, group, settings) as (consumer, tps),
+        broker_errors(bootstrap, settings),
+    ):
         marks = fetch_highwaters(consumer, tps)
         states = []
         for tp in tps:
@@ -115,13 +123,18 @@ def topic_state(
         return states
 
 
-def first_offsets_at(bootstrap: str, topic: str, when_ms: int) -> dict[int, int]:
+def first_offsets_at(
+    bootstrap: str, topic: str, when_ms: int, settings: ClientSettings | None = None
+) -> dict[int, int]:
     """Per partition, the first offset whose message timestamp is >= ``when_ms``.
 
     Found by scanning, since ``offsets_for_times`` is not reliable on every
     broker; a partition with no such message maps to its high-watermark.
     """
-    with _scanner(bootstrap, topic) as (consumer, tps):
+    with (
+        _scanner(bootstrap, topic, None, settings) as (consumer, tps),
+        broker_errors(bootstrap, settings),
+    ):
         marks = fetch_highwaters(consumer, tps)
         consumer.seek_to_beginning(*tps)
         found: dict[KTP, int] = {}
@@ -141,20 +154,29 @@ def first_offsets_at(bootstrap: str, topic: str, when_ms: int) -> dict[int, int]
         return {tp.partition: found.get(tp, marks[tp]) for tp in tps}
 
 
-def commit_group_offsets(bootstrap: str, group: str, topic: str, offsets: dict[int, int]) -> None:
+def commit_group_offsets(
+    bootstrap: str,
+    group: str,
+    topic: str,
+    offsets: dict[int, int],
+    settings: ClientSettings | None = None,
+) -> None:
     """Set a group's committed offsets (the group should have no live members)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    consumer = new_consumer(bootstrap, settings, group_id=group, enable_auto_commit=False)
     try:
-        tps = {KTP(topic, p): o for p, o in offsets.items()}
-        consumer.assign(list(tps))
-        consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in tps.items()})
+        with broker_errors(bootstrap, settings):
+            tps = {KTP(topic, p): o for p, o in offsets.items()}
+            consumer.assign(list(tps))
+            consumer.commit({tp: OffsetAndMetadata(o, "", -1) for tp, o in tps.items()})
     finally:
         consumer.close(autocommit=False)
 
 
-def group_members(bootstrap: str, group: str) -> list[dict[str, Any]] | None:
+def group_members(
+    bootstrap: str, group: str, settings: ClientSettings | None = None
+) -> list[dict[str, Any]] | None:
     """Members of a group and their partitions, or None if the broker cannot say."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    admin = new_admin(bootstrap, settings, request_timeout_ms=5000)
     try:
         described = admin.describe_groups([group])
     except Exception:  # some brokers answer DescribeGroups in a form clients cannot parse

@@ -3,8 +3,10 @@
 :class:`KafkaSource` turns consumed records into :class:`~imgstream.records.Message`
 values (bytes in, bytes out: no deserializer can raise inside ``poll()``),
 :class:`KafkaSink` sends bytes with a completion callback, and the helpers
-create topics and wait for a broker. Client settings are tuned for the
-embedded broker and work on Apache Kafka too.
+create topics and wait for a broker. Every client is configured by
+:func:`~imgstream.kafka_io.settings.client_config` from one defaults table,
+and creating one turns an unreachable broker into a
+:class:`~imgstream.errors.BrokerError` within the connect timeout.
 """
 
 from __future__ import annotations
@@ -19,20 +21,44 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTP
 from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
+from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
 
 log = logging.getLogger(__name__)
 
-#: Settings that matter on the embedded broker (a group join otherwise takes ~20 s).
-GROUP_DEFAULTS: dict[str, Any] = {
-    "session_timeout_ms": 6000,
-    "heartbeat_interval_ms": 1000,
-    "max_poll_interval_ms": 60000,
-}
+
+def new_consumer(
+    bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
+) -> KafkaConsumer:
+    """A consumer from the defaults table; BrokerError if no broker answers in time."""
+    with broker_errors(bootstrap, settings):
+        return KafkaConsumer(
+            **client_config("consumer", KafkaConsumer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
+        )
+
+
+def new_producer(
+    bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
+) -> KafkaProducer:
+    """A producer from the defaults table; BrokerError if no broker answers in time."""
+    with broker_errors(bootstrap, settings):
+        return KafkaProducer(
+            **client_config("producer", KafkaProducer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
+        )
+
+
+def new_admin(
+    bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
+) -> KafkaAdminClient:
+    """An admin client from the defaults table; BrokerError if no broker answers in time."""
+    with broker_errors(bootstrap, settings):
+        return KafkaAdminClient(
+            **client_config("admin", KafkaAdminClient.DEFAULT_CONFIG, bootstrap, settings, **fixed)
+        )
 
 
 class RebalanceHandler(Protocol):
@@ -63,26 +89,22 @@ class KafkaSource:
         group: str,
         topics: Sequence[str],
         handler: RebalanceHandler | None = None,
-        fetch_max_wait_ms: int = 20,
-        max_poll_records: int = 500,
         client_id: str = "imgstream",
+        settings: ClientSettings | None = None,
         **overrides: Any,
     ) -> None:
-        config: dict[str, Any] = dict(GROUP_DEFAULTS)
-        config.update(overrides)
-        try:
-            self._consumer = KafkaConsumer(
-                bootstrap_servers=bootstrap,
-                group_id=group,
-                client_id=client_id,
-                enable_auto_commit=False,
-                auto_offset_reset="earliest",
-                fetch_max_wait_ms=fetch_max_wait_ms,
-                max_poll_records=max_poll_records,
-                **config,
-            )
-        except KafkaError:
-            raise BrokerError(f"no broker answers at {bootstrap}") from None
+        # ``overrides`` (max_poll_records, fetch_max_wait_ms, ...) replace table
+        # defaults; None means "keep the default".
+        tuned = {k: v for k, v in overrides.items() if v is not None}
+        self._consumer = new_consumer(
+            bootstrap,
+            settings,
+            **tuned,
+            group_id=group,
+            client_id=client_id,
+            # commits are made by the runner's checkpoint only, never behind its back
+            enable_auto_commit=False,
+        )
         if handler is not None:
             self._consumer.subscribe(list(topics), listener=_Listener(handler))
         else:
@@ -133,20 +155,15 @@ Ack = Callable[[BaseException | None], None]
 class KafkaSink:
     """An idempotent producer of byte records with completion callbacks."""
 
-    def __init__(self, bootstrap: str, client_id: str = "imgstream", linger_ms: int = 5) -> None:
-        try:
-            self._producer = KafkaProducer(
-                bootstrap_servers=bootstrap,
-                client_id=client_id,
-                acks="all",
-                enable_idempotence=True,
-                linger_ms=linger_ms,
-                retries=5,
-                delivery_timeout_ms=30000,
-                request_timeout_ms=10000,
-            )
-        except KafkaError:
-            raise BrokerError(f"no broker answers at {bootstrap}") from None
+    def __init__(
+        self,
+        bootstrap: str,
+        client_id: str = "imgstream",
+        linger_ms: int | None = None,
+        settings: ClientSettings | None = None,
+    ) -> None:
+        tuned = {} if linger_ms is None else {"linger_ms": linger_ms}
+        self._producer = new_producer(bootstrap, settings, client_id=client_id, **tuned)
 
     def send(self, topic: str, key: bytes | None, value: bytes, ack: Ack) -> None:
         """Send one record; ``ack(None)`` on success, ``ack(exc)`` on failure."""
@@ -179,35 +196,31 @@ class KafkaSink:
 
 
 def wait_for_broker(bootstrap: str, timeout_s: float = 15.0) -> None:
-    """Block until the broker answers a metadata request, or raise BrokerError."""
-    deadline = time.monotonic() + timeout_s
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=3000)
-            try:
-                admin.list_topics()
-                return
-            finally:
-                admin.close()
-        except Exception as exc:  # not up yet
-            last = exc
-            time.sleep(0.1)
-    raise BrokerError(f"no broker answered at {bootstrap} within {timeout_s:.0f}s: {last}")
+    """Block until the broker answers a metadata request, or raise BrokerError.
+
+    The client retries the bootstrap servers itself for up to ``timeout_s``.
+    """
+    settings = ClientSettings(connect_timeout_s=timeout_s)
+    admin = new_admin(bootstrap, settings, request_timeout_ms=3000)
+    try:
+        with broker_errors(bootstrap, settings):
+            admin.list_topics()
+    finally:
+        admin.close()
 
 
-def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
+def ensure_topics(
+    bootstrap: str, topics: dict[str, int], settings: ClientSettings | None = None
+) -> None:
     """Create topics (name -> partitions) that do not exist yet."""
+    admin = new_admin(bootstrap, settings)
     try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10000)
-    except KafkaError:
-        raise BrokerError(f"no broker answers at {bootstrap}") from None
-    try:
-        existing = set(admin.list_topics())
-        new = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
-        if new:
-            with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics(new)
+        with broker_errors(bootstrap, settings):
+            existing = set(admin.list_topics())
+            new = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+            if new:
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    admin.create_topics(new)
     finally:
         admin.close()
 
@@ -215,12 +228,15 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
 class TopicReader:
     """Reads whole topics from the start without a group (assign + seek)."""
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], fetch_max_wait_ms: int = 50) -> None:
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=bootstrap,
-            enable_auto_commit=False,
-            group_id=None,
-            fetch_max_wait_ms=fetch_max_wait_ms,
+    def __init__(
+        self,
+        bootstrap: str,
+        topics: Sequence[str],
+        fetch_max_wait_ms: int = 50,
+        settings: ClientSettings | None = None,
+    ) -> None:
+        self._consumer = new_consumer(
+            bootstrap, settings, fetch_max_wait_ms=fetch_max_wait_ms, group_id=None
         )
         self._topics = list(topics)
         self._assigned: set[KTP] = set()
