@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
@@ -46,9 +46,7 @@ def worker_command(config: WorkerConfig) -> list[str]:
 class WorkerProcesses:
     """N worker processes started from one config."""
 
-    def __init__(
-        self, config: WorkerConfig, n: int, log_dir: str, env: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, config: WorkerConfig, n: int, log_dir: str) -> None:
         os.makedirs(log_dir, exist_ok=True)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[str] = []
@@ -60,7 +58,6 @@ class WorkerProcesses:
                     stdin=subprocess.DEVNULL,
                     stdout=log,
                     stderr=subprocess.STDOUT,
-                    env=dict(env) if env is not None else None,
                 )
             self.procs.append(proc)
             self.logs.append(path)
@@ -200,7 +197,6 @@ class JobPlan:
     parents: Sequence[str] = ()
     db_path: str | None = None
     tile_timeout_s: float = 120.0
-    child_env: Mapping[str, str] | None = None
 
 
 def run_job(
@@ -257,7 +253,7 @@ def _run(
         start_group_at_end(config.bootstrap, config.group, config.refs_topic, kafka)
     os.makedirs(config.out_dir, exist_ok=True)
     started = time.monotonic()
-    procs = WorkerProcesses(config, n_workers, os.path.join(config.out_dir, "logs"), plan.child_env)
+    procs = WorkerProcesses(config, n_workers, os.path.join(config.out_dir, "logs"))
     # The aggregator runs on the collector's messages: no second consumer, no
     # second group join, and the store is complete when the run ends.
     store = SQLiteStore(plan.db_path) if plan.db_path else None

@@ -40,7 +40,7 @@ def exit_codes_text() -> str:
     rows: dict[int, str] = dict(BASE_CODES)
     rows[2] = "usage: a bad flag, option, environment value or pipeline spec"
     for cls in _error_classes():  # codes added to errors.py appear here by themselves
-        doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".")
+        doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".").replace("``", "")
         rows.setdefault(cls.exit_code, doc[0].lower() + doc[1:])
     rows[INTERRUPTED] = "interrupted (Ctrl-C)"
     lines = ["Exit codes:"]

@@ -14,7 +14,6 @@ import click
 from imgstream.cli.app import cli
 from imgstream.cli.options import (
     PARTITION_CHOICES,
-    allow_big_sources,
     kafka_options,
     option_for,
     skip_reporter,
@@ -101,10 +100,8 @@ def produce(
             state_path,
             settle,
         )
-    if tile is not None:
-        if tile_store is None:
-            raise click.UsageError("--tile needs --tile-store DIR")
-        allow_big_sources()
+    if tile is not None and tile_store is None:
+        raise click.UsageError("--tile needs --tile-store DIR")
     from tqdm import tqdm
 
     from imgstream.kafka_io import KafkaSink, ensure_topics

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import sys
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -178,21 +177,6 @@ def time_ms(text: str | None, flag: str) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return int(parsed.timestamp() * 1000)
-
-
-CV_LIMIT = "OPENCV_IO_MAX_IMAGE_PIXELS"
-
-
-def allow_big_sources() -> dict[str, str]:
-    """Let this process decode huge images to tile them; the env for child workers.
-
-    OpenCV reads its pixel ceiling once, when ``cv2`` is imported, so this runs
-    before anything imports :mod:`imgstream._cv`; the workers keep the normal one.
-    """
-    child = dict(os.environ)
-    if "imgstream._cv" not in sys.modules:
-        os.environ[CV_LIMIT] = str(cfg.MAX_SOURCE_PIXELS)
-    return child
 
 
 def skip_reporter(where: str, why: str) -> None:

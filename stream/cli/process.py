@@ -13,7 +13,6 @@ from imgstream.cli.app import cli
 from imgstream.cli.options import (
     PARTITION_CHOICES,
     WORK_ONLY,
-    allow_big_sources,
     skip_reporter,
     tile_options,
     time_ms,
@@ -91,7 +90,6 @@ def run(
     config: WorkerConfig,
 ) -> int:
     """Process INPUTs end to end: broker, producer, N workers, aggregator, summary."""
-    child_env = allow_big_sources() if tile is not None else None
     from tqdm import tqdm
 
     from imgstream.consumers.launcher import JobPlan, new_group_name, run_job
@@ -141,9 +139,7 @@ def run(
         roots=config.roots if _given("roots") else tuple(sorted(auto_roots)),
         group=config.group if _given("group") else new_group_name(),
     ).validate()
-    plan = JobPlan(
-        refs, parents, os.path.join(config.out_dir, "results.db"), tile_timeout, child_env
-    )
+    plan = JobPlan(refs, parents, os.path.join(config.out_dir, "results.db"), tile_timeout)
     total = len(refs) + len(parents)
     bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), desc="processing")
     try:

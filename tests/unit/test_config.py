@@ -199,3 +199,13 @@ def test_every_flag_in_any_config_error_exists() -> None:
     every = _all_flags(cli)
     for where, text in texts.items():
         assert set(FLAG.findall(text)) <= every, (where, text)
+
+
+def test_opencv_pixel_ceiling_is_the_largest_tiled_source() -> None:
+    import os
+
+    from imgstream import _cv
+    from imgstream.config import MAX_SOURCE_PIXELS
+
+    assert _cv.HARD_MAX_PIXELS == MAX_SOURCE_PIXELS
+    assert os.environ["OPENCV_IO_MAX_IMAGE_PIXELS"] == str(MAX_SOURCE_PIXELS)
