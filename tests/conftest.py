@@ -10,6 +10,7 @@ pytest_plugins = [
     "tests.fixtures.images",
     "tests.fixtures.processes",
     "tests.fixtures.kafka",
+    "tests.fixtures.deploy",
 ]
 
 
