@@ -14,9 +14,11 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# promtool (Debian package "prometheus") checks the /metrics exposition.
+# Debian's package "prometheus": promtool checks the /metrics exposition and
+# compose/prometheus/prometheus.yml; the server answers the dashboard's queries
+# in tests/integration/test_dashboard.py.
 promtool:
-	@command -v promtool >/dev/null 2>&1 || { \
+	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "warning: could not install promtool"; }
 

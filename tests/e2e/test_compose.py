@@ -93,6 +93,24 @@ def test_compose_config_fails_on_a_broken_file(
     assert complaint in done.stderr, done.stderr
 
 
+def test_readme_override_examples_are_valid(tmp_path: Path) -> None:
+    examples = re.findall(r"```yaml\n(.*?)```", (COMPOSE_DIR / "README.md").read_text(), re.S)
+    assert examples
+    shutil.copy(COMPOSE_FILE, tmp_path / "docker-compose.yml")
+    for example in examples:
+        (tmp_path / "docker-compose.override.yml").write_text(example)
+        done = compose(
+            "--file",
+            str(tmp_path / "docker-compose.override.yml"),
+            "--profile",
+            "camera",
+            "config",
+            "--quiet",
+            file=tmp_path / "docker-compose.yml",
+        )
+        assert done.returncode == 0, example + done.stderr
+
+
 def test_stack_services() -> None:
     services = compose_model()["services"]
     assert {
