@@ -79,6 +79,7 @@ def test_compose_file_passes_compose_config() -> None:
         ("      - kafka-data:/var/lib/kafka/data", "      - kafka-dat:/data", "undefined volume"),
         ("replicas: ${WORKERS:-2}", "replicas: ${WORKERS:-two}", "failed to cast"),
     ],
+    ids=["unknown-key", "unknown-condition", "undefined-volume", "not-a-number"],
 )
 def test_compose_config_fails_on_a_broken_file(
     tmp_path: Path, old: str, new: str, complaint: str
