@@ -26,6 +26,7 @@ from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
+from imgstream.kafka_io import compat
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
 
@@ -36,6 +37,7 @@ def new_consumer(
     bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
 ) -> KafkaConsumer:
     """A consumer from the defaults table; BrokerError if no broker answers in time."""
+    compat.apply()
     with broker_errors(bootstrap, settings):
         return KafkaConsumer(
             **client_config("consumer", KafkaConsumer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -46,6 +48,7 @@ def new_producer(
     bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
 ) -> KafkaProducer:
     """A producer from the defaults table; BrokerError if no broker answers in time."""
+    compat.apply()
     with broker_errors(bootstrap, settings):
         return KafkaProducer(
             **client_config("producer", KafkaProducer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -56,6 +59,7 @@ def new_admin(
     bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
 ) -> KafkaAdminClient:
     """An admin client from the defaults table; BrokerError if no broker answers in time."""
+    compat.apply()
     with broker_errors(bootstrap, settings):
         return KafkaAdminClient(
             **client_config("admin", KafkaAdminClient.DEFAULT_CONFIG, bootstrap, settings, **fixed)

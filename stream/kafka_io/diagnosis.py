@@ -8,7 +8,8 @@ connection until the bootstrap timeout and says only that it could not
 bootstrap. So when a TLS client's connection times out, :func:`probe_tls`
 repeats the handshake once with the same settings and names what went wrong
 (an unknown CA, a host name the certificate does not cover, a listener that
-does not speak TLS).
+does not speak TLS); a SASL client connects once more to keep the reason its
+authentication failed (:func:`probe_connection`).
 
 Nothing here prints a password: messages use the user name only.
 """
@@ -55,7 +56,7 @@ def describe_error(
     ``props`` are the client's kafka-python settings (user, mechanism, TLS
     files); ``action`` is what the client did to topics (``read``, ``write``);
     ``source`` is the properties file they came from; ``probe`` replaces
-    :func:`probe_tls` (tests).
+    :func:`probe_connection` (tests).
     """
     where = f" at {bootstrap}" if bootstrap else ""
     user = props.get("sasl_plain_username")
@@ -81,7 +82,7 @@ def describe_error(
     if isinstance(exc, AuthorizationError):
         return f"not authorized{as_user}{where}: {_text(exc)}"
     if isinstance(exc, (KafkaTimeoutError, KafkaConnectionError)) and timeout_s is not None:
-        probe = probe_tls if probe is None else probe
+        probe = probe_connection if probe is None else probe
         cause = probe(bootstrap or "", props, min(PROBE_TIMEOUT_S, timeout_s), source)
         if cause is not None:
             return cause
@@ -167,6 +168,55 @@ def probe_tls(
         except OSError:
             continue  # nothing listens (or it hangs): not a TLS problem
     return None
+
+
+def probe_connection(
+    bootstrap: str, props: Mapping[str, Any], timeout_s: float, source: str | None = None
+) -> str | None:
+    """Why a secured client cannot connect to ``bootstrap``, if it is TLS or SASL; else None.
+
+    A TLS client's handshake is repeated (:func:`probe_tls`); a SASL client
+    connects once more and keeps the error of its authentication, which
+    kafka-python's bootstrap only logs before retrying until its timeout.
+    """
+    cause = probe_tls(bootstrap, props, timeout_s, source)
+    if cause is not None:
+        return cause
+    if not str(props.get("security_protocol", "")).startswith("SASL_"):
+        return None
+    for host, port in _servers(bootstrap)[:1]:
+        error = _connect_once(f"{host}:{port}", props, timeout_s)
+        if isinstance(error, (SaslAuthenticationFailedError, UnsupportedSaslMechanismError)):
+            return describe_error(error, f"{host}:{port}", props, None)
+    return None
+
+
+def _connect_once(server: str, props: Mapping[str, Any], timeout_s: float) -> BaseException | None:
+    """Open one connection with the client's settings; the error it failed with, if any."""
+    from kafka.net.manager import KafkaConnectionManager
+    from kafka.net.selector import NetworkSelector
+
+    from imgstream.kafka_io import compat
+
+    compat.apply()
+    known = KafkaConnectionManager.DEFAULT_CONFIG
+    config = {k: v for k, v in props.items() if k in known}
+    config.update(bootstrap_servers=server, request_timeout_ms=int(timeout_s * 1000))
+    net = NetworkSelector()
+    manager = KafkaConnectionManager(net, **config)
+    try:
+        node = manager.cluster.bootstrap_brokers()[0].node_id
+        conn = manager.get_connection(
+            node, timeout_ms=timeout_s * 1000, pop_on_close=False, refresh_metadata_on_err=False
+        )
+        net.poll(timeout_ms=timeout_s * 1000, future=conn.init_future)
+        future = conn.init_future
+        return future.exception if future.is_done and future.failed() else None
+    except Exception as exc:  # a probe must not fail the error report it serves
+        return exc
+    finally:
+        manager.close()
+        net.close()
 
 
 def _handshake(host: str, port: int, ctx: ssl.SSLContext, timeout_s: float) -> None:
