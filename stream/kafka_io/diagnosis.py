@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -184,10 +185,16 @@ def probe_connection(
         return cause
     if not str(props.get("security_protocol", "")).startswith("SASL_"):
         return None
-    for host, port in _servers(bootstrap)[:1]:
-        error = _connect_once(f"{host}:{port}", props, timeout_s)
+    deadline = time.monotonic() + timeout_s
+    for host, port in _servers(bootstrap):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            break
+        error = _connect_once(f"{host}:{port}", props, left)
         if isinstance(error, (SaslAuthenticationFailedError, UnsupportedSaslMechanismError)):
             return describe_error(error, f"{host}:{port}", props, None)
+        if not isinstance(error, (KafkaConnectionError, KafkaTimeoutError, OSError)):
+            break  # this one was reached and logged in (or failed otherwise): no SASL problem
     return None
 
 
