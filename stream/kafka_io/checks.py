@@ -25,6 +25,8 @@ Check = Callable[[str], Any]
 
 
 def integer(low: int = 0, high: int | None = None) -> Check:
+    """An integer within ``low``..``high`` (milliseconds, bytes, counts)."""
+
     def check(text: str) -> int:
         try:
             value = int(text.strip())
@@ -39,6 +41,7 @@ def integer(low: int = 0, high: int | None = None) -> Check:
 
 
 def boolean(text: str) -> bool:
+    """``true`` or ``false``, any case."""
     value = text.strip().lower()
     if value not in ("true", "false"):
         raise ValueError(f"must be true or false, got {text!r}")
@@ -46,6 +49,8 @@ def boolean(text: str) -> bool:
 
 
 def choice(*allowed: str) -> Check:
+    """One of ``allowed``, any case; returned as spelled in ``allowed``."""
+
     def check(text: str) -> str:
         value = text.strip()
         for a in allowed:
@@ -57,18 +62,21 @@ def choice(*allowed: str) -> Check:
 
 
 def nonempty(text: str) -> str:
+    """Any text but blank, stripped."""
     if not text.strip():
         raise ValueError("must not be empty")
     return text.strip()
 
 
 def secret(text: str) -> Secret:
+    """A password: kept as is (spaces count), printed as ``***``."""
     if not text:
         raise ValueError("must not be empty")
     return Secret(text)
 
 
 def readable_file(text: str) -> str:
+    """A file this process can read, as an absolute path."""
     path = os.path.abspath(os.path.expanduser(text.strip()))
     if not os.path.isfile(path):
         raise ValueError(f"no such file: {text.strip()}")
@@ -78,12 +86,15 @@ def readable_file(text: str) -> str:
 
 
 def pem_only(text: str) -> str:
+    """A store type: kafka-python reads PEM files only."""
     if text.strip().upper() != "PEM":
         raise ValueError(f"only PEM is supported (kafka-python reads no JKS/PKCS12), got {text!r}")
     return "PEM"
 
 
 def hostname_check(text: str) -> bool:
+    """``ssl.endpoint.identification.algorithm``: ``https`` checks the host name, empty or
+    ``none`` does not."""
     value = text.strip().lower()
     if value not in ("", "https", "none"):
         raise ValueError(f"must be https, none or empty, got {text!r}")
@@ -94,6 +105,7 @@ _CODECS = {"gzip": has_gzip, "snappy": has_snappy, "lz4": has_lz4, "zstd": has_z
 
 
 def compression(text: str) -> str | None:
+    """A codec kafka-python can use here (``none``: no compression)."""
     value: str = choice("none", *_CODECS)(text)
     if value == "none":
         return None
@@ -130,6 +142,12 @@ def check_combination(props: dict[str, Any], given: dict[str, str], where: str) 
             for key, name in _CREDENTIALS:
                 if key not in props:
                     raise ConfigError(f"{where}: sasl.mechanism={mechanism} needs {name}")
+            user = props["sasl_plain_username"]
+            if mechanism.startswith("SCRAM") and ("," in user or "=" in user):
+                raise ConfigError(
+                    f"{where}: {given['sasl_plain_username']}: kafka-python's SCRAM does not "
+                    "escape ',' or '=' in a user name"
+                )
     if tls:
         _check_tls_files(props, given, where)
 

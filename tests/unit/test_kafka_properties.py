@@ -224,6 +224,11 @@ def test_no_file_means_no_properties() -> None:
             'sasl.jaas.config=x.Y required username="a" password="b";\n',
             "login module x.Y is not supported",
         ),
+        (
+            "security.protocol=SASL_SSL\nsasl.mechanism=SCRAM-SHA-256\n"
+            "sasl.username=a,b\nsasl.password=p\n",
+            "does not escape",
+        ),
         ("e=\\u12\n", "bad unicode escape"),
     ],
 )
