@@ -26,11 +26,11 @@ from imgstream.config import WorkerConfig, to_args
 from imgstream.consumers.aggregator import Aggregator, decode_messages
 from imgstream.integrate import RunTotals
 from imgstream.kafka_io import (
-    ClientSettings,
     KafkaSink,
     TopicReader,
     ensure_topics,
     start_group_at_end,
+    worker_settings,
 )
 from imgstream.partitioning import Partitioner
 from imgstream.producers.produce import produce_refs
@@ -243,7 +243,7 @@ def _run(
     from imgstream.pipeline import parse_spec
 
     pipeline = parse_spec(config.ops, build_registry())
-    kafka = ClientSettings(config.connect_timeout_s)
+    kafka = worker_settings(config)
     ensure_topics(
         config.bootstrap,
         {config.refs_topic: partitions, config.results_topic: partitions, config.dlq_topic: 1},

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from imgstream.config import WorkerConfig
 from imgstream.consumers.launcher import JobSummary
 from imgstream.consumers.worker import build_runner
-from imgstream.kafka_io import topic_state
+from imgstream.kafka_io import topic_state, worker_settings
 from imgstream.metrics import Metrics
 from imgstream.processor import Outcome
 from imgstream.records import Message, TopicPartition
@@ -33,7 +33,9 @@ def replay(
     on_progress: Callable[[int, int], None] | None = None,
 ) -> JobSummary:
     """Run the replay in this process; the summary of what it processed."""
-    states = topic_state(config.bootstrap, config.refs_topic, config.group)
+    states = topic_state(
+        config.bootstrap, config.refs_topic, config.group, settings=worker_settings(config)
+    )
     ends = {TopicPartition(config.refs_topic, s.partition): s.highwater for s in states}
     start = {TopicPartition(config.refs_topic, s.partition): s.committed or 0 for s in states}
     total = sum(max(0, ends[tp] - start[tp]) for tp in ends)

@@ -13,7 +13,7 @@ from types import FrameType
 
 from imgstream.clock import SystemClock
 from imgstream.config import WorkerConfig
-from imgstream.kafka_io import ClientSettings, KafkaSink, KafkaSource, ensure_topics
+from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics, worker_settings
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.outage import OutputGate
@@ -61,6 +61,7 @@ def build_runner(
     gate = OutputGate(clock, max_outage_s=config.max_outage_s)
     processor = ImageProcessor(config, pipeline, clock, gate)
     relay = _Relay()
+    kafka = worker_settings(config)  # read once: a recreated producer uses the same
     source = KafkaSource(
         config.bootstrap,
         config.group,
@@ -70,14 +71,12 @@ def build_runner(
         # (and so what a crash can make the group redo) to a few batches.
         max_poll_records=config.max_batch,
         client_id=config.worker_id,
-        settings=ClientSettings(config.connect_timeout_s),
+        settings=kafka,
         max_poll_interval_ms=config.max_poll_interval_ms,
     )
 
     def sink() -> KafkaSink:
-        return KafkaSink(
-            config.bootstrap, config.worker_id, settings=ClientSettings(config.connect_timeout_s)
-        )
+        return KafkaSink(config.bootstrap, config.worker_id, settings=kafka)
 
     relay.runner = Runner(config, processor, source, sink, clock, metrics, hooks)
     return relay.runner
@@ -125,7 +124,7 @@ def run_worker(config: WorkerConfig) -> int:
             config.results_topic: DEFAULT_PARTITIONS,
             config.dlq_topic: 1,
         },
-        ClientSettings(config.connect_timeout_s),
+        worker_settings(config),
     )
     metrics = Metrics()
     runner = build_runner(config, metrics)

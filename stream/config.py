@@ -184,6 +184,15 @@ class WorkerConfig:
         flag="--connect-timeout",
         help="Seconds to wait for the broker before giving up (exit 3).",
     )
+    #: A Kafka client properties file (security.protocol, sasl.*, ssl.*, ...): read by
+    #: imgstream.kafka_io.load_client_settings, passed on to child workers by path.
+    kafka_config: str | None = setting(
+        None,
+        flag="--kafka-config",
+        help="Kafka client properties file (key=value: security.protocol, sasl.mechanism, "
+        "sasl.username, sasl.password, ssl.ca.location, ..., bootstrap.servers); "
+        "applied to every Kafka client.",
+    )
     worker_id: str = field(default_factory=default_worker_id)
 
     @property
@@ -195,7 +204,10 @@ class WorkerConfig:
     def validate(self) -> WorkerConfig:
         """Check every field; raise ConfigError naming the flag. Returns self."""
         checks = [
-            (bool(self.bootstrap), "--bootstrap is required"),
+            (
+                bool(self.bootstrap),
+                "--bootstrap is required (or bootstrap.servers in --kafka-config)",
+            ),
             (bool(self.out_dir), "--out is required"),
             (self.max_batch >= 1, "--max-batch must be at least 1"),
             (self.max_wait_s >= 0, "--max-wait must not be negative"),

@@ -57,6 +57,56 @@ def setup_logging(verbose: int) -> None:
     logging.getLogger("kafka").setLevel(kafka_level)
 
 
+class Redactor(logging.Filter):
+    """Masks secret values (passwords from --kafka-config) in every record a handler writes.
+
+    Passwords already print as ``***`` (:class:`~imgstream.kafka_io.properties.Secret`);
+    this catches the copies a library makes, e.g. the SASL PLAIN token in kafka-python's
+    debug log of requests.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values: set[str] = set()
+
+    def add(self, values: list[str]) -> None:
+        """Mask these too (also as they appear inside a logged ``bytes`` value)."""
+        for value in values:
+            if value:
+                self.values |= {value, repr(value.encode())[2:-1]}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite the record's message and traceback without the secrets; keep it."""
+        if not self.values:
+            return True
+        message = record.getMessage()
+        text = self._mask(message)
+        if text != message:
+            record.msg, record.args = text, None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = self._mask(record.exc_text)
+        return True
+
+    def _mask(self, text: str) -> str:
+        for value in sorted(self.values, key=len, reverse=True):
+            text = text.replace(value, "***")
+        return text
+
+
+def hide_in_logs(values: list[str]) -> None:
+    """Keep ``values`` out of everything the root logger's handlers write."""
+    if not values:
+        return
+    for handler in logging.getLogger().handlers:
+        redactor = next((f for f in handler.filters if isinstance(f, Redactor)), None)
+        if redactor is None:
+            redactor = Redactor()
+            handler.addFilter(redactor)
+        redactor.add(values)
+
+
 class ImgstreamGroup(click.Group):
     """A command group whose commands' outcomes become exit codes.
 

@@ -14,11 +14,15 @@ import os
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from imgstream import config as cfg
+from imgstream.errors import ConfigError
+
+if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
+    from imgstream.kafka_io import ClientSettings
 
 F = Callable[..., Any]
 
@@ -85,7 +89,8 @@ def worker_options(
     in place of the individual settings.
     """
     names = [n for n in _FIELDS if n not in set(exclude)]
-    overrides = overrides or {}
+    # --bootstrap may come from bootstrap.servers in --kafka-config: validated once built
+    overrides = {"bootstrap": {"required": False, "default": None}, **(overrides or {})}
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -102,34 +107,61 @@ def worker_options(
 
 
 def build_config(values: Mapping[str, Any]) -> cfg.WorkerConfig:
-    """A WorkerConfig from resolved option values (paths made absolute; unset ones left)."""
+    """A WorkerConfig from resolved option values (paths made absolute; unset ones left).
+
+    A ``--kafka-config`` file is read here once, so a bad one fails before
+    anything starts; its ``bootstrap.servers`` stands in for ``--bootstrap``.
+    """
     given = {k: v for k, v in values.items() if v is not None and v != ()}
-    if "out_dir" in given:
-        given["out_dir"] = os.path.abspath(given["out_dir"])
+    for name in ("out_dir", "kafka_config"):
+        if name in given:
+            given[name] = os.path.abspath(given[name])
     if "roots" in given:
         given["roots"] = tuple(os.path.abspath(r) for r in given["roots"])
+    if "kafka_config" in given:
+        kafka = load_kafka_config(given["kafka_config"])
+        if "bootstrap" not in given and kafka.bootstrap:
+            given["bootstrap"] = kafka.bootstrap
     given.setdefault("bootstrap", "")
     given.setdefault("out_dir", "")
     return cfg.WorkerConfig(**given)
 
 
-def kafka_options(fn: F) -> F:
-    """``--bootstrap`` and ``--connect-timeout`` for commands that are not workers.
+def load_kafka_config(path: str | None, connect_timeout_s: float | None = None) -> ClientSettings:
+    """Read a ``--kafka-config`` file (ConfigError naming the key otherwise) and keep its
+    passwords out of every log line this process writes."""
+    from imgstream.cli.app import hide_in_logs
+    from imgstream.kafka_io import load_client_settings
 
-    The command gets ``bootstrap`` and ``kafka`` (a ClientSettings).
+    timeout = cfg.DEFAULT_CONNECT_TIMEOUT_S if connect_timeout_s is None else connect_timeout_s
+    settings = load_client_settings(path, timeout)
+    hide_in_logs(settings.secrets())
+    return settings
+
+
+def kafka_options(fn: F) -> F:
+    """``--bootstrap``, ``--kafka-config`` and ``--connect-timeout`` for commands that are
+    not workers.
+
+    The command gets ``bootstrap`` (from the flag, else the file's
+    ``bootstrap.servers``) and ``kafka`` (a ClientSettings).
     """
 
     @functools.wraps(fn)
     def command(**kw: Any) -> Any:
-        from imgstream.kafka_io import ClientSettings
-
         timeout = kw.pop("connect_timeout_s")
         if timeout <= 0:
             raise click.BadParameter("must be positive", param_hint="--connect-timeout")
-        return fn(kafka=ClientSettings(connect_timeout_s=timeout), **kw)
+        path = kw.pop("kafka_config")
+        kafka = load_kafka_config(os.path.abspath(path) if path else None, timeout)
+        kw["bootstrap"] = kw["bootstrap"] or kafka.bootstrap
+        if not kw["bootstrap"]:
+            raise ConfigError("--bootstrap is required (or bootstrap.servers in --kafka-config)")
+        return fn(kafka=kafka, **kw)
 
     decorated: F = option_for("connect_timeout_s")(command)
-    return option_for("bootstrap")(decorated)
+    decorated = option_for("kafka_config")(decorated)
+    return option_for("bootstrap", required=False, default=None)(decorated)
 
 
 def tile_options(fn: F) -> F:

@@ -19,6 +19,7 @@ from imgstream.cli.options import (
     worker_options,
 )
 from imgstream.config import WorkerConfig
+from imgstream.errors import ConfigError
 
 
 def _given(name: str) -> bool:
@@ -123,6 +124,8 @@ def run(
                 param_hint="--overlap",
             )
     embedded = not config.bootstrap
+    if embedded and config.kafka_config:
+        _refuse_secure_embedded(config.kafka_config)
     # validated before the inputs are read: a bad flag is reported at once
     dataclasses.replace(config, bootstrap=config.bootstrap or "embedded").validate()
     found = collect_inputs(inputs, source, partition_by, skip_reporter)
@@ -170,6 +173,18 @@ def run(
     return 0
 
 
+def _refuse_secure_embedded(path: str) -> None:
+    """The embedded broker speaks PLAINTEXT only: a secured client could never reach it."""
+    from imgstream.cli.options import load_kafka_config
+
+    protocol = load_kafka_config(path).properties.get("security_protocol", "PLAINTEXT")
+    if protocol != "PLAINTEXT":
+        raise ConfigError(
+            f"--kafka-config {path}: security.protocol={protocol} needs --bootstrap (or "
+            "bootstrap.servers): the embedded broker speaks PLAINTEXT only"
+        )
+
+
 @cli.command()
 @click.option("--from", "from_", required=True, help="Start of the range: ISO 8601 or epoch ms.")
 @click.option("--to", "to", default=None, help="End of the range (exclusive); default: now.")
@@ -179,7 +194,7 @@ def replay(from_: str, to: str | None, config: WorkerConfig) -> None:
     from tqdm import tqdm
 
     from imgstream.consumers.replay import replay as run_replay
-    from imgstream.kafka_io import wait_for_broker
+    from imgstream.kafka_io import wait_for_broker, worker_settings
     from imgstream.ops import build_registry
     from imgstream.pipeline import parse_spec
 
@@ -197,7 +212,7 @@ def replay(from_: str, to: str | None, config: WorkerConfig) -> None:
         )
     group = config.group
     # fail within --connect-timeout, before the replay's own clients are made
-    wait_for_broker(config.bootstrap, config.connect_timeout_s)
+    wait_for_broker(config.bootstrap, config.connect_timeout_s, worker_settings(config))
     bar = tqdm(unit="msg", disable=not sys.stderr.isatty(), desc="replaying")
 
     def progress(done: int, total: int) -> None:

@@ -1,6 +1,8 @@
 """Kafka adapters: the only package that imports ``kafka``.
 
-``settings`` holds the one table of client defaults and the error mapping,
+``settings`` holds the one table of client defaults and client properties
+(read from a properties file by ``properties``, checked by ``checks``) and the
+error mapping (worded by ``diagnosis``),
 ``clients`` the consumer-group source, the sink and the topic reader;
 ``admin`` the offset and group helpers. Everything is re-exported here.
 """
@@ -22,21 +24,27 @@ from imgstream.kafka_io.clients import (
     ensure_topics,
     wait_for_broker,
 )
+from imgstream.kafka_io.properties import Secret
 from imgstream.kafka_io.settings import (
     CLIENT_DEFAULTS,
+    PROPERTIES,
     ClientSettings,
     as_broker_error,
     broker_errors,
     client_config,
+    load_client_settings,
+    worker_settings,
 )
 
 __all__ = [
     "CLIENT_DEFAULTS",
+    "PROPERTIES",
     "ClientSettings",
     "KafkaSink",
     "KafkaSource",
     "PartitionState",
     "RebalanceHandler",
+    "Secret",
     "TopicReader",
     "as_broker_error",
     "broker_errors",
@@ -46,7 +54,9 @@ __all__ = [
     "fetch_highwaters",
     "first_offsets_at",
     "group_members",
+    "load_client_settings",
     "start_group_at_end",
     "topic_state",
     "wait_for_broker",
+    "worker_settings",
 ]

@@ -12,19 +12,21 @@ and creating one turns an unreachable broker into a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, Protocol
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTP
 from kafka.admin import NewTopic
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import TopicAlreadyExistsError
+from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
+from imgstream.kafka_io import compat
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
 
@@ -35,6 +37,7 @@ def new_consumer(
     bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
 ) -> KafkaConsumer:
     """A consumer from the defaults table; BrokerError if no broker answers in time."""
+    compat.apply()
     with broker_errors(bootstrap, settings):
         return KafkaConsumer(
             **client_config("consumer", KafkaConsumer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -45,6 +48,7 @@ def new_producer(
     bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
 ) -> KafkaProducer:
     """A producer from the defaults table; BrokerError if no broker answers in time."""
+    compat.apply()
     with broker_errors(bootstrap, settings):
         return KafkaProducer(
             **client_config("producer", KafkaProducer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -55,6 +59,7 @@ def new_admin(
     bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
 ) -> KafkaAdminClient:
     """An admin client from the defaults table; BrokerError if no broker answers in time."""
+    compat.apply()
     with broker_errors(bootstrap, settings):
         return KafkaAdminClient(
             **client_config("admin", KafkaAdminClient.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -96,6 +101,7 @@ class KafkaSource:
         # ``overrides`` (max_poll_records, fetch_max_wait_ms, ...) replace table
         # defaults; None means "keep the default".
         tuned = {k: v for k, v in overrides.items() if v is not None}
+        self._bootstrap, self._settings = bootstrap, settings
         self._consumer = new_consumer(
             bootstrap,
             settings,
@@ -111,8 +117,12 @@ class KafkaSource:
             self._consumer.subscribe(list(topics))
 
     def poll(self, timeout_s: float) -> list[Message]:
-        """Messages fetched within ``timeout_s`` (possibly none)."""
-        batches = self._consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)))
+        """Messages fetched within ``timeout_s`` (possibly none).
+
+        A refused ACL (topic or group) is a BrokerError saying what was refused.
+        """
+        with broker_errors(self._bootstrap, self._settings, action="read"):
+            batches = self._consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)))
         out: list[Message] = []
         for tp, records in batches.items():
             for r in records:
@@ -195,12 +205,15 @@ class KafkaSink:
         self._producer.close(timeout=timeout_s)
 
 
-def wait_for_broker(bootstrap: str, timeout_s: float = 15.0) -> None:
+def wait_for_broker(
+    bootstrap: str, timeout_s: float = 15.0, settings: ClientSettings | None = None
+) -> None:
     """Block until the broker answers a metadata request, or raise BrokerError.
 
-    The client retries the bootstrap servers itself for up to ``timeout_s``.
+    The client retries the bootstrap servers itself for up to ``timeout_s``;
+    ``settings`` give its properties (TLS, SASL).
     """
-    settings = ClientSettings(connect_timeout_s=timeout_s)
+    settings = dataclasses.replace(settings or ClientSettings(), connect_timeout_s=timeout_s)
     admin = new_admin(bootstrap, settings, request_timeout_ms=3000)
     try:
         with broker_errors(bootstrap, settings):
@@ -217,12 +230,27 @@ def ensure_topics(
     try:
         with broker_errors(bootstrap, settings):
             existing = set(admin.list_topics())
-            new = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
-            if new:
-                with contextlib.suppress(TopicAlreadyExistsError):
-                    admin.create_topics(new)
+        new = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+        if new:
+            # a topic this principal may not DESCRIBE looks missing: name them all
+            names = {n.name for n in new}
+            with (
+                broker_errors(bootstrap, settings, action="describe or create"),
+                contextlib.suppress(TopicAlreadyExistsError),
+                _naming(names),
+            ):
+                admin.create_topics(new)
     finally:
         admin.close()
+
+
+@contextlib.contextmanager
+def _naming(topics: set[str]) -> Iterator[None]:
+    """A topic authorization error names ``topics`` (the admin client's names none)."""
+    try:
+        yield
+    except TopicAuthorizationFailedError:
+        raise TopicAuthorizationFailedError(topics) from None
 
 
 class TopicReader:
@@ -238,6 +266,7 @@ class TopicReader:
         self._consumer = new_consumer(
             bootstrap, settings, fetch_max_wait_ms=fetch_max_wait_ms, group_id=None
         )
+        self._bootstrap, self._settings = bootstrap, settings
         self._topics = list(topics)
         self._assigned: set[KTP] = set()
         self._refresh()
@@ -261,7 +290,8 @@ class TopicReader:
             if not self._assigned:
                 time.sleep(timeout_s)
                 return []
-        batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
+        with broker_errors(self._bootstrap, self._settings, action="read"):
+            batches = self._consumer.poll(timeout_ms=int(timeout_s * 1000))
         return [
             Message(tp.topic, tp.partition, r.offset, r.key, r.value, r.timestamp or 0)
             for tp, records in batches.items()

@@ -34,6 +34,7 @@ def _unusual(tmp_path) -> WorkerConfig:
     """A config where every setting differs from its default."""
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
+    (tmp_path / "client.properties").write_text("client.id=unusual\nrequest.timeout.ms=5000\n")
     return WorkerConfig(
         bootstrap="broker:9092",
         out_dir=str(tmp_path / "out"),
@@ -64,6 +65,7 @@ def _unusual(tmp_path) -> WorkerConfig:
         max_stuck_threads=3,
         max_poll_interval_ms=90000,
         connect_timeout_s=3.5,
+        kafka_config=str(tmp_path / "client.properties"),
         worker_id="w",
     )
 
