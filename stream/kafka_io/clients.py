@@ -92,6 +92,13 @@ class KafkaSource:
             # commits are made by the runner's checkpoint only, never behind its back
             enable_auto_commit=False,
         )
+        # Know the topics' partitions before the first join: a member that joins
+        # without them is given nothing, and rejoins (a second rebalance) once
+        # its metadata arrives. On Apache Kafka that showed as an empty first
+        # assignment in every worker.
+        with broker_errors(bootstrap, settings):
+            for topic in topics:
+                self._consumer.partitions_for_topic(topic)
         if handler is not None:
             listener = GroupListener(
                 handler,
