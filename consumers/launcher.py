@@ -248,6 +248,8 @@ def _run(
         config.bootstrap,
         {config.refs_topic: partitions, config.results_topic: partitions, config.dlq_topic: 1},
         kafka,
+        config.topic_roles(),
+        config.topic_settings,
     )
     if not fresh_topics:  # a shared cluster: skip the refs already in the topic
         start_group_at_end(config.bootstrap, config.group, config.refs_topic, kafka)
