@@ -4,7 +4,8 @@
 (read from a properties file by ``properties``, checked by ``checks``) and the
 error mapping (worded by ``diagnosis``),
 ``clients`` the consumer-group source, the sink and the topic reader;
-``admin`` the offset and group helpers. Everything is re-exported here.
+``admin`` the offset and group helpers, ``transactional`` the producer of
+``--exactly-once``. Everything is re-exported here.
 """
 
 from imgstream.kafka_io.admin import (
@@ -35,6 +36,7 @@ from imgstream.kafka_io.settings import (
     load_client_settings,
     worker_settings,
 )
+from imgstream.kafka_io.transactional import KafkaTransactor, refuse_unreliable_transactions
 
 __all__ = [
     "CLIENT_DEFAULTS",
@@ -42,6 +44,7 @@ __all__ = [
     "ClientSettings",
     "KafkaSink",
     "KafkaSource",
+    "KafkaTransactor",
     "PartitionState",
     "RebalanceHandler",
     "Secret",
@@ -55,6 +58,7 @@ __all__ = [
     "first_offsets_at",
     "group_members",
     "load_client_settings",
+    "refuse_unreliable_transactions",
     "start_group_at_end",
     "topic_state",
     "wait_for_broker",

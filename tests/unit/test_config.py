@@ -66,6 +66,7 @@ def _unusual(tmp_path) -> WorkerConfig:
         max_poll_interval_ms=90000,
         connect_timeout_s=3.5,
         kafka_config=str(tmp_path / "client.properties"),
+        exactly_once=True,
         worker_id="w",
     )
 
