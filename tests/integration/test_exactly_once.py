@@ -191,16 +191,14 @@ def test_exactly_once_is_refused_on_the_embedded_broker(
     proc = run_cli("run", str(root), "--out", str(tmp_path / "out"), "--exactly-once")
     assert proc.returncode == 2
     assert "unreliable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
-    # a Tansu given as --bootstrap (recognised by its cluster id)
-    proc = run_cli(
-        "work",
-        "--bootstrap",
-        broker.bootstrap,
-        "--out",
-        str(tmp_path / "out"),
-        "--root",
-        str(root),
-        "--exactly-once",
-    )
-    assert proc.returncode == 2, proc.stderr
-    assert "unreliable" in proc.stderr and "Traceback" not in proc.stderr
+    # a Tansu given as --bootstrap (recognised by its cluster id), to a worker and to run
+    out = str(tmp_path / "out")
+    for args in (
+        ("work", "--bootstrap", broker.bootstrap, "--out", out, "--root", str(root)),
+        ("run", str(root), "--bootstrap", broker.bootstrap, "--out", out),
+    ):
+        proc = run_cli(*args, "--exactly-once")
+        assert proc.returncode == 2, proc.stderr
+        assert "unreliable" in proc.stderr, proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "out" / "logs").exists()  # refused before any worker started
