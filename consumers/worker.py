@@ -88,7 +88,7 @@ def build_runner(
     def sink() -> KafkaSink:
         return KafkaSink(config.bootstrap, config.worker_id, settings=kafka)
 
-    transact = None
+    transactor = None
     if config.exactly_once:
         transactor = KafkaTransactor(
             config.bootstrap,
@@ -96,9 +96,9 @@ def build_runner(
             source.group_metadata,
             settings=kafka,
             client_id=config.worker_id,
+            on_restart=metrics.producer_restarts.inc,
         )
-        transact = transactor.commit
-    relay.runner = Runner(config, processor, source, sink, clock, metrics, hooks, transact)
+    relay.runner = Runner(config, processor, source, sink, clock, metrics, hooks, transactor)
     return relay.runner
 
 

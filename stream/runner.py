@@ -31,7 +31,7 @@ from typing import Protocol
 
 from imgstream import batching
 from imgstream.batching import Batch, MicroBatcher
-from imgstream.checkpoint import Checkpoint, TransactFn, TransactionalCheckpoint
+from imgstream.checkpoint import Checkpoint, TransactionalCheckpoint
 from imgstream.clock import Clock
 from imgstream.config import WorkerConfig
 from imgstream.delivery import Delivery, Sink
@@ -42,7 +42,7 @@ from imgstream.memory import peak_rss_mb
 from imgstream.metrics import Metrics
 from imgstream.processor import ImageProcessor, Outcome
 from imgstream.records import Message, TopicPartition
-from imgstream.transactions import Staging
+from imgstream.transactions import Staging, Transactor
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +89,8 @@ class Runner:
     """A consumer-group worker: poll, batch, process, deliver, commit.
 
     The ``source`` calls :meth:`on_revoked` and :meth:`on_assigned` (it is
-    given the runner as its rebalance handler by whoever wires them). With
-    ``transact`` (``--exactly-once``) records are staged per batch and written
+    given the runner as its rebalance handler by whoever wires them). With a
+    ``transactor`` (``--exactly-once``) records are staged per batch and written
     with their offsets in one transaction by a
     :class:`~imgstream.checkpoint.TransactionalCheckpoint`; ``sink_factory``
     is then unused.
@@ -105,7 +105,7 @@ class Runner:
         clock: Clock,
         metrics: Metrics | None = None,
         hooks: RunnerHooks | None = None,
-        transact: TransactFn | None = None,
+        transactor: Transactor | None = None,
     ) -> None:
         self.config = config
         self.hooks = hooks if hooks is not None else RunnerHooks()
@@ -120,12 +120,13 @@ class Runner:
 
         self.delivery: Delivery | Staging
         self.checkpoint: Checkpoint | TransactionalCheckpoint
-        if transact is None:
+        self._transactor = transactor
+        if transactor is None:
             self.delivery = Delivery(sink_factory, m.producer_restarts.inc)
             self.checkpoint = Checkpoint(source.commit, self.delivery, clock, on_commit)
         else:
             self.delivery = staging = Staging()
-            self.checkpoint = TransactionalCheckpoint(transact, staging, clock, on_commit)
+            self.checkpoint = TransactionalCheckpoint(transactor.commit, staging, clock, on_commit)
         self.pool = ImagePool(
             config.threads, clock, config.image_timeout_s, config.max_stuck_threads
         )
@@ -390,6 +391,8 @@ class Runner:
                 self.source.close()
             finally:
                 self.delivery.close(5.0)
+                if self._transactor is not None:
+                    self._transactor.close(5.0)
         log.info("stopped after %d messages; peak memory %.0f MB", self.processed, peak_rss_mb())
 
 

@@ -24,6 +24,7 @@ import queue
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from imgstream.records import TopicPartition
 
@@ -99,6 +100,18 @@ def transaction_plan(batches: list[SealedBatch], due: Mapping[TopicPartition, in
                     continue
             kept.append(record)
     return Plan(tuple(kept), dict(due), dropped)
+
+
+class Transactor(Protocol):
+    """Writes records and commits offsets in one transaction (the Kafka side)."""
+
+    def commit(self, records: tuple[Staged, ...], offsets: dict[TopicPartition, int]) -> None:
+        """All or nothing; raise :class:`~imgstream.errors.TransactionFailed` for nothing."""
+        ...
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Release the producer."""
+        ...
 
 
 class Staging:

@@ -59,12 +59,14 @@ class KafkaTransactor:
         settings: ClientSettings | None = None,
         client_id: str = "imgstream",
         timeout_s: float = COMMIT_TIMEOUT_S,
+        on_restart: Callable[[], None] | None = None,
     ) -> None:
         self._bootstrap, self._settings = bootstrap, settings
         self._id = transactional_id
         self._client_id = client_id
         self._group_metadata = group_metadata
         self._timeout_ms = int(timeout_s * 1000)
+        self._on_restart = on_restart
         self._producer = self._new_producer()
         #: Producers replaced after a fence or a stuck commit.
         self.restarts = 0
@@ -139,6 +141,8 @@ class KafkaTransactor:
             log.debug("closing the old producer failed: %s", exc)
         self._producer = self._new_producer()
         self.restarts += 1
+        if self._on_restart is not None:
+            self._on_restart()
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Close the producer (an open transaction is aborted by the broker)."""

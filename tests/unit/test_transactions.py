@@ -1,6 +1,6 @@
 """Exactly-once policy: staged records, transaction plans, the transactional checkpoint.
 
-The broker side is a fake ``transact`` function that keeps what each
+The broker side is a fake transactor that keeps what each
 successful transaction wrote; a failing one writes nothing, as Kafka's abort.
 """
 
@@ -37,8 +37,12 @@ class Broker:
         self.offsets: dict[TopicPartition, int] = {}
         self.transactions = 0
         self.aborted = 0
+        self.closed = False
 
-    def transact(self, records: tuple[Staged, ...], offsets: dict[TopicPartition, int]) -> None:
+    def close(self, timeout_s: float = 5.0) -> None:
+        self.closed = True
+
+    def commit(self, records: tuple[Staged, ...], offsets: dict[TopicPartition, int]) -> None:
         if self.fail:
             self.fail -= 1
             self.aborted += 1
@@ -81,7 +85,7 @@ def test_a_plan_keeps_records_below_the_safe_points_and_every_batch_record() -> 
 
 def test_records_are_held_until_the_commit_point_then_written_with_their_offsets() -> None:
     broker, staging = Broker(), Staging()
-    cp = TransactionalCheckpoint(broker.transact, staging, FakeClock())
+    cp = TransactionalCheckpoint(broker.commit, staging, FakeClock())
     for o in range(6):
         cp.register(_msg(o))
     _stage_batch(staging, [0, 1, 2])
@@ -96,7 +100,7 @@ def test_records_are_held_until_the_commit_point_then_written_with_their_offsets
 
 def test_a_failed_transaction_commits_nothing_and_after_the_rewind_each_record_lands_once() -> None:
     broker, staging = Broker(fail=1), Staging()
-    cp = TransactionalCheckpoint(broker.transact, staging, FakeClock())
+    cp = TransactionalCheckpoint(broker.commit, staging, FakeClock())
     for o in range(4):
         cp.register(_msg(o))
     _stage_batch(staging, [0, 1])
@@ -121,7 +125,7 @@ def test_a_failed_transaction_commits_nothing_and_after_the_rewind_each_record_l
 
 def test_skipped_messages_move_the_offsets_in_the_next_transaction() -> None:
     broker, staging = Broker(), Staging()
-    cp = TransactionalCheckpoint(broker.transact, staging, FakeClock())
+    cp = TransactionalCheckpoint(broker.commit, staging, FakeClock())
     for o in range(3):
         cp.register(_msg(o))
     cp.complete(TP, 0)
@@ -132,7 +136,7 @@ def test_skipped_messages_move_the_offsets_in_the_next_transaction() -> None:
 
 def test_revoking_every_partition_drops_its_sealed_batches_and_the_pending_rewind() -> None:
     broker, staging = Broker(fail=1), Staging()
-    cp = TransactionalCheckpoint(broker.transact, staging, FakeClock())
+    cp = TransactionalCheckpoint(broker.commit, staging, FakeClock())
     cp.register(_msg(0))
     _stage_batch(staging, [0])
     cp.commit(force=True)
@@ -161,9 +165,7 @@ def _run(tmp_path, broker: Broker) -> tuple[Runner, RewindingSource, int]:
     source = RewindingSource(messages, broker)
     processor.clock = source.clock
     processor.gate.clock = source.clock
-    runner = Runner(
-        config, processor, source, FakeSink, source.clock, Metrics(), None, broker.transact
-    )
+    runner = Runner(config, processor, source, FakeSink, source.clock, Metrics(), None, broker)
     source.bind(runner)
     runner.run()
     return runner, source, len(messages)
@@ -181,7 +183,7 @@ def _outcomes(broker: Broker) -> Counter[str]:
 def test_the_runner_writes_each_outcome_once_across_an_aborted_transaction(tmp_path) -> None:
     broker = Broker(fail=1)
     _runner, source, n = _run(tmp_path, broker)
-    assert broker.aborted == 1 and source.rewinds == 1
+    assert broker.aborted == 1 and source.rewinds == 1 and broker.closed
     assert broker.offsets == {TP: n}
     counts = _outcomes(broker)
     assert len(counts) == n and set(counts.values()) == {1}
