@@ -207,6 +207,14 @@ class WorkerConfig:
         flag="--replication-factor",
         help="Replication factor of the topics imgstream creates [default: the broker's].",
     )
+    #: Each batch's records and offsets in one Kafka transaction (Apache Kafka only).
+    exactly_once: bool = setting(
+        False,
+        flag="--exactly-once",
+        help="Write each batch's result, batch and failure records and commit its offsets "
+        "in one Kafka transaction (readers use read_committed); Apache Kafka only, refused "
+        "on the embedded broker.",
+    )
     worker_id: str = field(default_factory=default_worker_id)
 
     @property

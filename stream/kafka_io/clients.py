@@ -130,6 +130,21 @@ class KafkaSource:
             {KTP(tp.topic, tp.partition): OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
         )
 
+    def group_metadata(self) -> Any:
+        """The member's group metadata (id, generation, member id) for a transaction."""
+        return self._consumer.group_metadata()
+
+    def rewind(self, tps: Iterable[TopicPartition]) -> None:
+        """Seek each partition back to its committed offset (the beginning if none)."""
+        with broker_errors(self._bootstrap, self._settings, action="read"):
+            for tp in tps:
+                ktp = KTP(tp.topic, tp.partition)
+                committed = self._consumer.committed(ktp)
+                if committed is None:
+                    self._consumer.seek_to_beginning(ktp)
+                else:
+                    self._consumer.seek(ktp, committed)
+
     def assignment(self) -> list[TopicPartition]:
         """Partitions currently assigned."""
         return [TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()]
@@ -313,6 +328,18 @@ class TopicReader:
             for tp, records in batches.items()
             for r in records
         ]
+
+    def positions(self) -> dict[TopicPartition, int]:
+        """The next offset to read of every assigned partition.
+
+        With transactions, commit and abort markers take offsets that no record
+        is read at: "read up to the end" is position >= high-watermark, never
+        "last record's offset + 1 == high-watermark".
+        """
+        return {
+            TopicPartition(tp.topic, tp.partition): int(self._consumer.position(tp))
+            for tp in self._assigned
+        }
 
     def close(self) -> None:
         """Close the consumer."""
