@@ -34,6 +34,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from imgstream.errors import FORBIDDEN, IO_ERROR, NOT_FOUND, TOO_LARGE, ImageError
@@ -306,6 +307,36 @@ class ObjectStore:
             obstore.put(self._client(url.bucket), url.key, data, use_multipart=False)
         except ImageError as exc:
             raise OSError(errno.EIO, exc.message, str(url)) from None
+        except Exception as exc:
+            raise os_error(exc, url) from None
+
+    def head_bytes(self, url: S3Url, n: int) -> bytes:
+        """The first ``n`` bytes of an object (fewer if it is shorter); raise ImageError."""
+        import obstore
+
+        try:
+            size = self.size(url)
+            if size == 0:
+                return b""
+            data = obstore.get_range(
+                self._client(url.bucket), url.key, start=0, length=min(n, size)
+            )
+        except ImageError:
+            raise
+        except Exception as exc:
+            raise image_error(exc, url) from None
+        return bytes(data)
+
+    def put_file(self, url: S3Url, path: str) -> None:
+        """Upload a local file (multipart when large: it is never read whole); raise OSError."""
+        import obstore
+
+        try:
+            obstore.put(self._client(url.bucket), url.key, Path(path))
+        except ImageError as exc:
+            raise OSError(errno.EIO, exc.message, str(url)) from None
+        except OSError:
+            raise
         except Exception as exc:
             raise os_error(exc, url) from None
 
