@@ -30,6 +30,7 @@ import configparser
 import contextlib
 import errno
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -43,6 +44,11 @@ SCHEME = "s3://"
 
 #: Attempts of one request unless AWS_MAX_ATTEMPTS says otherwise (the AWS SDKs' default).
 DEFAULT_ATTEMPTS = 3
+
+
+#: S3 bucket names (with the legacy upper case and underscores some stores still allow):
+#: nothing that could change the request's path or query.
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def is_s3(text: str) -> bool:
@@ -83,8 +89,8 @@ def parse_s3(uri: str) -> S3Url:
     if "\x00" in uri:
         raise ImageError(FORBIDDEN, "reference contains a NUL character")
     bucket, _, key = uri[len(SCHEME) :].partition("/")
-    if not bucket or "\\" in bucket or bucket in (".", ".."):
-        raise ImageError(FORBIDDEN, f"no bucket name in {uri!r}")
+    if not _BUCKET.fullmatch(bucket):
+        raise ImageError(FORBIDDEN, f"not a valid bucket name in {uri!r}")
     key = key.rstrip("/")
     if key:
         segments = key.split("/")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from imgstream.records import Failure, Result
 from tests.fixtures.s3 import S3Server
@@ -42,10 +43,20 @@ def _assert_gray(server: S3Server, bucket: str, key: str, original: Path) -> Non
     assert np.array_equal(out, expected), original.name
 
 
+@pytest.mark.parametrize("broker_kind", ["embedded", "bootstrap"])
 def test_run_from_s3_to_s3(
-    s3_server: S3Server, s3_bucket: str, photos: list[Path], tmp_path: Path
+    s3_server: S3Server,
+    s3_bucket: str,
+    photos: list[Path],
+    tmp_path: Path,
+    broker_kind: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    """`run s3://.../in --out s3://.../out`, with its own broker or a running one."""
     b = s3_bucket
+    bootstrap = []
+    if broker_kind == "bootstrap":
+        bootstrap = ["--bootstrap", request.getfixturevalue("broker").bootstrap]
     for p in photos:
         s3_server.put(b, f"in/{p.name}", p.read_bytes())
     big = max(photos, key=lambda p: p.stat().st_size)
@@ -65,6 +76,7 @@ def test_run_from_s3_to_s3(
         str(big.stat().st_size),
         "--max-wait",
         "0.2",
+        *bootstrap,
         env=s3_server.env,
         cwd=tmp_path,
     )
