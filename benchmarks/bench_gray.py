@@ -202,7 +202,7 @@ def stream_figures(out: Path, run: StreamRun, started_ms: float) -> None:
     run.stage_ms = {s: 1000.0 * statistics.fmean(v) for s, v in stages.items() if v}
 
 
-_STARTUP = re.compile(r"start-up: (.*)$", re.MULTILINE)
+_STARTUP = re.compile(r"start-up:?\s+(.*?)(?: \(worker phases: logs/\))?$", re.MULTILINE)
 
 
 def startup_figures(out: Path) -> dict[str, float]:

@@ -108,6 +108,10 @@ class JobSummary(RunTotals):
     fused: int = 0
     #: Messages a replay passed over (outside its range).
     skipped: int = 0
+    #: Start-up phases of ``run`` in seconds (broker, topics, first result).
+    startup: dict[str, float] = field(default_factory=dict)
+    #: When (monotonic) the first result or failure arrived.
+    first_record_at: float | None = None
 
     def lines(self) -> list[str]:
         """The printed summary."""
@@ -126,6 +130,9 @@ class JobSummary(RunTotals):
         if p50 is not None and p99 is not None:
             out.append(f"latency     p50 {p50:.0f} ms   p99 {p99:.0f} ms")
         out.append(f"batches     {self.batches}   duplicate records {self.duplicates}")
+        if self.startup:
+            phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.startup.items())
+            out.append(f"start-up    {phases} (worker phases: logs/)")
         if self.parents:
             out.append(
                 f"tiled       {self.parents} images in {self.tiles} tiles; {self.fused} stitched"
@@ -175,6 +182,8 @@ def collect(
                 continue
             seen.add(record.id)
             last_progress = time.monotonic()
+            if summary.first_record_at is None:
+                summary.first_record_at = last_progress
             if on_progress is not None:
                 on_progress(1)
             summary.add(record)
@@ -210,13 +219,26 @@ def run_job(
     embedded: bool,
     on_progress: Callable[[int], None] | None = None,
     stall_timeout_s: float = 300.0,
+    exclusive: bool = False,
 ) -> JobSummary:
-    """The whole job; ``config.bootstrap`` is ignored when ``embedded``."""
+    """The whole job; ``config.bootstrap`` is ignored when ``embedded``.
+
+    ``exclusive``: the group is this run's alone (a fresh name). A single
+    worker then reads every refs partition directly instead of joining the
+    group: a group of one has nobody to hand partitions to, and the join costs
+    seconds (the embedded broker waits half a session timeout for other
+    members). Commits still go to the group; with ``--exactly-once`` (which
+    needs the group's generation) or several workers, the group assigns.
+    """
+    if exclusive and workers == 1 and not config.exactly_once:
+        config = replace(config, partitions=tuple(range(partitions)))
+    started = time.monotonic()
     broker = EmbeddedBroker().start() if embedded else None
+    broker_s = time.monotonic() - started
     try:
         if broker is not None:
             config = replace(config, bootstrap=broker.bootstrap)
-        return _run(
+        summary = _run(
             plan,
             config,
             workers,
@@ -226,6 +248,9 @@ def run_job(
             stall_timeout_s,
             fresh_topics=broker is not None,
         )
+        if broker is not None:
+            summary.startup = {"broker": broker_s, **summary.startup}
+        return summary
     finally:
         if broker is not None:
             broker.stop()
@@ -248,6 +273,7 @@ def _run(
     kafka = worker_settings(config)
     if config.exactly_once:  # before any topic or worker: one line and exit 2
         refuse_unreliable_transactions(config.bootstrap, kafka)
+    topics_started = time.monotonic()
     ensure_topics(
         config.bootstrap,
         {config.refs_topic: partitions, config.results_topic: partitions, config.dlq_topic: 1},
@@ -257,6 +283,7 @@ def _run(
     )
     if not fresh_topics:  # a shared cluster: skip the refs already in the topic
         start_group_at_end(config.bootstrap, config.group, config.refs_topic, kafka)
+    topics_s = time.monotonic() - topics_started
     run_dir = local_dir(config.out_dir)
     os.makedirs(run_dir, exist_ok=True)
     started = time.monotonic()
@@ -287,6 +314,7 @@ def _run(
         pipeline_hash=pipeline.hash,
         tiles=sum(1 for r in plan.refs if r.tile),
         parents=len(plan.parents),
+        startup={"topics": topics_s},
     )
     results_path = os.path.join(run_dir, "results.jsonl")
     try:
@@ -313,6 +341,8 @@ def _run(
             )
         summary.missing = sorted(set(summary.missing) | (all_ids - expected))
         summary.seconds = time.monotonic() - started
+        if summary.first_record_at is not None:
+            summary.startup["first-result"] = summary.first_record_at - started
         reader.close()
     finally:
         summary.worker_exit_codes = procs.stop()

@@ -8,7 +8,9 @@ uncommitted), the member leaves the group, and the process exits 0.
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import time
 from types import FrameType
 
 from imgstream.clock import SystemClock
@@ -83,6 +85,7 @@ def build_runner(
         client_id=config.worker_id,
         settings=kafka,
         max_poll_interval_ms=config.max_poll_interval_ms,
+        partitions=config.partitions,
     )
 
     def sink() -> KafkaSink:
@@ -125,6 +128,18 @@ def tune_allocator() -> None:
     libc.mallopt(m_arena_max, 1)
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process was created (Linux ``/proc``), else None."""
+    try:
+        with open("/proc/self/stat", encoding="ascii") as f:
+            start_ticks = int(f.read().rsplit(")", 1)[1].split()[19])
+        with open("/proc/uptime", encoding="ascii") as f:
+            uptime_s = float(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
+
+
 def run_worker(config: WorkerConfig) -> int:
     """Run one worker in this process; returns the exit code.
 
@@ -135,6 +150,7 @@ def run_worker(config: WorkerConfig) -> int:
     """
     tune_allocator()
     config.validate()
+    started = time.monotonic()
     # A worker may start before anything was produced: create the topics it
     # reads and writes, so it neither waits for metadata nor fails its sends.
     ensure_topics(
@@ -148,8 +164,15 @@ def run_worker(config: WorkerConfig) -> int:
         config.topic_roles(),
         config.topic_settings,
     )
+    topics_s = time.monotonic() - started
     metrics = Metrics()
     runner = build_runner(config, metrics)
+    clients_s = time.monotonic() - started - topics_s
+    process_s = process_age_s()
+    if process_s is not None:
+        runner.startup["process"] = process_s - (time.monotonic() - started)
+    runner.startup["topics"] = topics_s
+    runner.startup["clients"] = clients_s
     if config.metrics_port is not None:
         server, _thread = metrics.serve(config.metrics_port, config.metrics_host)
         log.info("metrics on http://%s:%d/metrics", config.metrics_host, server.server_port)

@@ -219,6 +219,15 @@ class WorkerConfig:
         "in one Kafka transaction (readers use read_committed); Apache Kafka only, refused "
         "on the embedded broker.",
     )
+    #: Refs partitions read directly (no group membership, so no join wait); the
+    #: group still holds the commits. Empty: the group assigns partitions.
+    partitions: tuple[int, ...] = setting(
+        flag="--partition",
+        help="Read this refs partition directly instead of joining the group's assignment "
+        "(repeatable; commits still go to --group). Only for a worker that alone owns "
+        "its partitions: no other member takes them over if it stops.",
+        factory=tuple,
+    )
     worker_id: str = field(default_factory=default_worker_id)
 
     @property
@@ -284,6 +293,12 @@ class WorkerConfig:
             (
                 self.replication_factor is None or self.replication_factor >= 1,
                 "--replication-factor must be at least 1",
+            ),
+            (all(p >= 0 for p in self.partitions), "--partition must not be negative"),
+            (
+                not (self.partitions and self.exactly_once),
+                "--partition cannot be used with --exactly-once (transactions need the "
+                "group's generation)",
             ),
         ]
         for ok, message in checks:

@@ -142,6 +142,11 @@ class Runner:
         self._started = clock.monotonic()
         self._assigned_once = False
         self.skipped = 0
+        #: Start-up phases in seconds, logged once with the first fetch: the
+        #: process fills in what came before the runner (``process``, ``topics``),
+        #: the runner adds ``join`` (to the first assignment) and ``first-fetch``.
+        self.startup: dict[str, float] = {}
+        self._startup_logged = False
 
     @property
     def processed(self) -> int:
@@ -179,6 +184,8 @@ class Runner:
         self.metrics.rebalances.labels(event="assigned").inc()
         log.info("partitions assigned: %s", _fmt_tps(tps))
         if tps:
+            if not self._assigned_once:
+                self.startup["join"] = self.clock.monotonic() - self._started
             self._assigned_once = True
             self._last_activity = self.clock.monotonic()
 
@@ -228,12 +235,21 @@ class Runner:
                 self._submit(batch)
         if messages:
             self._last_activity = now
+            if not self._startup_logged:
+                self._log_startup(now)
         self._submit(self.batcher.poll(now))
         self._watch(now)
         self.checkpoint.commit()
         self._maybe_rewind()
         self._backpressure()
         self._update_lag(now)
+
+    def _log_startup(self, now: float) -> None:
+        """One line with the start-up phases, at the first fetch that brought messages."""
+        self._startup_logged = True
+        phases = dict(self.startup)
+        phases["first-fetch"] = now - self._started - phases.get("join", 0.0)
+        log.info("start-up: %s", ", ".join(f"{k} {v:.3f}s" for k, v in phases.items()))
 
     def _watch(self, now: float) -> None:
         """Image timeouts and output outages: the checks that need the current time."""

@@ -88,7 +88,7 @@ def option_for(name: str, dest: str | None = None, **override: Any) -> Callable[
     if hint is bool:
         kw.update(is_flag=True, default=False)
     elif typing.get_origin(hint) is tuple:
-        kw.update(multiple=True, type=LOCATION if meta["directory"] else str)
+        kw.update(multiple=True, type=LOCATION if meta["directory"] else _base_type(hint))
     else:
         if meta["choices"]:
             kw["type"] = click.Choice(meta["choices"])
@@ -109,7 +109,7 @@ def option_for(name: str, dest: str | None = None, **override: Any) -> Callable[
 
 
 #: The settings only ``work`` takes (one process, one /metrics port, exits when idle).
-WORK_ONLY = ("metrics_port", "metrics_host", "idle_exit_s")
+WORK_ONLY = ("metrics_port", "metrics_host", "idle_exit_s", "partitions")
 
 
 def worker_options(

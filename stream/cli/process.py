@@ -162,6 +162,7 @@ def run(
             embedded=embedded,
             on_progress=bar.update,
             stall_timeout_s=stall_timeout,
+            exclusive=not _given("group"),
         )
     finally:
         bar.close()

@@ -77,8 +77,12 @@ class KafkaSource:
         handler: RebalanceHandler | None = None,
         client_id: str = "imgstream",
         settings: ClientSettings | None = None,
+        partitions: Sequence[int] = (),
         **overrides: Any,
     ) -> None:
+        # ``partitions``: read these partitions of the (one) topic directly, without
+        # joining the group (no join wait); the group still holds the commits, and
+        # ``handler.on_assigned`` is called once, from the first poll.
         # ``overrides`` (max_poll_records, fetch_max_wait_ms, ...) replace table
         # defaults; None means "keep the default".
         tuned = {k: v for k, v in overrides.items() if v is not None}
@@ -99,7 +103,13 @@ class KafkaSource:
         with broker_errors(bootstrap, settings):
             for topic in topics:
                 self._consumer.partitions_for_topic(topic)
-        if handler is not None:
+        self._handler = handler
+        self._unannounced: list[TopicPartition] = []
+        if partitions:
+            (topic,) = topics
+            self._unannounced = [TopicPartition(topic, p) for p in partitions]
+            self._consumer.assign([KTP(topic, p) for p in partitions])
+        elif handler is not None:
             listener = GroupListener(
                 handler,
                 loop_sleep(self._consumer),
@@ -114,6 +124,10 @@ class KafkaSource:
 
         A refused ACL (topic or group) is a BrokerError saying what was refused.
         """
+        if self._unannounced:
+            tps, self._unannounced = self._unannounced, []
+            if self._handler is not None:
+                self._handler.on_assigned(tps)
         with broker_errors(self._bootstrap, self._settings, action="read"):
             batches = self._consumer.poll(timeout_ms=max(0, int(timeout_s * 1000)))
         out: list[Message] = []

@@ -69,6 +69,7 @@ def _unusual(tmp_path) -> WorkerConfig:
         topic_configs=("refs:retention.ms=1000", "min.insync.replicas=2"),
         replication_factor=3,
         exactly_once=True,
+        partitions=(0, 2),
         worker_id="w",
     )
 
