@@ -220,9 +220,14 @@ def startup_figures(out: Path) -> dict[str, float]:
     return figures
 
 
-def imgstream(src: Path, out: Path, workers: int | None, threads: int | None) -> StreamRun:
-    """``imgstream run --ops gray`` end to end (broker start-up included)."""
-    cmd = [sys.executable, "-m", "imgstream.cli", "run", str(src), "--out", str(out)]
+def imgstream(
+    src: Path, out: Path, workers: int | None, threads: int | None, python: str = sys.executable
+) -> StreamRun:
+    """``imgstream run --ops gray`` end to end (broker start-up included).
+
+    ``python``: the interpreter whose installed imgstream runs (``--baseline``).
+    """
+    cmd = [python, "-m", "imgstream.cli", "run", str(src), "--out", str(out)]
     cmd += ["--ops", "gray"]
     if workers is not None:
         cmd += ["--workers", str(workers)]
@@ -257,6 +262,8 @@ class Round:
     quix: float
     stream: float
     run: StreamRun
+    #: imgstream from ``--baseline`` (another install, e.g. the main branch), if given.
+    baseline: float | None = None
 
 
 def print_table(rounds: list[Round], n: int, cores: int) -> None:
@@ -281,6 +288,13 @@ def print_table(rounds: list[Round], n: int, cores: int) -> None:
         med(r.quix for r in rounds),
         med(r.stream for r in rounds),
     )
+    base = [r.baseline for r in rounds if r.baseline is not None]
+    if base:
+        print(
+            f"baseline imgstream (--baseline) median {med(base):.1f} images/s: this one is "
+            f"{med(r.stream for r in rounds) / med(base):.2f}x it; per round "
+            + ", ".join(f"{r.baseline:.1f}" for r in rounds if r.baseline is not None)
+        )
     print(
         "ratios of the medians; per round: vs naive "
         + ", ".join(f"{r.stream / r.naive:.2f}" for r in rounds)
@@ -317,6 +331,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="imgstream run --threads")
     parser.add_argument("--quix-processes", type=int, default=2)
     parser.add_argument("--skip-quix", action="store_true", help="no Quix Streams installed")
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="Also time the imgstream of this Python (e.g. another checkout's .venv/bin/python) "
+        "in each round: before/after figures from the same rounds.",
+    )
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     work = Path(tempfile.mkdtemp(prefix="imgstream-bench-"))
@@ -331,6 +351,13 @@ def main() -> None:
             t_quix = (
                 None if args.skip_quix else quix(src, work / "quix", args.quix_processes, args.n, i)
             )
+            base = None
+            if args.baseline:
+                before = imgstream(src, work / "base", args.workers, args.threads, args.baseline)
+                ok_base, bad_base = count_correct(imgstream_pairs(work / "base"), refs)
+                failed += len(bad_base)
+                base = ok_base / before.seconds
+                shutil.rmtree(work / "base", ignore_errors=True)
             run = imgstream(src, work / "stream", args.workers, args.threads)
             checks = {
                 "naive": count_correct(by_stem(src, work / "naive"), refs),
@@ -348,12 +375,15 @@ def main() -> None:
                 ok["quix"] / t_quix if t_quix else 0.0,
                 ok["imgstream"] / run.seconds,
                 run,
+                base,
             )
             rounds.append(r)
             print(
                 f"round {i}: naive {t_naive:.2f} s, Quix {t_quix or 0:.2f} s, "
                 f"imgstream {run.seconds:.2f} s (first result {run.first_result_s:.2f} s, "
-                f"steady {run.steady_rate:.1f}/s); outputs checked",
+                f"steady {run.steady_rate:.1f}/s)"
+                + (f", baseline {args.n / base:.2f} s" if base else "")
+                + "; outputs checked",
                 flush=True,
             )
             for d in ("naive", "quix", "stream"):

@@ -151,6 +151,12 @@ def run_worker(config: WorkerConfig) -> int:
     tune_allocator()
     config.validate()
     started = time.monotonic()
+    if config.threads >= (os.cpu_count() or 1):
+        # The image threads already use every core: OpenCV's own pool inside each
+        # op would oversubscribe them (and spin-wait), so ops run on their thread.
+        from imgstream._cv import cv2
+
+        cv2.setNumThreads(1)
     # A worker may start before anything was produced: create the topics it
     # reads and writes, so it neither waits for metadata nor fails its sends.
     ensure_topics(
