@@ -139,6 +139,7 @@ BAD = {
     "roots": (),
     "topic_configs": ("dlq:retention.msec=1",),
     "replication_factor": 0,
+    "partitions": (0, -1),
 }
 
 
@@ -158,6 +159,13 @@ def test_every_flag_in_a_validation_message_exists_on_work() -> None:
     named = set(FLAG.findall(source))
     assert len(named) >= len(BAD) - 1  # the scan sees the messages
     assert named <= WORK_FLAGS, named - WORK_FLAGS
+
+
+def test_fixed_partitions_refuse_exactly_once(tmp_path) -> None:
+    config = WorkerConfig(bootstrap="b", out_dir=str(tmp_path), roots=(str(tmp_path),))
+    dataclasses.replace(config, partitions=(0, 1)).validate()
+    with pytest.raises(ConfigError, match="--partition cannot be used with --exactly-once"):
+        dataclasses.replace(config, partitions=(0,), exactly_once=True).validate()
 
 
 def test_a_root_that_is_not_a_directory_is_named(tmp_path) -> None:
