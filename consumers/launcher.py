@@ -230,8 +230,7 @@ def run_job(
     members). Commits still go to the group; with ``--exactly-once`` (which
     needs the group's generation) or several workers, the group assigns.
     """
-    if exclusive and workers == 1 and not config.exactly_once:
-        config = replace(config, partitions=tuple(range(partitions)))
+    direct = exclusive and workers == 1 and not config.exactly_once
     started = time.monotonic()
     broker = EmbeddedBroker().start() if embedded else None
     broker_s = time.monotonic() - started
@@ -247,6 +246,7 @@ def run_job(
             on_progress,
             stall_timeout_s,
             fresh_topics=broker is not None,
+            direct=direct,
         )
         if broker is not None:
             summary.startup = {"broker": broker_s, **summary.startup}
@@ -265,6 +265,7 @@ def _run(
     on_progress: Callable[[int], None] | None,
     stall_timeout_s: float,
     fresh_topics: bool,
+    direct: bool = False,
 ) -> JobSummary:
     from imgstream.ops import build_registry
     from imgstream.pipeline import parse_spec
@@ -283,6 +284,12 @@ def _run(
     )
     if not fresh_topics:  # a shared cluster: skip the refs already in the topic
         start_group_at_end(config.bootstrap, config.group, config.refs_topic, kafka)
+    if direct:  # the topic may exist with another partition count: ask the broker
+        probe = KafkaSink(config.bootstrap, "imgstream-run", settings=kafka)
+        try:
+            config = replace(config, partitions=tuple(range(probe.partitions(config.refs_topic))))
+        finally:
+            probe.close()
     topics_s = time.monotonic() - topics_started
     run_dir = local_dir(config.out_dir)
     os.makedirs(run_dir, exist_ok=True)
