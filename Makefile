@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool kafka bench-eos
+.PHONY: install demo test lint typecheck unit bench bench-live bench-ops clean promtool kafka bench-eos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -56,8 +56,13 @@ test: $(STAMP) promtool lint typecheck
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
 
+# The Quix Streams peer and py-spy come from the optional `bench` extra.
 bench: $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[bench]'
 	$(BIN)/python benchmarks/bench_gray.py
+
+bench-live: $(STAMP)
+	$(BIN)/python benchmarks/bench_live.py
 
 bench-ops: $(STAMP)
 	$(BIN)/python benchmarks/bench_ops.py
