@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool kafka
+.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool kafka bench-eos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -61,6 +61,9 @@ bench: $(STAMP)
 
 bench-ops: $(STAMP)
 	$(BIN)/python benchmarks/bench_ops.py
+
+bench-eos: $(STAMP)
+	$(BIN)/python benchmarks/bench_eos.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .typecheck

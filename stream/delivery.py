@@ -180,6 +180,9 @@ class Delivery:
         except Exception as exc:  # a broken producer may fail to close too
             log.debug("closing the old producer failed: %s", exc)
 
+    def seal(self) -> None:
+        """End of a batch: records already left one by one (see Staging for the other way)."""
+
     def drain(self, complete: Callable[[TopicPartition, int], None]) -> None:
         """Apply queued acknowledgements (poll thread); raise a delivery that was given up."""
         while True:
