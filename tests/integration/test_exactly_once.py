@@ -10,7 +10,7 @@ that commits. ``run --exactly-once --bootstrap`` works end to end, and on
 the embedded Tansu broker ``--exactly-once`` is refused (exit 2, one line).
 
 Kafka only (Tansu's transactions are unreliable, which is what the last test
-checks). One single-node cluster for the module. Skipped with the reason when
+checks). The session's single-node cluster (``kafka_broker``). Skipped with the reason when
 java or mvn are missing; with IMGSTREAM_REQUIRE_KAFKA=1 or CI=true that is a
 failure instead.
 """
@@ -18,14 +18,11 @@ failure instead.
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
-import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -37,35 +34,13 @@ from tests.fixtures.kafka import Topics
 from tests.fixtures.processes import Background
 from tests.helpers import refs_for, write_images
 
-KRAFT = Path(__file__).parents[2] / "compose" / "kafka" / "kraft.py"
 N_REFS = 2000
 
 
-def _kraft() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("imgstream_test_kraft_eos", KRAFT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A single-node Apache Kafka for this module; its bootstrap address."""
-    kraft = _kraft()
-    ok, reason = kraft.available()
-    if not ok:
-        if os.environ.get("IMGSTREAM_REQUIRE_KAFKA") == "1" or os.environ.get("CI") == "true":
-            pytest.fail(f"Apache Kafka is required here, but: {reason}")
-        pytest.skip(f"Apache Kafka cannot run here: {reason}")
-    cluster = kraft.KafkaCluster(
-        nodes=1, heap_mb=384, workdir=tmp_path_factory.mktemp("eos") / "kafka"
-    )
-    cluster.start(timeout_s=120)
-    try:
-        yield str(cluster.bootstrap)
-    finally:
-        cluster.close()
+@pytest.fixture
+def kafka(kafka_broker: Any) -> str:
+    """The session's one-node Apache Kafka (``tests/fixtures/cluster.py``): its bootstrap."""
+    return str(kafka_broker.bootstrap)
 
 
 def read_committed(bootstrap: str, topics: list[str], timeout_s: float = 120) -> list[Any]:

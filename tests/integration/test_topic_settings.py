@@ -1,20 +1,16 @@
 """The topics imgstream creates get their role's settings on Apache Kafka (and still work on Tansu).
 
-Runs on a one-node Apache Kafka of its own (``compose/kafka/kraft.py``,
-module-scoped); the settings are read back with DescribeConfigs. Skipped,
+Runs on the session's one-node Apache Kafka (``kafka_broker``); the settings
+are read back with DescribeConfigs. Skipped,
 with the reason, where Java or Maven is missing (a failure under
 ``IMGSTREAM_REQUIRE_KAFKA=1`` or in CI).
 """
 
 from __future__ import annotations
 
-import importlib.util
-import os
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -26,43 +22,11 @@ from imgstream.kafka_io import ensure_topics
 from imgstream.topics import DLQ_RETENTION_MS, REFS_RETENTION_MS, TopicSettings
 from tests.fixtures.processes import Background
 
-KRAFT = Path(__file__).resolve().parents[2] / "compose" / "kafka" / "kraft.py"
 
-
-def load_kraft() -> ModuleType:
-    """``compose/kafka/kraft.py``, imported by path (it is not part of the package)."""
-    spec = importlib.util.spec_from_file_location("imgstream_test_kraft", KRAFT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def require_kafka(kraft: ModuleType) -> None:
-    """Skip (or fail, where Kafka is required) when the cluster cannot run here."""
-    ok, reason = kraft.available()
-    if ok:
-        return
-    if os.environ.get("IMGSTREAM_REQUIRE_KAFKA") == "1" or os.environ.get("CI") == "true":
-        pytest.fail(f"Apache Kafka is required here, but: {reason}")
-    pytest.skip(f"Apache Kafka cannot run here: {reason}")
-
-
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A one-node Apache Kafka for this module (its start-up time is printed)."""
-    kraft = load_kraft()
-    require_kafka(kraft)
-    began = time.monotonic()
-    cluster = kraft.KafkaCluster(
-        nodes=1, heap_mb=256, workdir=tmp_path_factory.mktemp("topic-settings") / "kafka"
-    )
-    cluster.start(timeout_s=120)
-    print(f"Kafka (1 node) ready in {time.monotonic() - began:.1f}s")
-    try:
-        yield cluster
-    finally:
-        cluster.close()
+@pytest.fixture
+def kafka(kafka_broker: Any) -> Any:
+    """The session's one-node Apache Kafka (``tests/fixtures/cluster.py``)."""
+    return kafka_broker
 
 
 def described(bootstrap: str, topic: str) -> dict[str, str]:
