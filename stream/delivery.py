@@ -186,6 +186,9 @@ class Delivery:
             log.debug("closing the old producer failed: %s", exc)
         return True
 
+    def seal(self) -> None:
+        """End of a batch: records already left one by one (see Staging for the other way)."""
+
     def drain(self, complete: Callable[[TopicPartition, int], None]) -> None:
         """Apply queued acknowledgements (poll thread); raise a delivery that was given up."""
         while True:

@@ -13,6 +13,7 @@ import click
 
 from imgstream.cli.app import cli
 from imgstream.cli.options import (
+    LOCATION,
     PARTITION_CHOICES,
     kafka_options,
     option_for,
@@ -21,6 +22,7 @@ from imgstream.cli.options import (
     topic_options,
 )
 from imgstream.errors import ConfigError
+from imgstream.stores import absolute
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
@@ -64,9 +66,10 @@ if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broke
 )
 @click.option(
     "--tile-store",
-    type=click.Path(file_okay=False),
+    type=LOCATION,
     default=None,
-    help="Directory the tiles are written to (needed with --tile; workers need it under a --root).",
+    help="Directory or s3://bucket/prefix the tiles are written to (needed with --tile; "
+    "workers need it under a --root).",
 )
 def produce(
     inputs: tuple[str, ...],
@@ -206,10 +209,10 @@ def _watch(
 @click.option(
     "--store",
     "store_dir",
-    type=click.Path(file_okay=False),
+    type=LOCATION,
     default="captures",
     show_default=True,
-    help="Where frames are stored (workers need it under --root).",
+    help="Folder or s3://bucket/prefix frames are stored in (workers need it under --root).",
 )
 @click.option(
     "--quality",
@@ -298,7 +301,7 @@ def capture(
         stats = run_capture(
             video,
             source,
-            os.path.abspath(store_dir),
+            absolute(store_dir),
             emit,
             SystemClock(),
             fps=fps,

@@ -4,7 +4,9 @@
 (read from a properties file by ``properties``, checked by ``checks``) and the
 error mapping (worded by ``diagnosis``),
 ``clients`` the consumer-group source, the sink and the topic reader;
-``admin`` the offset and group helpers. Everything is re-exported here.
+``rebalance`` the group listener that runs rebalance handlers off the IO thread;
+``admin`` the offset and group helpers, ``transactional`` the producer of
+``--exactly-once``. Everything is re-exported here.
 """
 
 from imgstream.kafka_io.admin import (
@@ -19,12 +21,12 @@ from imgstream.kafka_io.admin import (
 from imgstream.kafka_io.clients import (
     KafkaSink,
     KafkaSource,
-    RebalanceHandler,
     TopicReader,
     ensure_topics,
     wait_for_broker,
 )
 from imgstream.kafka_io.properties import Secret
+from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler
 from imgstream.kafka_io.settings import (
     CLIENT_DEFAULTS,
     PROPERTIES,
@@ -35,13 +37,16 @@ from imgstream.kafka_io.settings import (
     load_client_settings,
     worker_settings,
 )
+from imgstream.kafka_io.transactional import KafkaTransactor, refuse_unreliable_transactions
 
 __all__ = [
     "CLIENT_DEFAULTS",
     "PROPERTIES",
     "ClientSettings",
+    "GroupListener",
     "KafkaSink",
     "KafkaSource",
+    "KafkaTransactor",
     "PartitionState",
     "RebalanceHandler",
     "Secret",
@@ -55,6 +60,7 @@ __all__ = [
     "first_offsets_at",
     "group_members",
     "load_client_settings",
+    "refuse_unreliable_transactions",
     "start_group_at_end",
     "topic_state",
     "wait_for_broker",

@@ -16,17 +16,17 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTP
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
 from imgstream.kafka_io import compat
 from imgstream.kafka_io.links import watch_broker_links
+from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_sleep
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
 from imgstream.topics import TopicSettings
@@ -70,25 +70,6 @@ def new_admin(
         )
 
 
-class RebalanceHandler(Protocol):
-    """Told about partition revocation and assignment, on the poll thread."""
-
-    def on_revoked(self, tps: list[TopicPartition]) -> None: ...
-
-    def on_assigned(self, tps: list[TopicPartition]) -> None: ...
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, handler: RebalanceHandler) -> None:
-        self.handler = handler
-
-    def on_partitions_revoked(self, revoked: Iterable[KTP]) -> None:
-        self.handler.on_revoked([TopicPartition(tp.topic, tp.partition) for tp in revoked])
-
-    def on_partitions_assigned(self, assigned: Iterable[KTP]) -> None:
-        self.handler.on_assigned([TopicPartition(tp.topic, tp.partition) for tp in assigned])
-
-
 class KafkaSource:
     """A consumer-group member that yields raw messages."""
 
@@ -115,8 +96,20 @@ class KafkaSource:
             # commits are made by the runner's checkpoint only, never behind its back
             enable_auto_commit=False,
         )
+        # Know the topics' partitions before the first join: a member that joins
+        # without them is given nothing, and rejoins (a second rebalance) once
+        # its metadata arrives. On Apache Kafka that showed as an empty first
+        # assignment in every worker.
+        with broker_errors(bootstrap, settings):
+            for topic in topics:
+                self._consumer.partitions_for_topic(topic)
         if handler is not None:
-            self._consumer.subscribe(list(topics), listener=_Listener(handler))
+            listener = GroupListener(
+                handler,
+                loop_sleep(self._consumer),
+                lambda tps: self._consumer.resume(*tps),
+            )
+            self._consumer.subscribe(list(topics), listener=listener)
         else:
             self._consumer.subscribe(list(topics))
 
@@ -140,6 +133,21 @@ class KafkaSource:
         self._consumer.commit(
             {KTP(tp.topic, tp.partition): OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
         )
+
+    def group_metadata(self) -> Any:
+        """The member's group metadata (id, generation, member id) for a transaction."""
+        return self._consumer.group_metadata()
+
+    def rewind(self, tps: Iterable[TopicPartition]) -> None:
+        """Seek each partition back to its committed offset (the beginning if none)."""
+        with broker_errors(self._bootstrap, self._settings, action="read"):
+            for tp in tps:
+                ktp = KTP(tp.topic, tp.partition)
+                committed = self._consumer.committed(ktp)
+                if committed is None:
+                    self._consumer.seek_to_beginning(ktp)
+                else:
+                    self._consumer.seek(ktp, committed)
 
     def assignment(self) -> list[TopicPartition]:
         """Partitions currently assigned."""
@@ -324,6 +332,18 @@ class TopicReader:
             for tp, records in batches.items()
             for r in records
         ]
+
+    def positions(self) -> dict[TopicPartition, int]:
+        """The next offset to read of every assigned partition.
+
+        With transactions, commit and abort markers take offsets that no record
+        is read at: "read up to the end" is position >= high-watermark, never
+        "last record's offset + 1 == high-watermark".
+        """
+        return {
+            TopicPartition(tp.topic, tp.partition): int(self._consumer.position(tp))
+            for tp in self._assigned
+        }
 
     def close(self) -> None:
         """Close the consumer."""

@@ -63,6 +63,8 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "max_poll_interval_ms": DEFAULT_MAX_POLL_INTERVAL_MS,
     "fetch_max_wait_ms": 20,
     "max_poll_records": 500,
+    # results may be written in transactions (--exactly-once): never read aborted ones
+    "isolation_level": "read_committed",
     # producers: idempotent, acknowledged by every in-sync replica
     "acks": "all",
     "enable_idempotence": True,

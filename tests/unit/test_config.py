@@ -68,6 +68,7 @@ def _unusual(tmp_path) -> WorkerConfig:
         kafka_config=str(tmp_path / "client.properties"),
         topic_configs=("refs:retention.ms=1000", "min.insync.replicas=2"),
         replication_factor=3,
+        exactly_once=True,
         worker_id="w",
     )
 
