@@ -7,7 +7,8 @@ that is not the one that wrote them), hold exactly one result or failure
 record per ref id: the killed worker's open transaction is aborted by the
 broker, and its uncommitted messages are processed again by a transaction
 that commits. ``run --exactly-once --bootstrap`` works end to end, and on
-the embedded Tansu broker ``--exactly-once`` is refused (exit 2, one line).
+the embedded Tansu broker ``--exactly-once`` is refused (exit 2, one line);
+``replay --exactly-once`` writes each ref of its range once.
 
 Kafka only (Tansu's transactions are unreliable, which is what the last test
 checks). One single-node cluster for the module. Skipped with the reason when
@@ -180,6 +181,43 @@ def test_run_exactly_once_on_kafka_processes_a_folder(
     )
     assert len(ids) == 30 and set(ids.values()) == {1}
     assert len(list(out.rglob("*.png"))) >= 30
+
+
+def test_replay_exactly_once_writes_each_ref_of_the_range_once(
+    kafka: str, tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    refs = refs_for(write_images(root, 40, size=(24, 32)))
+    topics = Topics(kafka, partitions=2)
+    try:
+        topics.produce(refs)
+        proc = run_cli(
+            "replay",
+            "--bootstrap",
+            kafka,
+            "--topic",
+            topics.refs,
+            "--results-topic",
+            topics.results,
+            "--dlq-topic",
+            topics.dlq,
+            "--from",
+            "0",
+            "--out",
+            str(out),
+            "--root",
+            str(root),
+            "--max-batch",
+            "4",
+            "--exactly-once",
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "replayed    40 refs in range" in proc.stdout
+        counts = _outcomes(read_committed(kafka, [topics.results, topics.dlq]))
+        assert counts == {r.id: 1 for r in refs}
+    finally:
+        topics.close()
 
 
 def test_exactly_once_is_refused_on_the_embedded_broker(
