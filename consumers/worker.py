@@ -145,6 +145,8 @@ def run_worker(config: WorkerConfig) -> int:
             config.dlq_topic: 1,
         },
         worker_settings(config),
+        config.topic_roles(),
+        config.topic_settings,
     )
     metrics = Metrics()
     runner = build_runner(config, metrics)

@@ -17,8 +17,10 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
-from imgstream.errors import ConfigError
+from imgstream.errors import ConfigError, ImageError
+from imgstream.objstore import is_s3, parse_s3
 from imgstream.storage import DEFAULT_MAX_BYTES
+from imgstream.topics import TopicSettings, parse_topic_configs, topic_settings
 
 #: Decoded pixels above which an image is refused (checked from its header).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -84,7 +86,9 @@ class WorkerConfig:
     """Everything a worker needs to run; each field with a flag is a CLI option."""
 
     bootstrap: str = setting(flag="--bootstrap", help="Kafka bootstrap servers host:port.")
-    out_dir: str = setting(flag="--out", help="Output directory.", directory=True)
+    out_dir: str = setting(
+        flag="--out", help="Output directory, or s3://bucket/prefix.", directory=True
+    )
     ops: str = setting(
         "gray", flag="--ops", help="Pipeline spec, e.g. 'gray' (see `imgstream ops`)."
     )
@@ -94,7 +98,8 @@ class WorkerConfig:
     dlq_topic: str = setting(DLQ_TOPIC, flag="--dlq-topic", help="Dead-letter (failures) topic.")
     roots: tuple[str, ...] = setting(
         flag="--root",
-        help="Directory references may resolve under (repeatable; default: the current one).",
+        help="Directory or s3://bucket[/prefix] references may resolve under (repeatable; "
+        "default: the current directory).",
         factory=lambda: (os.getcwd(),),
         directory=True,
     )
@@ -193,6 +198,19 @@ class WorkerConfig:
         "sasl.username, sasl.password, ssl.ca.location, ..., bootstrap.servers); "
         "applied to every Kafka client.",
     )
+    #: Topic-level configs for the topics imgstream creates (imgstream.topics).
+    topic_configs: tuple[str, ...] = setting(
+        flag="--topic-config",
+        help="[ROLE:]key=value topic config for the topics imgstream creates (repeatable; "
+        "ROLE is refs, results or dlq; none: all three), e.g. refs:retention.ms=86400000. "
+        "Existing topics are left alone.",
+        factory=tuple,
+    )
+    replication_factor: int | None = setting(
+        None,
+        flag="--replication-factor",
+        help="Replication factor of the topics imgstream creates [default: the broker's].",
+    )
     #: Each batch's records and offsets in one Kafka transaction (Apache Kafka only).
     exactly_once: bool = setting(
         False,
@@ -202,6 +220,15 @@ class WorkerConfig:
         "on the embedded broker.",
     )
     worker_id: str = field(default_factory=default_worker_id)
+
+    @property
+    def topic_settings(self) -> TopicSettings:
+        """How missing topics are created (ConfigError naming the flag if malformed)."""
+        return topic_settings(self.topic_configs, self.replication_factor)
+
+    def topic_roles(self) -> dict[str, str]:
+        """Topic name -> role, for the topics a worker reads and writes."""
+        return {self.refs_topic: "refs", self.results_topic: "results", self.dlq_topic: "dlq"}
 
     @property
     def poll_interval_s(self) -> float:
@@ -254,14 +281,31 @@ class WorkerConfig:
             ),
             (self.connect_timeout_s > 0, "--connect-timeout must be positive"),
             (bool(self.roots), "at least one --root is required"),
+            (
+                self.replication_factor is None or self.replication_factor >= 1,
+                "--replication-factor must be at least 1",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        parse_topic_configs(self.topic_configs)  # ConfigError naming --topic-config
         for root in self.roots:
-            if not os.path.isdir(root):
+            if is_s3(root):
+                _check_s3("--root", root)
+            elif not os.path.isdir(root):
                 raise ConfigError(f"--root {root!r} is not a directory")
+        if is_s3(self.out_dir):
+            _check_s3("--out", self.out_dir)
         return self
+
+
+def _check_s3(flag: str, uri: str) -> None:
+    """ConfigError naming ``flag`` unless ``uri`` is a valid ``s3://bucket[/prefix]``."""
+    try:
+        parse_s3(uri)
+    except ImageError as exc:
+        raise ConfigError(f"{flag} {uri!r}: {exc.message}") from None
 
 
 def settings() -> list[Field[Any]]:

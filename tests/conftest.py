@@ -9,8 +9,10 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.images",
     "tests.fixtures.processes",
+    "tests.fixtures.cluster",
     "tests.fixtures.kafka",
     "tests.fixtures.deploy",
+    "tests.fixtures.s3",
 ]
 
 

@@ -15,12 +15,11 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTP
-from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 from kafka.structs import OffsetAndMetadata
 
@@ -29,6 +28,7 @@ from imgstream.kafka_io import compat
 from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_sleep
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
+from imgstream.topics import TopicSettings
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,13 @@ class KafkaSource:
             # commits are made by the runner's checkpoint only, never behind its back
             enable_auto_commit=False,
         )
+        # Know the topics' partitions before the first join: a member that joins
+        # without them is given nothing, and rejoins (a second rebalance) once
+        # its metadata arrives. On Apache Kafka that showed as an empty first
+        # assignment in every worker.
+        with broker_errors(bootstrap, settings):
+            for topic in topics:
+                self._consumer.partitions_for_topic(topic)
         if handler is not None:
             listener = GroupListener(
                 handler,
@@ -224,25 +231,48 @@ def wait_for_broker(
 
 
 def ensure_topics(
-    bootstrap: str, topics: dict[str, int], settings: ClientSettings | None = None
+    bootstrap: str,
+    topics: Mapping[str, int],
+    settings: ClientSettings | None = None,
+    roles: Mapping[str, str] | None = None,
+    layout: TopicSettings | None = None,
 ) -> None:
-    """Create topics (name -> partitions) that do not exist yet."""
+    """Create topics (name -> partitions) that do not exist yet; existing ones are left alone.
+
+    ``roles`` (name -> ``refs``/``results``/``dlq``) give each new topic the
+    configs of its role, and ``layout`` the user's overrides and replication
+    factor (see :mod:`imgstream.topics`).
+    """
+    layout = layout or TopicSettings()
+    roles = roles or {}
     admin = new_admin(bootstrap, settings)
     try:
         with broker_errors(bootstrap, settings):
             existing = set(admin.list_topics())
-        new = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+        new = {
+            name: new_topic_request(n, layout, roles.get(name))
+            for name, n in topics.items()
+            if name not in existing
+        }
         if new:
             # a topic this principal may not DESCRIBE looks missing: name them all
-            names = {n.name for n in new}
             with (
                 broker_errors(bootstrap, settings, action="describe or create"),
                 contextlib.suppress(TopicAlreadyExistsError),
-                _naming(names),
+                _naming(set(new)),
             ):
                 admin.create_topics(new)
     finally:
         admin.close()
+
+
+def new_topic_request(partitions: int, layout: TopicSettings, role: str | None) -> dict[str, Any]:
+    """One topic of a CreateTopics request (kafka-python's dict form)."""
+    return {
+        "num_partitions": partitions,
+        "replication_factor": layout.replicas,
+        "configs": layout.configs(role),
+    }
 
 
 @contextlib.contextmanager
