@@ -37,6 +37,8 @@ function chart(id, label, color) {
     width: Math.max(240, host.clientWidth || 400),
     height: 180,
     legend: { show: false },
+    // one point (a short run) would otherwise stretch the time axis over years
+    scales: { x: { time: true, range: (u, min, max) => (min === max || min === null ? [(min || 0) - 300, (max || 0) + 300] : [min, max]) } },
     series: [{}, { label: label, stroke: color, width: 2, points: { show: true, size: 5 } }],
     axes: [{}, { size: 60 }],
   };

@@ -1,5 +1,5 @@
 // Shared by both pages. Every string that comes from a record reaches the DOM
-// through textContent or a property (never innerHTML), so a file named
+// through textContent or a property (never parsed as HTML), so a file named
 // "<script>…" is shown as text, not run.
 "use strict";
 
