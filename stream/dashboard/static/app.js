@@ -37,8 +37,6 @@ function chart(id, label, color) {
     width: Math.max(240, host.clientWidth || 400),
     height: 180,
     legend: { show: false },
-    // one point (a short run) would otherwise stretch the time axis over years
-    scales: { x: { time: true, range: (u, min, max) => (min === max || min === null ? [(min || 0) - 300, (max || 0) + 300] : [min, max]) } },
     series: [{}, { label: label, stroke: color, width: 2, points: { show: true, size: 5 } }],
     axes: [{}, { size: 60 }],
   };
@@ -47,7 +45,10 @@ function chart(id, label, color) {
 }
 
 function plot(id, label, color, xs, ys) {
-  chart(id, label, color).setData([xs, ys.map((v) => (v === null || v === undefined ? null : v))]);
+  const u = chart(id, label, color);
+  u.setData([xs, ys.map((v) => (v === null || v === undefined ? null : v))]);
+  // one point (a short run) would otherwise stretch the time axis over years
+  if (xs.length === 1) u.setScale("x", { min: xs[0] - 300, max: xs[0] + 300 });
 }
 
 function renderSeries(series) {
