@@ -12,6 +12,7 @@ bounded, cached thumbnails), :mod:`~imgstream.dashboard.scrape` (workers'
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 
 from imgstream.dashboard.app import Dashboard
@@ -44,4 +45,7 @@ def build_server(
     server = DashboardServer(host, port, dashboard)
     if scraper is not None:
         scraper.start()
+    # the first answer reads the newest records once (see tail.py): do it now, not
+    # while the first viewer waits
+    threading.Thread(target=dashboard.state, name="dashboard-warm", daemon=True).start()
     return server

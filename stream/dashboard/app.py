@@ -20,6 +20,7 @@ import math
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from imgstream.dashboard import queries
 from imgstream.dashboard.db import connect_readonly
 from imgstream.dashboard.media import MediaResolver, NotServed, ThumbnailCache
 from imgstream.dashboard.scrape import Scraper
+from imgstream.dashboard.tail import Tail
 
 _STATIC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _TYPES = {
@@ -40,6 +42,8 @@ _TYPES = {
     ".svg": "image/svg+xml",
     ".LICENSE": "text/plain; charset=utf-8",
 }
+#: How long an unchanged store's state answer is reused (ms).
+STATE_REUSE_MS = 1500
 #: The page runs only its own scripts and talks only to this server.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -109,6 +113,10 @@ class Dashboard:
         self.scraper = scraper
         self.thumbs = thumbs if thumbs is not None else ThumbnailCache(resolver)
         self.static = load_static()
+        self.tail = Tail()
+        #: The last state answer, reused while the store is unchanged (for STATE_REUSE_MS).
+        self._state_cache: tuple[tuple[int, str | None], int, dict[str, Any]] | None = None
+        self._state_lock = threading.Lock()
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -177,15 +185,25 @@ class Dashboard:
         return item
 
     def state(self, failure_type: str | None = None) -> dict[str, Any]:
-        """Everything the page shows, read in one read transaction (one consistent view)."""
+        """Everything the page shows, read in one read transaction (one consistent view).
+
+        Several viewers polling an unchanged store share one answer for up to
+        STATE_REUSE_MS (only "images/s now" would differ, by the time that passed).
+        """
         now = self.wall_ms()
         with self._db() as db:
             db.execute("BEGIN")
+            key = (queries.version(db), failure_type)
+            with self._state_lock:
+                cached = self._state_cache
+            if cached is not None and cached[0] == key and 0 <= now - cached[1] < STATE_REUSE_MS:
+                db.execute("COMMIT")
+                return cached[2]
             out: dict[str, Any] = {
-                "version": queries.version(db),
+                "version": key[0],
                 "now": now,
                 "db": os.path.abspath(self.db_path),
-                "totals": queries.totals(db, now),
+                "totals": queries.totals(db, now, self.tail),
                 "series": queries.series(db),
                 "sources": queries.sources(db),
                 "failures": queries.failures(db, failure_type),
@@ -197,16 +215,21 @@ class Dashboard:
         for t in out["tiles"]:
             t["fused"] = self.with_media(t["fused"])
         out["metrics"] = self.scraper.state() if self.scraper is not None else None
+        with self._state_lock:
+            self._state_cache = (key, now, out)
         return out
 
     def _api(self, name: str, query: Mapping[str, str]) -> Response:
         if name == "state":
-            return json_response(self.state(query.get("failure_type") or None))
+            state = dict(self.state(query.get("failure_type") or None))
+            if self.scraper is not None:  # scrapes are fresher than the cached state
+                state["metrics"] = self.scraper.state()
+            return json_response(state)
         if name == "metrics":
             return json_response(self.scraper.state() if self.scraper is not None else None)
         with self._db() as db:
             if name == "totals":
-                return json_response(queries.totals(db, self.wall_ms()))
+                return json_response(queries.totals(db, self.wall_ms(), self.tail))
             if name == "series":
                 return json_response(queries.series(db))
             if name == "sources":

@@ -15,15 +15,15 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from imgstream.dashboard.tail import Tail
 from imgstream.integrate import Accumulator, RunTotals
 
-#: Latency percentiles and rates look at this many of the newest records at most.
-RECENT = 50_000
 #: "Images/s now" counts the records finished in this many seconds before now.
 NOW_WINDOW_S = 30
 #: The throughput and latency charts show at most this many minutes.
 SERIES_MINUTES = 180
 BOX_KINDS = ("faces", "plates", "contours")
+_FAILURE, _FAILURE_END = "failure:", "failure;"
 
 
 def version(db: sqlite3.Connection) -> int:
@@ -42,31 +42,29 @@ def _summary(db: sqlite3.Connection) -> dict[str, Accumulator]:
     return out
 
 
-def totals(db: sqlite3.Connection, now_ms: int) -> dict[str, Any]:
-    """Refs, ok, failed by type, images/s now and over the run, megapixels/s, p50/p99."""
+def totals(db: sqlite3.Connection, now_ms: int, tail: Tail | None = None) -> dict[str, Any]:
+    """Refs, ok, failed by type, images/s now and over the run, megapixels/s, p50/p99.
+
+    Counts come from the accumulators (all records); latencies and rates from
+    ``tail`` (the newest records, see :mod:`imgstream.dashboard.tail`).
+    """
     acc = Accumulator()
     for part in _summary(db).values():
         acc = acc.merge(part)
     failed = sum(acc.failures.values())
     run = RunTotals()
-    first_ts: int | None = None
     last_done: int | None = None
     recent_done = 0
-    rows = db.execute(
-        "SELECT kind, ts, json_extract(record, '$.latency_ms') FROM records"
-        " WHERE parent IS NULL ORDER BY rowid DESC LIMIT ?",
-        (RECENT,),
-    ).fetchall()
-    for kind, ts, latency in rows:
-        if ts is None:
-            continue
-        done = int(ts) + (int(latency) if kind == "result" and latency is not None else 0)
+    for kind, ts, latency in (tail if tail is not None else Tail()).read(db):
+        done = ts
         if kind == "result" and latency is not None:
-            run.latencies_ms.append(int(latency))
-        first_ts = int(ts) if first_ts is None else min(first_ts, int(ts))
+            run.latencies_ms.append(latency)
+            done += latency
         last_done = done if last_done is None else max(last_done, done)
         if now_ms - NOW_WINDOW_S * 1000 <= done <= now_ms:
             recent_done += 1
+    row = db.execute("SELECT min(ts) FROM records").fetchone()  # the ts index: one lookup
+    first_ts = int(row[0]) if row and row[0] is not None else None
     span_s = (last_done - first_ts) / 1000 if first_ts is not None and last_done else 0.0
     refs = acc.ok + failed
     return {
@@ -157,16 +155,21 @@ def image_item(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def sources(db: sqlite3.Connection, per_source: int = 6, limit: int = 50) -> list[dict[str, Any]]:
-    """Per source: its counts and its newest results (tiles are shown with their parent)."""
+    """Per source (by name): its counts and newest results (tiles are shown with their parent)."""
     sums = _summary(db)
-    names = [
+    # distinct sources by skipping through the (source, ts) index: a few lookups
+    # per source instead of a scan of every record
+    names: list[str | None] = [
         r[0]
         for r in db.execute(
-            "SELECT source FROM records WHERE parent IS NULL GROUP BY source"
-            " ORDER BY max(rowid) DESC LIMIT ?",
+            "WITH RECURSIVE s(x) AS (SELECT min(source) FROM records UNION ALL"
+            " SELECT (SELECT min(source) FROM records WHERE source > x) FROM s"
+            " WHERE x IS NOT NULL) SELECT x FROM s WHERE x IS NOT NULL LIMIT ?",
             (limit,),
         )
     ]
+    if db.execute("SELECT 1 FROM records WHERE source IS NULL LIMIT 1").fetchone():
+        names.append(None)
     out = []
     for name in names:
         rows = db.execute(
@@ -191,24 +194,29 @@ def failures(
     db: sqlite3.Connection, error_type: str | None = None, limit: int = 50
 ) -> dict[str, Any]:
     """The newest failures (of one type when given) and the count of each type."""
+    # a failure is stored under the pipeline hash "failure:TYPE" (store.record_key),
+    # so the pipeline index finds failures without reading any other record
     types = Counter(
         {
-            str(t): int(n)
-            for t, n in db.execute(
-                "SELECT error_type, count(*) FROM records WHERE kind = 'failure'"
-                " GROUP BY error_type"
+            str(h)[len(_FAILURE) :]: int(n)
+            for h, n in db.execute(
+                "SELECT pipeline_hash, count(*) FROM records"
+                " WHERE pipeline_hash >= ? AND pipeline_hash < ? GROUP BY pipeline_hash",
+                (_FAILURE, _FAILURE_END),
             )
         }
     )
-    sql = "SELECT record FROM records WHERE kind = 'failure'"
-    args: list[Any] = []
     if error_type:
-        sql += " AND error_type = ?"
-        args.append(error_type)
-    sql += " ORDER BY rowid DESC LIMIT ?"
-    args.append(int(limit))
+        where, args = "pipeline_hash = ?", [_FAILURE + error_type]
+    else:
+        where, args = "pipeline_hash >= ? AND pipeline_hash < ?", [_FAILURE, _FAILURE_END]
+    sql = (
+        "SELECT record FROM records WHERE rowid IN (SELECT rowid FROM records WHERE "
+        + where
+        + " ORDER BY rowid DESC LIMIT ?) ORDER BY rowid DESC"
+    )
     rows = []
-    for (text,) in db.execute(sql, args):
+    for (text,) in db.execute(sql, [*args, int(limit)]):
         r = json.loads(text)
         error = r.get("error") if isinstance(r.get("error"), Mapping) else {}
         rows.append(
@@ -231,7 +239,7 @@ def tiled(db: sqlite3.Connection, limit: int = 20) -> list[dict[str, Any]]:
     out = []
     for parent, phash, done, _ in db.execute(
         "SELECT parent, pipeline_hash, count(*), max(rowid) FROM records"
-        " WHERE parent IS NOT NULL AND kind = 'result'"
+        " WHERE parent IS NOT NULL"  # only tile results have a parent column
         " GROUP BY parent, pipeline_hash ORDER BY max(rowid) DESC LIMIT ?",
         (limit,),
     ).fetchall():

@@ -274,3 +274,44 @@ def test_the_pages_never_parse_strings_as_html() -> None:
         for sink in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
             assert sink not in text, (path.name, sink)
     assert os.path.getsize(static / "uPlot.iife.min.js") < 100_000
+
+
+def test_the_tail_reads_only_new_records_and_notices_a_new_store(tmp_path: Path) -> None:
+    from imgstream.dashboard.tail import Tail
+
+    db_path = tmp_path / "r.db"
+    store = SQLiteStore(str(db_path))
+    out = image(tmp_path / "o.png")
+    store.add_many([result(f"a{i}", out, out, latency_ms=i) for i in range(5)])
+    tail = Tail(keep=3)
+    db = connect_readonly(str(db_path))
+    assert [e.latency_ms for e in tail.read(db)] == [2, 3, 4]
+    store.add_many([result("b", out, out, latency_ms=9), failure("f", "not_found")])
+    assert [(e.kind, e.latency_ms) for e in tail.read(db)] == [
+        ("result", 4),
+        ("result", 9),
+        ("failure", None),
+    ]
+    store.close()
+    db.close()
+    db_path.unlink()
+    store = SQLiteStore(str(db_path))
+    store.add(result("c", out, out, latency_ms=7))
+    store.close()
+    db = connect_readonly(str(db_path))
+    assert [e.latency_ms for e in tail.read(db)] == [7]
+    db.close()
+
+
+def test_state_follows_the_store_as_it_grows(site) -> None:
+    dash = site["dash"]
+    first = dash.state()
+    assert dash.state() is first  # unchanged store: the same answer is reused
+    store = SQLiteStore(str(site["db"]))
+    out = site["out"] / "h1" / "cam" / "a0.png"
+    store.add(result("new", out, out, ts=T0 + 9000, latency_ms=1000))
+    store.close()
+    second = dash.state()
+    assert second["version"] > first["version"]
+    assert second["totals"]["ok"] == first["totals"]["ok"] + 1
+    assert second["sources"][0]["latest"][0]["id"] == "new"
