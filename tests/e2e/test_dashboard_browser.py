@@ -11,6 +11,7 @@ paths are printed).
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sqlite3
 import time
@@ -23,7 +24,7 @@ import pytest
 from imgstream.clock import SystemClock
 from imgstream.consumers.aggregator import Aggregator
 from imgstream.store import Query, SQLiteStore
-from tests.helpers import PHOTOS
+from tests.helpers import PHOTOS, refs_for, wait_until
 
 SCRIPT_NAME = "<script>window.__pwned=1</script><img src=x onerror=window.__pwned=2>"
 START_S = 60.0
@@ -193,4 +194,81 @@ def test_the_page_updates_when_the_store_grows(page, background, run_out, tmp_pa
     print(f"the page showed the new result {seen:.2f} s after it was stored")
     assert page.inner_text("#total-rate-now") != "0"
     shot(page, tmp_path, "live.png")
+    assert page.console.errors == []
+
+
+def test_live_beside_a_worker_and_the_aggregator(page, background, topics, tmp_path: Path) -> None:
+    """A real worker and `imgstream aggregate` fill the store while the page is open."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    photos = sorted(p for p in PHOTOS.iterdir() if p.suffix == ".jpg")
+    for p in photos:
+        shutil.copy(p, inputs / p.name)
+    worker = topics.start_worker(
+        tmp_path / "out", inputs, "--max-wait", "0.1", "--metrics-port", "0"
+    )
+    metrics = re.search(
+        r"metrics on (http://\S+/metrics)", worker.wait_for_output("metrics on http://", START_S)
+    )
+    assert metrics
+    db = tmp_path / "out" / "results.db"
+    db.parent.mkdir(exist_ok=True)
+    background(
+        "aggregate",
+        "--bootstrap",
+        topics.bootstrap,
+        "--group",
+        topics.group + "-aggregate",
+        "--results-topic",
+        topics.results,
+        "--dlq-topic",
+        topics.dlq,
+        "--db",
+        str(db),
+        name="aggregate",
+    )
+    wait_until(lambda: db.exists(), START_S, what="the aggregator's store")
+    url = open_dashboard(
+        background,
+        db,
+        "--root",
+        str(inputs),
+        "--root",
+        str(tmp_path / "out"),
+        "--metrics",
+        metrics[1],
+    )
+    page.goto(url)
+    wait_loaded(page)
+
+    def stored() -> int:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            return int(conn.execute("SELECT count(*) FROM records").fetchone()[0])
+        finally:
+            conn.close()
+
+    for round_, batch in enumerate((photos[:2], photos[2:])):
+        want = stored() + len(batch)
+        topics.produce(refs_for([inputs / p.name for p in batch], source=f"cam{round_}"))
+        wait_until(lambda n=want: stored() == n, 120, what="the aggregator")
+        took = wait_js(page, f"document.getElementById('total-ok').textContent === '{want}'", 5.0)
+        print(
+            f"round {round_}: the page showed {want} results {took:.2f} s after the store had them"
+        )
+    # both sources' thumbnails, and the workers' lag per partition from /metrics
+    wait_js(page, "document.querySelectorAll('#sources .source').length === 2")
+    wait_js(
+        page,
+        "[...document.querySelectorAll('#sources img.thumb-img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0).length >= 2 * "
+        f"{len(photos)}",
+    )
+    wait_js(page, "document.querySelectorAll('#lag .lag-row').length === 4")
+    lag_rows = page.eval_on_selector_all(
+        "#lag .lag-row td.mono", "els => els.map(e => e.textContent)"
+    )
+    assert sorted(lag_rows) == [f"{topics.refs}/{p}" for p in range(4)]
+    assert page.locator("#metrics-section").is_visible()
+    shot(page, tmp_path, "live-worker.png")
     assert page.console.errors == []

@@ -37,7 +37,7 @@ function chart(id, label, color) {
     width: Math.max(240, host.clientWidth || 400),
     height: 180,
     legend: { show: false },
-    series: [{}, { label: label, stroke: color, width: 2, points: { show: true, size: 5 } }],
+    series: [{}, { label: label, stroke: color, width: 2, spanGaps: true, points: { show: true, size: 5 } }],
     axes: [{}, { size: 60 }],
   };
   charts[id] = new uPlot(opts, [[], []], host);
