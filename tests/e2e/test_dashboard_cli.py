@@ -127,3 +127,13 @@ def test_a_port_in_use_is_one_line(run_cli, store: Path) -> None:
     assert done.stderr.strip().splitlines() == [
         f"error: --port {port}: address 127.0.0.1:{port} is in use"
     ]
+
+
+def test_a_metrics_url_that_is_not_http_is_one_line_and_exit_2(run_cli, store: Path) -> None:
+    done = run_cli(
+        "dashboard", "--db", str(store), "--port", "0", "--metrics", "file:///etc/passwd"
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: --metrics file:///etc/passwd: not an http(s) URL"
+    ]
