@@ -55,6 +55,7 @@ class Checkpoint:
         self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = float("-inf")
+        self._failed_commits = 0  # in a row, since the last commit that succeeded
         #: Messages completed (delivered or skipped) since the start.
         self.completed = 0
 
@@ -90,10 +91,17 @@ class Checkpoint:
         try:
             self._commit_fn(due)
         except Exception as exc:  # e.g. a rebalance in progress: the work is redone
-            log.warning("offset commit failed: %s", exc)
+            # the first failure of a run of them is worth a warning; the rest are
+            # the same outage (a coordinator moving, a broker restarting)
+            self._failed_commits += 1
+            report = log.warning if self._failed_commits == 1 else log.debug
+            report("offset commit failed: %s (retrying with the next commit)", exc)
             if self._on_commit is not None:
                 self._on_commit(False)
             return {}
+        if self._failed_commits:
+            log.warning("offset commits succeed again after %d failures", self._failed_commits)
+            self._failed_commits = 0
         if self._on_commit is not None:
             self._on_commit(True)
         self._tracker.mark_committed(due)

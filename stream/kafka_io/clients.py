@@ -25,6 +25,7 @@ from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
 from imgstream.kafka_io import compat
+from imgstream.kafka_io.links import watch_broker_links
 from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_sleep
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
@@ -38,6 +39,7 @@ def new_consumer(
 ) -> KafkaConsumer:
     """A consumer from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
+    watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaConsumer(
             **client_config("consumer", KafkaConsumer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -49,6 +51,7 @@ def new_producer(
 ) -> KafkaProducer:
     """A producer from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
+    watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaProducer(
             **client_config("producer", KafkaProducer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -60,6 +63,7 @@ def new_admin(
 ) -> KafkaAdminClient:
     """An admin client from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
+    watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaAdminClient(
             **client_config("admin", KafkaAdminClient.DEFAULT_CONFIG, bootstrap, settings, **fixed)
