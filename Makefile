@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool kafka bench-eos
+.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool kafka bench-eos chromium vendor-uplot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,24 @@ promtool:
 	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "warning: could not install promtool"; }
+
+# Debian's package "chromium" (and a font): the headless browser that
+# tests/e2e/test_dashboard_browser.py drives through Playwright (executable_path);
+# Playwright's own browser downloads are never used.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null) \
+	  || echo "warning: could not install chromium"; }
+
+# The dashboard's chart library, vendored in stream/dashboard/static (committed;
+# this only refreshes it from the npm registry).
+UPLOT_VERSION := 1.6.32
+vendor-uplot:
+	rm -rf .vendor && mkdir -p .vendor
+	cd .vendor && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null && tar xzf uplot-$(UPLOT_VERSION).tgz
+	cp .vendor/package/dist/uPlot.iife.min.js .vendor/package/dist/uPlot.min.css stream/dashboard/static/
+	cp .vendor/package/LICENSE stream/dashboard/static/uPlot.LICENSE
+	rm -rf .vendor
 
 demo: $(STAMP)
 	rm -rf out
@@ -50,7 +68,7 @@ typecheck: $(STAMP)
 	ln -s "$(CURDIR)/consumers" $(TYPECHECK)/consumers
 	$(BIN)/mypy $(TYPECHECK)
 
-test: $(STAMP) promtool lint typecheck
+test: $(STAMP) promtool chromium lint typecheck
 	$(BIN)/python -m pytest -q tests
 
 unit: $(STAMP)

@@ -13,6 +13,7 @@ pytest_plugins = [
     "tests.fixtures.kafka",
     "tests.fixtures.deploy",
     "tests.fixtures.s3",
+    "tests.fixtures.browser",
 ]
 
 

@@ -96,13 +96,6 @@ class KafkaSource:
             # commits are made by the runner's checkpoint only, never behind its back
             enable_auto_commit=False,
         )
-        # Know the topics' partitions before the first join: a member that joins
-        # without them is given nothing, and rejoins (a second rebalance) once
-        # its metadata arrives. On Apache Kafka that showed as an empty first
-        # assignment in every worker.
-        with broker_errors(bootstrap, settings):
-            for topic in topics:
-                self._consumer.partitions_for_topic(topic)
         if handler is not None:
             listener = GroupListener(
                 handler,
@@ -112,6 +105,12 @@ class KafkaSource:
             self._consumer.subscribe(list(topics), listener=listener)
         else:
             self._consumer.subscribe(list(topics))
+        # Fetch metadata now, subscribed, before the first poll joins the group: a
+        # leader that assigns before the topics' partitions are known gives out
+        # nothing, then sees the metadata change and rebalances again at once
+        # (on Apache Kafka every worker started with an empty assignment or two).
+        with broker_errors(bootstrap, settings):
+            self._consumer.topics()
 
     def poll(self, timeout_s: float) -> list[Message]:
         """Messages fetched within ``timeout_s`` (possibly none).
