@@ -48,6 +48,7 @@ from types import TracebackType
 PREFIX = "imgsim"
 STATE_DIRS = (Path("/run/imgstream-netsim"), Path("/tmp/imgstream-netsim"))
 CFS_PERIOD_US = 100_000
+SHARES_FACTOR = 16  # a host's CPU weight, in default weights (see CpuCgroup)
 # Moves the shell into the cgroup ($1), then becomes the command: nothing escapes the cgroup.
 _ENTER = 'echo $$ > "$1" && shift && exec "$@"'
 # Inside a new UTS namespace: the host's name ($1) as hostname, then the command.
@@ -97,6 +98,13 @@ class CpuCgroup:
             with contextlib.suppress(OSError):
                 (parent / "cgroup.subtree_control").write_text("+cpu")
         self.path.mkdir()
+        # A host owns its CPUs: on a busy machine, a cgroup of default weight is one
+        # scheduling entity against every other runnable task, and would get far less
+        # than its cap. A high weight lets it have its cap (the quota still bounds it).
+        if version == 1:
+            (self.path / "cpu.shares").write_text(str(1024 * SHARES_FACTOR))
+        else:
+            (self.path / "cpu.weight").write_text(str(100 * SHARES_FACTOR))
         if cores is not None:
             quota = max(1000, int(cores * CFS_PERIOD_US))
             if version == 1:
@@ -118,16 +126,9 @@ class CpuCgroup:
             return []
 
     def stat(self) -> dict[str, int]:
-        """The cgroup's ``cpu.stat`` (v1: periods and throttling; v2: usage too)."""
+        """``cpu.stat``: periods and throttled periods (``nr_periods``, ``nr_throttled``), ..."""
         lines = (self.path / "cpu.stat").read_text().splitlines()
         return {k: int(v) for k, v in (line.split() for line in lines if line.strip())}
-
-    def throttled_seconds(self) -> float:
-        """Time the members spent throttled by the quota so far."""
-        stat = self.stat()
-        if "throttled_time" in stat:  # v1, nanoseconds
-            return stat["throttled_time"] / 1e9
-        return stat.get("throttled_usec", 0) / 1e6
 
     def remove(self, timeout_s: float = 10) -> None:
         """Kill what is left in it and remove it."""
