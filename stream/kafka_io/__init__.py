@@ -4,6 +4,7 @@
 (read from a properties file by ``properties``, checked by ``checks``) and the
 error mapping (worded by ``diagnosis``),
 ``clients`` the consumer-group source, the sink and the topic reader;
+``rebalance`` the group listener that runs rebalance handlers off the IO thread;
 ``admin`` the offset and group helpers. Everything is re-exported here.
 """
 
@@ -19,12 +20,12 @@ from imgstream.kafka_io.admin import (
 from imgstream.kafka_io.clients import (
     KafkaSink,
     KafkaSource,
-    RebalanceHandler,
     TopicReader,
     ensure_topics,
     wait_for_broker,
 )
 from imgstream.kafka_io.properties import Secret
+from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler
 from imgstream.kafka_io.settings import (
     CLIENT_DEFAULTS,
     PROPERTIES,
@@ -40,6 +41,7 @@ __all__ = [
     "CLIENT_DEFAULTS",
     "PROPERTIES",
     "ClientSettings",
+    "GroupListener",
     "KafkaSink",
     "KafkaSource",
     "PartitionState",

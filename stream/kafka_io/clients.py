@@ -16,17 +16,17 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTP
 from kafka.admin import NewTopic
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
 from imgstream.kafka_io import compat
+from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_sleep
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
 
@@ -66,25 +66,6 @@ def new_admin(
         )
 
 
-class RebalanceHandler(Protocol):
-    """Told about partition revocation and assignment, on the poll thread."""
-
-    def on_revoked(self, tps: list[TopicPartition]) -> None: ...
-
-    def on_assigned(self, tps: list[TopicPartition]) -> None: ...
-
-
-class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, handler: RebalanceHandler) -> None:
-        self.handler = handler
-
-    def on_partitions_revoked(self, revoked: Iterable[KTP]) -> None:
-        self.handler.on_revoked([TopicPartition(tp.topic, tp.partition) for tp in revoked])
-
-    def on_partitions_assigned(self, assigned: Iterable[KTP]) -> None:
-        self.handler.on_assigned([TopicPartition(tp.topic, tp.partition) for tp in assigned])
-
-
 class KafkaSource:
     """A consumer-group member that yields raw messages."""
 
@@ -112,7 +93,12 @@ class KafkaSource:
             enable_auto_commit=False,
         )
         if handler is not None:
-            self._consumer.subscribe(list(topics), listener=_Listener(handler))
+            listener = GroupListener(
+                handler,
+                loop_sleep(self._consumer),
+                lambda tps: self._consumer.resume(*tps),
+            )
+            self._consumer.subscribe(list(topics), listener=listener)
         else:
             self._consumer.subscribe(list(topics))
 
