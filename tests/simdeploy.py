@@ -14,29 +14,32 @@ client. Shared by ``tests/integration/test_multihost.py`` and
 from __future__ import annotations
 
 import contextlib
+import http.client
 import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import urllib.request
-from collections.abc import Mapping, Sequence
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from tests.fixtures.s3 import s3_env
 from tests.netsim import Host, Network
 
 ROOT = Path(__file__).resolve().parents[1]
 KRAFT = ROOT / "compose" / "kafka" / "kraft.py"
 KAFKA_PORT = 9092
 S3_PORT = 5000
-#: Any key pair works with moto; the standard variables carry them to every client.
-S3_CREDENTIALS = {
-    "AWS_ACCESS_KEY_ID": "imgstream-test",
-    "AWS_SECRET_ACCESS_KEY": "imgstream-test-secret",
-    "AWS_DEFAULT_REGION": "us-east-1",
-    "AWS_REGION": "us-east-1",
-    "AWS_ALLOW_HTTP": "true",
-}
+S3_NS = {"s3": "http://s3.amazonaws.com/doc/2006-03-01/"}
+# moto checks no signature, but treats unsigned requests as anonymous ones, which
+# may not see what a signed client wrote (as in tests/fixtures/s3.py).
+S3_AUTH = (
+    "AWS4-HMAC-SHA256 Credential=imgstream-test/20260101/us-east-1/s3/aws4_request, "
+    "SignedHeaders=host, Signature=0"
+)
 
 
 class ServiceError(RuntimeError):
@@ -48,10 +51,13 @@ def _tail(log: Path, size: int = 3000) -> str:
 
 
 def _wait(
-    what: str, ready: object, proc: subprocess.Popen[bytes], log: Path, timeout_s: float
+    what: str,
+    ready: Callable[[], bool],
+    proc: subprocess.Popen[bytes],
+    log: Path,
+    timeout_s: float,
 ) -> None:
     """Until ``ready()`` is true; ServiceError if ``proc`` exits or the time passes."""
-    assert callable(ready)
     deadline = time.monotonic() + timeout_s
     while not ready():
         if proc.poll() is not None:
@@ -66,6 +72,59 @@ def _accepts(address: str, port: int) -> bool:
         socket.create_connection((address, port), timeout=0.5).close()
         return True
     return False
+
+
+class S3Client:
+    """Buckets and objects over plain HTTP on ``address:port`` (one connection per call)."""
+
+    def __init__(self, address: str, port: int) -> None:
+        self.address = address
+        self.port = port
+
+    def call(self, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+        """One request; (status, body)."""
+        conn = http.client.HTTPConnection(self.address, self.port, timeout=30)
+        try:
+            conn.request(method, path, body=body, headers={"Authorization": S3_AUTH})
+            resp = conn.getresponse()
+            return resp.status, resp.read()
+        finally:
+            conn.close()
+
+    def create_bucket(self, bucket: str) -> None:
+        """Create ``bucket``."""
+        status, body = self.call("PUT", f"/{bucket}")
+        if status != 200:
+            raise RuntimeError(f"create bucket {bucket}: {status} {body[:300]!r}")
+
+    def put(self, bucket: str, key: str, data: bytes) -> str:
+        """Store an object; its ``s3://`` URI."""
+        status, body = self.call("PUT", f"/{bucket}/{key}", data)
+        if status != 200:
+            raise RuntimeError(f"put {bucket}/{key}: {status} {body[:300]!r}")
+        return f"s3://{bucket}/{key}"
+
+    def get(self, uri: str) -> bytes | None:
+        """The bytes of ``s3://bucket/key``, or None when there is no such object."""
+        status, body = self.call("GET", "/" + uri.removeprefix("s3://"))
+        return body if status == 200 else None
+
+    def keys(self, bucket: str, prefix: str = "") -> list[str]:
+        """Every key under ``prefix`` (ListObjectsV2, following continuation tokens)."""
+        keys: list[str] = []
+        token = ""
+        while True:
+            query = {"list-type": "2", "prefix": prefix}
+            if token:
+                query["continuation-token"] = token
+            status, body = self.call("GET", f"/{bucket}?{urllib.parse.urlencode(query)}")
+            if status != 200:
+                raise RuntimeError(f"list {bucket}/{prefix}: {status} {body[:300]!r}")
+            page = ET.fromstring(body)
+            keys += [k.text or "" for k in page.findall(".//s3:Contents/s3:Key", S3_NS)]
+            token = page.findtext("s3:NextContinuationToken", "", S3_NS)
+            if not token:
+                return sorted(keys)
 
 
 class Deployment:
@@ -102,7 +161,11 @@ class Deployment:
     @property
     def s3_env(self) -> dict[str, str]:
         """The AWS variables a client needs for this store (endpoint and credentials)."""
-        return {**S3_CREDENTIALS, "AWS_ENDPOINT_URL": self.endpoint}
+        return s3_env(self.endpoint, home=self.workdir)
+
+    def s3(self) -> S3Client:
+        """Plain HTTP to the S3 host (what the server really holds, not imgstream's client)."""
+        return S3Client(self.s3_host.address, S3_PORT)
 
     def log(self, name: str) -> Path:
         """A new log file for a process called ``name``."""
@@ -173,12 +236,20 @@ class Deployment:
         self.workers[host.name].append(proc)
         return proc
 
-    def worker_logs(self) -> str:
-        """Every worker log, each under a title (for a failure message)."""
+    def worker_logs(self, pattern: str = "worker*.log") -> str:
+        """The end of every log matching ``pattern``, each under a title (for a failure)."""
         parts = []
-        for path in sorted(self.logs.glob("worker*.log")):
+        for path in sorted(self.logs.glob(pattern)):
             parts.append(f"--- {path.name}\n{_tail(path, 4000)}")
         return "\n".join(parts)
+
+    @contextlib.contextmanager
+    def explained(self) -> Iterator[None]:
+        """Failures inside carry the end of every log of the deployment."""
+        try:
+            yield
+        except (AssertionError, ServiceError) as exc:
+            raise type(exc)(f"{exc}\n{self.worker_logs('*.log')}") from exc
 
     def stop_workers(self, timeout_s: float = 30) -> None:
         """SIGTERM every worker still running; SIGKILL the host's processes after ``timeout_s``."""
