@@ -70,30 +70,20 @@ class S3Inputs:
     """Inputs uploaded to the deployment's S3 server; refs and outputs as s3:// URIs."""
 
     def __init__(self, deploy: Deployment, images: dict[str, bytes]) -> None:
-        import boto3  # moto's dependency; only the benchmark's own set-up uses it
-
-        env = deploy.s3_env
-        self.client = boto3.client(
-            "s3",
-            endpoint_url=env["AWS_ENDPOINT_URL"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name=env["AWS_REGION"],
-        )
-        self.client.create_bucket(Bucket=BUCKET)
-        for name, data in images.items():
-            self.client.put_object(Bucket=BUCKET, Key=f"in/{name}.jpg", Body=data)
+        self.client = deploy.s3()
+        self.client.create_bucket(BUCKET)
         self.root = f"s3://{BUCKET}/in"
-        self.uris = {name: f"{self.root}/{name}.jpg" for name in images}
+        self.uris = {
+            name: self.client.put(BUCKET, f"in/{name}.jpg", data) for name, data in images.items()
+        }
 
     def out(self, run: str) -> str:
         """Where one run's outputs go."""
         return f"s3://{BUCKET}/out/{run}"
 
-    def exists(self, uri: str) -> bool:
-        """Whether an output is in the store."""
-        key = uri.removeprefix(f"s3://{BUCKET}/")
-        return self.client.list_objects_v2(Bucket=BUCKET, Prefix=key)["KeyCount"] == 1
+    def present(self, uris: list[str]) -> set[str]:
+        """Which of these outputs are in the store."""
+        return {f"s3://{BUCKET}/{key}" for key in self.client.keys(BUCKET, "out/")} & set(uris)
 
 
 class LocalInputs:
@@ -111,9 +101,9 @@ class LocalInputs:
         """Where one run's outputs go."""
         return str(self.dir / "out" / run)
 
-    def exists(self, uri: str) -> bool:
-        """Whether an output is there."""
-        return Path(uri).is_file()
+    def present(self, uris: list[str]) -> set[str]:
+        """Which of these outputs are there."""
+        return {uri for uri in uris if Path(uri).is_file()}
 
 
 def assignments(log: Path) -> set[int] | None:
@@ -172,7 +162,8 @@ def one_run(
     topics.close()
     results = {r.id: r for r in stream.records if isinstance(r, Result)}
     failures = [r for r in stream.records if not isinstance(r, Result)]
-    missing = [r.output_uri for r in results.values() if not inputs.exists(r.output_uri)]
+    outputs = [r.output_uri for r in results.values() if r.output_uri]
+    missing = set(outputs) - inputs.present(outputs)
     timings = [r.timings for r in results.values()]
 
     def stage(name: str) -> float:
