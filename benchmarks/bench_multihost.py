@@ -248,6 +248,11 @@ def main() -> None:
                 f"{ops:<16}{r['hosts']:>6}{r['images_per_s']:>8}{ratio:>7}{r['load_ms']:>8}"
                 f"{r['store_ms']:>8}{r['ops_ms']:>8}  {r['throttled_share']}"
             )
+    for ops in pipelines:
+        mine = [r for r in rows if r["ops"] == ops]
+        get = mean(float(r["load_ms"]) for r in mine)  # type: ignore[arg-type]
+        put = mean(float(r["store_ms"]) for r in mine)  # type: ignore[arg-type]
+        print(f"{ops}: per image on the store {get + put:.0f} ms (GET {get:.0f} + PUT {put:.0f})")
     bad = [r for r in rows if r["failures"] or r["missing_outputs"] or r["results"] != r["images"]]
     if bad:
         raise SystemExit(f"{len(bad)} runs lost images or outputs: {bad}")

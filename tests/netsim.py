@@ -365,17 +365,14 @@ def _free_subnet() -> ipaddress.IPv4Network:
     """A /24 in 10.233.0.0/16 that no interface or route here overlaps."""
     used: list[ipaddress.IPv4Network] = []
     for line in _ip("-4", "route", "show", "table", "all").stdout.splitlines():
-        word = line.split()[0] if line.split() else ""
-        with contextlib.suppress(ValueError):
-            used.append(ipaddress.IPv4Network(word if word != "default" else "0.0.0.0/32"))
+        with contextlib.suppress(ValueError, IndexError):  # "default", "local ...", blank
+            used.append(ipaddress.IPv4Network(line.split()[0]))
     for line in _ip("-4", "-o", "addr").stdout.splitlines():
-        fields = line.split()
-        if "inet" in fields:
-            used.append(ipaddress.IPv4Interface(fields[fields.index("inet") + 1]).network)
+        used.append(ipaddress.IPv4Interface(line.split()[3]).network)  # "N: dev inet ADDR/LEN"
     candidates = list(ipaddress.IPv4Network("10.233.0.0/16").subnets(new_prefix=24))
     random.shuffle(candidates)
     for subnet in candidates:
-        if not any(subnet.overlaps(u) for u in used if u.prefixlen > 0):
+        if not any(subnet.overlaps(u) for u in used):
             return subnet
     raise RuntimeError("no free /24 in 10.233.0.0/16")
 
