@@ -124,7 +124,18 @@ def _produce(deployment: Deployment, topics: Topics, prefix: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_workers_on_three_hosts_survive_one_host_dying(deployment: Deployment) -> None:
+@pytest.fixture
+def topics(deployment: Deployment) -> Iterator[Topics]:
+    """Fresh topics and group on the Kafka host; their readers closed afterwards (no client
+    may outlive the network: it would keep dialling an address that is gone)."""
+    t = Topics(deployment.bootstrap, partitions=PARTITIONS)
+    yield t
+    t.close()
+
+
+def test_workers_on_three_hosts_survive_one_host_dying(
+    deployment: Deployment, topics: Topics
+) -> None:
     """Three half-core worker hosts share refs in the store; one dies holding uncommitted work."""
     with deployment.explained():
         s3 = deployment.s3()
@@ -136,7 +147,6 @@ def test_workers_on_three_hosts_survive_one_host_dying(deployment: Deployment) -
             ok, png = cv2.imencode(".png", img, [cv2.IMWRITE_PNG_COMPRESSION, 0])
             assert ok
             by_uri[s3.put(bucket, f"in/{name}.png", png.tobytes())] = name
-        topics = Topics(deployment.bootstrap, partitions=PARTITIONS)
         _produce(deployment, topics, f"s3://{bucket}/in")
         args = [
             *("work", "--bootstrap", deployment.bootstrap, "--group", topics.group),
