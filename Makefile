@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-ops bench-multihost clean promtool
+.PHONY: install demo test lint typecheck unit bench bench-ops bench-multihost clean promtool kafka bench-eos
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -26,6 +26,14 @@ demo: $(STAMP)
 	rm -rf out
 	$(BIN)/imgstream run tests/data/photos --out out --ops gray
 	@echo "outputs are under ./out (records in out/results.jsonl)"
+
+# Apache Kafka (KRaft) in the foreground: the bootstrap address is the first
+# line of output; Ctrl-C stops it. NODES=3 for a three-node cluster, PORT=9092
+# for a fixed client port (one node). Jars come from Maven Central once
+# (~/.cache/imgstream); needs Java 17+ and Maven.
+NODES ?= 1
+kafka:
+	@exec $(PY) compose/kafka/kraft.py --nodes $(NODES) $(if $(PORT),--port $(PORT))
 
 lint: $(STAMP)
 	$(BIN)/ruff check stream producers consumers tests benchmarks
@@ -57,6 +65,9 @@ bench-ops: $(STAMP)
 # Root only: network namespaces and CPU cgroups (tests/netsim.py); Java + Maven for Kafka.
 bench-multihost: $(STAMP)
 	$(BIN)/python benchmarks/bench_multihost.py
+
+bench-eos: $(STAMP)
+	$(BIN)/python benchmarks/bench_eos.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .typecheck

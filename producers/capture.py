@@ -2,8 +2,9 @@
 
 Frames are read with ``cv2.VideoCapture``, sampled at ``fps`` (by their
 position in the video's own timeline), stored as JPEG under
-``{store}/{source}/``, and produced as refs keyed by the source, so one
-camera's frames stay on one partition and in order. A file is read as fast
+``{store}/{source}/`` (a folder or an ``s3://`` prefix), and produced as
+refs keyed by the source, so one camera's frames stay on one partition and
+in order. A file is read as fast
 as possible, or at its own pace with ``realtime``; a live source (a device or
 a URL) keeps its real pace and is reopened with exponential back-off when it
 drops. Counts of stored and dropped frames and of reconnects are kept.
@@ -21,7 +22,8 @@ from imgstream._cv import cv2
 from imgstream.clock import Clock
 from imgstream.errors import ConfigError
 from imgstream.records import ImageRef
-from imgstream.storage import safe_name, write_atomic
+from imgstream.storage import safe_name
+from imgstream.stores import Outputs, OutputSink, absolute, join
 
 log = logging.getLogger("imgstream.capture")
 
@@ -81,15 +83,20 @@ def capture(
     should_stop: Callable[[], bool] = lambda: False,
     max_reconnects: int = 10,
     on_event: Callable[[str], None] | None = None,
+    outputs: OutputSink | None = None,
 ) -> CaptureStats:
-    """Read, sample, store and emit frames until the source ends or a limit is hit."""
+    """Read, sample, store and emit frames until the source ends or a limit is hit.
+
+    ``store_dir`` is a folder or an ``s3://`` prefix (frames are uploaded there).
+    """
     live = is_live(uri)
     if not live and not os.path.isfile(uri):
         raise ConfigError(f"no such video file: {uri}")
     stats = CaptureStats()
     note = on_event if on_event is not None else (lambda event: None)
     sampler = Sampler(fps)
-    folder = os.path.join(store_dir, safe_name(source))
+    folder = join(store_dir, safe_name(source))
+    sink: OutputSink = outputs if outputs is not None else Outputs()
     started_mono = clock.monotonic()
     started_wall = clock.wall_ms()
     cap = open_capture(uri)
@@ -143,8 +150,8 @@ def capture(
                 note("failed")
                 continue
             name = f"{ts}-{index - 1:08d}"
-            path = os.path.abspath(os.path.join(folder, name + ".jpg"))
-            write_atomic(path, bytes(buf))
+            path = absolute(join(folder, name + ".jpg"))
+            sink.write(path, bytes(buf))
             emit(
                 ImageRef(
                     id=f"{safe_name(source)}-{name}",

@@ -9,6 +9,7 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.images",
     "tests.fixtures.processes",
+    "tests.fixtures.cluster",
     "tests.fixtures.kafka",
     "tests.fixtures.deploy",
     "tests.fixtures.s3",

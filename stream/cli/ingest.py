@@ -13,21 +13,26 @@ import click
 
 from imgstream.cli.app import cli
 from imgstream.cli.options import (
+    LOCATION,
     PARTITION_CHOICES,
     kafka_options,
     option_for,
     skip_reporter,
     tile_options,
+    topic_options,
 )
 from imgstream.errors import ConfigError
+from imgstream.stores import absolute
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
+    from imgstream.topics import TopicSettings
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @kafka_options
+@topic_options
 @option_for("refs_topic", "topic")
 @click.option("--partition-by", type=PARTITION_CHOICES, default="sequential", show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for --partition-by random.")
@@ -61,14 +66,16 @@ if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broke
 )
 @click.option(
     "--tile-store",
-    type=click.Path(file_okay=False),
+    type=LOCATION,
     default=None,
-    help="Directory the tiles are written to (needed with --tile; workers need it under a --root).",
+    help="Directory or s3://bucket/prefix the tiles are written to (needed with --tile; "
+    "workers need it under a --root).",
 )
 def produce(
     inputs: tuple[str, ...],
     bootstrap: str,
     kafka: ClientSettings,
+    layout: TopicSettings,
     topic: str,
     partition_by: str,
     seed: int | None,
@@ -92,6 +99,7 @@ def produce(
             inputs,
             bootstrap,
             kafka,
+            layout,
             topic,
             partition_by,
             seed,
@@ -114,7 +122,7 @@ def produce(
     refs, parents = tiled_refs(
         found, tile, overlap if overlap is not None else 32, tile_store or "", tiles_for_over
     )
-    ensure_topics(bootstrap, {topic: partitions}, kafka)
+    ensure_topics(bootstrap, {topic: partitions}, kafka, {topic: "refs"}, layout)
     sink = KafkaSink(bootstrap, "imgstream-produce", settings=kafka)
     bar = tqdm(unit="ref", disable=not sys.stderr.isatty(), desc="producing")
     try:
@@ -136,6 +144,7 @@ def _watch(
     inputs: tuple[str, ...],
     bootstrap: str,
     kafka: ClientSettings,
+    layout: TopicSettings,
     topic: str,
     partition_by: str,
     seed: int | None,
@@ -162,7 +171,7 @@ def _watch(
         state = State(state_path)
     except ValueError as exc:  # not JSON, or not ours
         raise ConfigError(f"--state {state_path}: not a watch state file ({exc})") from None
-    ensure_topics(bootstrap, {topic: partitions}, kafka)
+    ensure_topics(bootstrap, {topic: partitions}, kafka, {topic: "refs"}, layout)
     sink = KafkaSink(bootstrap, "imgstream-watch", settings=kafka)
     stop = stop_on_signals()
 
@@ -193,16 +202,17 @@ def _watch(
 @cli.command()
 @click.argument("video")
 @kafka_options
+@topic_options
 @option_for("refs_topic", "topic")
 @click.option("--fps", type=float, default=5.0, show_default=True, help="Frames per second kept.")
 @click.option("--source", default=None, help="Source name (default: the file's stem, or camN).")
 @click.option(
     "--store",
     "store_dir",
-    type=click.Path(file_okay=False),
+    type=LOCATION,
     default="captures",
     show_default=True,
-    help="Where frames are stored (workers need it under --root).",
+    help="Folder or s3://bucket/prefix frames are stored in (workers need it under --root).",
 )
 @click.option(
     "--quality",
@@ -238,6 +248,7 @@ def capture(
     video: str,
     bootstrap: str,
     kafka: ClientSettings,
+    layout: TopicSettings,
     topic: str,
     fps: float,
     source: str | None,
@@ -261,7 +272,7 @@ def capture(
         raise click.BadParameter("must be positive", param_hint="--fps")
     if source is None:
         source = f"cam{video}" if video.isdigit() else os.path.splitext(os.path.basename(video))[0]
-    ensure_topics(bootstrap, {topic: partitions}, kafka)
+    ensure_topics(bootstrap, {topic: partitions}, kafka, {topic: "refs"}, layout)
     sink = KafkaSink(bootstrap, "imgstream-capture", settings=kafka)
     n = sink.partitions(topic)
     partitioner = BySource()
@@ -290,7 +301,7 @@ def capture(
         stats = run_capture(
             video,
             source,
-            os.path.abspath(store_dir),
+            absolute(store_dir),
             emit,
             SystemClock(),
             fps=fps,
