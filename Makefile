@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool kafka bench-eos chromium vendor-uplot
+.PHONY: install demo test lint typecheck unit bench bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -79,6 +79,10 @@ bench: $(STAMP)
 
 bench-ops: $(STAMP)
 	$(BIN)/python benchmarks/bench_ops.py
+
+# Root only: network namespaces and CPU cgroups (tests/netsim.py); Java + Maven for Kafka.
+bench-multihost: $(STAMP)
+	$(BIN)/python benchmarks/bench_multihost.py
 
 bench-eos: $(STAMP)
 	$(BIN)/python benchmarks/bench_eos.py
