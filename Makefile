@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool
+.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool ffmpeg
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,14 @@ promtool:
 	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "warning: could not install promtool"; }
+
+# Debian's package "ffmpeg": serves a generated clip as a live HTTP MPEG-TS stream
+# (killed and restarted mid-capture) in tests/integration/test_live_capture.py and
+# test_stream_reader.py.
+ffmpeg:
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null) \
+	  || echo "warning: could not install ffmpeg"; }
 
 demo: $(STAMP)
 	rm -rf out
@@ -42,7 +50,7 @@ typecheck: $(STAMP)
 	ln -s "$(CURDIR)/consumers" $(TYPECHECK)/consumers
 	$(BIN)/mypy $(TYPECHECK)
 
-test: $(STAMP) promtool lint typecheck
+test: $(STAMP) promtool ffmpeg lint typecheck
 	$(BIN)/python -m pytest -q tests
 
 unit: $(STAMP)

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.fixtures.processes",
     "tests.fixtures.kafka",
     "tests.fixtures.deploy",
+    "tests.fixtures.streams",
 ]
 
 
