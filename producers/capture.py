@@ -163,7 +163,7 @@ class LiveOptions:
 
     timeouts: Timeouts = field(default_factory=Timeouts)
     backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
+    backoff_max_s: float = 10.0
 
 
 def run_cameras(

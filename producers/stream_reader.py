@@ -39,7 +39,7 @@ class Backoff:
     def __init__(
         self,
         initial_s: float = 0.5,
-        max_s: float = 30.0,
+        max_s: float = 10.0,
         factor: float = 2.0,
         jitter: float = 0.2,
         rng: random.Random | None = None,
