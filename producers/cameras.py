@@ -130,7 +130,9 @@ def parse_cameras(text: str, env: Mapping[str, str], origin: str = "cameras file
         raise ConfigError(f"{origin}: unknown table {unknown[0]!r} (valid: defaults, camera)")
     defaults = _checked(doc.get("defaults", {}), _DEFAULT_KEYS, f"{origin} [defaults]")
     tables = doc.get("camera", [])
-    if not isinstance(tables, list) or not tables:
+    if not isinstance(tables, list):
+        raise ConfigError(f"{origin}: use [[camera]] (one table per camera), not [camera]")
+    if not tables:
         raise ConfigError(f"{origin}: no [[camera]] table")
     cameras: list[Camera] = []
     for i, table in enumerate(tables, 1):
