@@ -36,6 +36,7 @@ from imgstream.partitioning import Partitioner
 from imgstream.producers.produce import produce_refs
 from imgstream.records import BatchSummary, Failure, ImageRef, Result
 from imgstream.store import SQLiteStore
+from imgstream.stores import local_dir
 
 
 def worker_command(config: WorkerConfig) -> list[str]:
@@ -251,9 +252,10 @@ def _run(
     )
     if not fresh_topics:  # a shared cluster: skip the refs already in the topic
         start_group_at_end(config.bootstrap, config.group, config.refs_topic, kafka)
-    os.makedirs(config.out_dir, exist_ok=True)
+    run_dir = local_dir(config.out_dir)
+    os.makedirs(run_dir, exist_ok=True)
     started = time.monotonic()
-    procs = WorkerProcesses(config, n_workers, os.path.join(config.out_dir, "logs"))
+    procs = WorkerProcesses(config, n_workers, os.path.join(run_dir, "logs"))
     # The aggregator runs on the collector's messages: no second consumer, no
     # second group join, and the store is complete when the run ends.
     store = SQLiteStore(plan.db_path) if plan.db_path else None
@@ -281,7 +283,7 @@ def _run(
         tiles=sum(1 for r in plan.refs if r.tile),
         parents=len(plan.parents),
     )
-    results_path = os.path.join(config.out_dir, "results.jsonl")
+    results_path = os.path.join(run_dir, "results.jsonl")
     try:
         reader = TopicReader(
             config.bootstrap, [config.results_topic, config.dlq_topic], settings=kafka

@@ -1,11 +1,12 @@
 """Turn files, directories, globs and manifests into image refs.
 
 An INPUT is a file, a directory (walked recursively, in sorted order), a
-glob (``photos/**/*.jpg``), or a manifest ``@list.txt`` holding one path or
-URI per line, or JSON lines of refs. Every regular file found becomes a ref:
-deciding what is an image is the worker's job (a non-image file becomes an
-``unsupported_format`` failure, not a silent skip). Paths that do not exist
-are reported through ``on_skip`` and skipped.
+glob (``photos/**/*.jpg``), an ``s3://bucket/prefix`` (listed, see
+:mod:`imgstream.producers.objects`), or a manifest ``@list.txt`` holding one
+path or URI (``s3://...`` too) per line, or JSON lines of refs. Every
+regular file found becomes a ref: deciding what is an image is the worker's
+job (a non-image file becomes an ``unsupported_format`` failure, not a
+silent skip). Paths that do not exist are reported through ``on_skip`` and skipped.
 
 A ref's ``id`` is stable: the file's stem plus a hash of its absolute path,
 size and modification time, so producing the same unchanged file twice gives
@@ -23,6 +24,8 @@ from dataclasses import dataclass
 
 from imgstream.codec import ref_from_dict
 from imgstream.errors import ImageError
+from imgstream.objstore import is_s3, parse_s3
+from imgstream.producers.objects import folder, list_refs
 from imgstream.records import ImageRef
 from imgstream.storage import safe_name
 
@@ -105,7 +108,8 @@ def _manifest(path: str, ts: int, source: str | None, on_skip: Skip) -> Iterator
             if "://" in text and not text.startswith("file://"):
                 name = text.rsplit("/", 1)[-1] or text
                 digest = hashlib.sha1(text.encode()).hexdigest()[:12]
-                yield Found(ImageRef(f"{safe_name(name)[:60]}-{digest}", text, ts, source), None)
+                root = _object_root(text)
+                yield Found(ImageRef(f"{safe_name(name)[:60]}-{digest}", text, ts, source), root)
                 continue
             local = text[len("file://") :] if text.startswith("file://") else text
             local = local if os.path.isabs(local) else os.path.join(base, local)
@@ -113,6 +117,16 @@ def _manifest(path: str, ts: int, source: str | None, on_skip: Skip) -> Iterator
                 on_skip(where, f"no such file: {text}")
                 continue
             yield Found(ref_for_file(local, ts, source), os.path.dirname(os.path.abspath(local)))
+
+
+def _object_root(uri: str) -> str | None:
+    """The "folder" of an ``s3://`` URI (a root for it); None for other schemes."""
+    if not is_s3(uri):
+        return None
+    try:
+        return str(folder(parse_s3(uri)))
+    except ImageError:
+        return None  # the worker refuses it, as a failure record
 
 
 def expand_inputs(
@@ -133,7 +147,12 @@ def expand_inputs(
             skip(path, exc.strerror or str(exc))
 
     for item in inputs:
-        if item.startswith("@"):
+        if is_s3(item):
+            for ref, root in list_refs(item, ts, source, skip):
+                if ref.uri not in seen:
+                    seen.add(ref.uri)
+                    yield Found(ref, root)
+        elif item.startswith("@"):
             manifest = item[1:]
             if not os.path.isfile(manifest):
                 skip(item, "no such manifest file")

@@ -17,7 +17,8 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
-from imgstream.errors import ConfigError
+from imgstream.errors import ConfigError, ImageError
+from imgstream.objstore import is_s3, parse_s3
 from imgstream.storage import DEFAULT_MAX_BYTES
 
 #: Decoded pixels above which an image is refused (checked from its header).
@@ -84,7 +85,9 @@ class WorkerConfig:
     """Everything a worker needs to run; each field with a flag is a CLI option."""
 
     bootstrap: str = setting(flag="--bootstrap", help="Kafka bootstrap servers host:port.")
-    out_dir: str = setting(flag="--out", help="Output directory.", directory=True)
+    out_dir: str = setting(
+        flag="--out", help="Output directory, or s3://bucket/prefix.", directory=True
+    )
     ops: str = setting(
         "gray", flag="--ops", help="Pipeline spec, e.g. 'gray' (see `imgstream ops`)."
     )
@@ -94,7 +97,8 @@ class WorkerConfig:
     dlq_topic: str = setting(DLQ_TOPIC, flag="--dlq-topic", help="Dead-letter (failures) topic.")
     roots: tuple[str, ...] = setting(
         flag="--root",
-        help="Directory references may resolve under (repeatable; default: the current one).",
+        help="Directory or s3://bucket[/prefix] references may resolve under (repeatable; "
+        "default: the current directory).",
         factory=lambda: (os.getcwd(),),
         directory=True,
     )
@@ -251,9 +255,21 @@ class WorkerConfig:
             if not ok:
                 raise ConfigError(message)
         for root in self.roots:
-            if not os.path.isdir(root):
+            if is_s3(root):
+                _check_s3("--root", root)
+            elif not os.path.isdir(root):
                 raise ConfigError(f"--root {root!r} is not a directory")
+        if is_s3(self.out_dir):
+            _check_s3("--out", self.out_dir)
         return self
+
+
+def _check_s3(flag: str, uri: str) -> None:
+    """ConfigError naming ``flag`` unless ``uri`` is a valid ``s3://bucket[/prefix]``."""
+    try:
+        parse_s3(uri)
+    except ImageError as exc:
+        raise ConfigError(f"{flag} {uri!r}: {exc.message}") from None
 
 
 def settings() -> list[Field[Any]]:

@@ -15,7 +15,6 @@ neither dead-lettered nor committed.
 from __future__ import annotations
 
 import hashlib
-import os
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -36,10 +35,12 @@ from imgstream.errors import (
     ImageError,
     OutputUnavailable,
 )
+from imgstream.objstore import ObjectStore
 from imgstream.outage import OutputGate
 from imgstream.pipeline import Pipeline, TileView
 from imgstream.records import Failure, ImageRef, Lineage, Message, Result
-from imgstream.storage import SafeStore, output_path, write_atomic
+from imgstream.storage import output_path
+from imgstream.stores import Inputs, Outputs, absolute
 from imgstream.tiling import Tile, tile_from_meta
 
 
@@ -78,7 +79,9 @@ class ImageProcessor:
         self.gate = gate if gate is not None else OutputGate(clock, None, config.max_outage_s)
         self.pipeline = pipeline
         self.clock = clock
-        self.store = SafeStore(config.roots, config.max_bytes, config.allow_hardlinks)
+        client = ObjectStore()  # one S3 client (per bucket) for the worker's threads
+        self.store = Inputs(config.roots, config.max_bytes, config.allow_hardlinks, client)
+        self.outputs = Outputs(config.fsync, client)
         self.encode_params = imaging.encode_params(
             config.output_format, config.png_level, config.jpeg_quality
         )
@@ -205,7 +208,7 @@ class ImageProcessor:
             self.config.out_dir, self.pipeline.hash, ref.source, ref.id, self.config.output_format
         )
         try:
-            self.gate.write(path, lambda: write_atomic(path, encoded, fsync=self.config.fsync))
+            self.gate.write(path, lambda: self.outputs.write(path, encoded))
         except OSError as exc:
             raise ImageError(IO_ERROR, f"cannot write {path}: {exc.strerror or exc}") from None
         t5 = mono()
@@ -214,7 +217,7 @@ class ImageProcessor:
         result = Result(
             id=ref.id,
             uri=ref.uri,
-            output_uri=os.path.abspath(path),
+            output_uri=absolute(path),
             pipeline=self.pipeline.canonical,
             pipeline_hash=self.pipeline.hash,
             width=int(width),

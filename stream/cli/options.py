@@ -11,15 +11,18 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 import types
 import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import click
 
 from imgstream import config as cfg
 from imgstream.errors import ConfigError
+from imgstream.objstore import is_s3
+from imgstream.stores import absolute
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
@@ -30,6 +33,36 @@ PARTITION_CHOICES = click.Choice(["sequential", "random", "source", "size", "pha
 
 _HINTS = typing.get_type_hints(cfg.WorkerConfig)
 _FIELDS = {f.name: f for f in cfg.settings()}
+
+
+if TYPE_CHECKING:  # click 8.5 makes ParamType generic; older ones cannot subscript it
+    _ParamType = click.ParamType[str]
+else:
+    _ParamType = click.ParamType
+
+
+class Location(_ParamType):
+    """A directory or an ``s3://`` URI, kept as typed (local ones made absolute later).
+
+    In the environment several are separated by ``:`` (``IMGSTREAM_ROOT=/data:s3://b/in``);
+    the ``:`` of ``s3://`` does not separate.
+    """
+
+    name = "location"
+
+    def split_envvar_value(self, rv: str) -> Sequence[str]:
+        """``/a:s3://b/c`` -> ``/a``, ``s3://b/c``."""
+        return [part for part in re.split(r":(?!//)", rv) if part]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        """The text itself; a local path that is an existing file is refused."""
+        text = str(value)
+        if not is_s3(text) and os.path.isfile(text):
+            self.fail(f"{text!r} is a file, not a directory", param, ctx)
+        return text
+
+
+LOCATION = Location()
 
 
 def _base_type(hint: Any) -> Any:
@@ -55,12 +88,12 @@ def option_for(name: str, dest: str | None = None, **override: Any) -> Callable[
     if hint is bool:
         kw.update(is_flag=True, default=False)
     elif typing.get_origin(hint) is tuple:
-        kw.update(multiple=True, type=click.Path(file_okay=False))
+        kw.update(multiple=True, type=LOCATION)
     else:
         if meta["choices"]:
             kw["type"] = click.Choice(meta["choices"])
         elif meta["directory"]:
-            kw["type"] = click.Path(file_okay=False)
+            kw["type"] = LOCATION
         else:
             kw["type"] = _base_type(hint)
         if f.default is not dataclasses.MISSING:
@@ -115,9 +148,9 @@ def build_config(values: Mapping[str, Any]) -> cfg.WorkerConfig:
     given = {k: v for k, v in values.items() if v is not None and v != ()}
     for name in ("out_dir", "kafka_config"):
         if name in given:
-            given[name] = os.path.abspath(given[name])
+            given[name] = absolute(given[name])
     if "roots" in given:
-        given["roots"] = tuple(os.path.abspath(r) for r in given["roots"])
+        given["roots"] = tuple(absolute(r) for r in given["roots"])
     if "kafka_config" in given:
         kafka = load_kafka_config(given["kafka_config"])
         if "bootstrap" not in given and kafka.bootstrap:

@@ -20,6 +20,7 @@ from imgstream.cli.options import (
 )
 from imgstream.config import WorkerConfig
 from imgstream.errors import ConfigError
+from imgstream.stores import join, local_dir
 
 
 def _given(name: str) -> bool:
@@ -131,7 +132,8 @@ def run(
     found = collect_inputs(inputs, source, partition_by, skip_reporter)
     if not found:
         raise click.UsageError("no input files found")
-    tile_store = os.path.join(config.out_dir, "tiles")
+    tile_store = join(config.out_dir, "tiles")
+    run_dir = local_dir(config.out_dir)
     refs, parents = tiled_refs(found, tile, overlap or 0, tile_store, tiles_for_over)
     auto_roots = {f.root for f in found if f.root is not None}
     if parents:
@@ -142,7 +144,7 @@ def run(
         roots=config.roots if _given("roots") else tuple(sorted(auto_roots)),
         group=config.group if _given("group") else new_group_name(),
     ).validate()
-    plan = JobPlan(refs, parents, os.path.join(config.out_dir, "results.db"), tile_timeout)
+    plan = JobPlan(refs, parents, os.path.join(run_dir, "results.db"), tile_timeout)
     total = len(refs) + len(parents)
     bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), desc="processing")
     try:
@@ -160,8 +162,8 @@ def run(
         bar.close()
     for line in summary.lines():
         click.echo(line)
-    click.echo(f"outputs     {os.path.join(config.out_dir, summary.pipeline_hash)}")
-    click.echo(f"records     {os.path.join(config.out_dir, 'results.jsonl')}")
+    click.echo(f"outputs     {join(config.out_dir, summary.pipeline_hash)}")
+    click.echo(f"records     {os.path.join(run_dir, 'results.jsonl')}")
     click.echo(f"store       {plan.db_path}  (imgstream query --db {plan.db_path})")
     from imgstream.runner import peak_rss_mb
 
@@ -229,4 +231,4 @@ def replay(from_: str, to: str | None, config: WorkerConfig) -> None:
     click.echo(
         f"replayed    {summary.expected} refs in range, {summary.skipped} outside it; group {group}"
     )
-    click.echo(f"outputs     {os.path.join(config.out_dir, pipeline.hash)}")
+    click.echo(f"outputs     {join(config.out_dir, pipeline.hash)}")

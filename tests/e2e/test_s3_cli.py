@@ -1,0 +1,126 @@
+"""The CLI over an object store, as a user runs it: refs and outputs in a real S3 server.
+
+``imgstream run s3://bucket/in --out s3://bucket/out`` (embedded broker), and
+``imgstream produce s3://...`` + ``imgstream work --out s3://...`` on the
+session broker. Outputs are read back from the server and compared with
+OpenCV's gray conversion of the original photos.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from imgstream.records import Failure, Result
+from tests.fixtures.s3 import S3Server
+
+
+def _imgstream(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 240
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "imgstream.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **env},
+        cwd=cwd,
+    )
+
+
+def _assert_gray(server: S3Server, bucket: str, key: str, original: Path) -> None:
+    data = server.get(bucket, key)
+    assert data is not None, f"no output at s3://{bucket}/{key}"
+    out = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    expected = cv2.cvtColor(cv2.imread(str(original)), cv2.COLOR_BGR2GRAY)
+    assert np.array_equal(out, expected), original.name
+
+
+def test_run_from_s3_to_s3(
+    s3_server: S3Server, s3_bucket: str, photos: list[Path], tmp_path: Path
+) -> None:
+    b = s3_bucket
+    for p in photos:
+        s3_server.put(b, f"in/{p.name}", p.read_bytes())
+    big = max(photos, key=lambda p: p.stat().st_size)
+    s3_server.put(b, "in/huge/big.jpg", big.read_bytes() + bytes(1024))
+    s3_server.put(b, "private/secret.jpg", photos[0].read_bytes())
+    manifest = tmp_path / "extra.txt"
+    manifest.write_text(f"s3://{b}/private/secret.jpg\ns3://{b}/in/missing.jpg\n")
+    proc = _imgstream(
+        "run",
+        f"s3://{b}/in",
+        f"@{manifest}",
+        "--out",
+        f"s3://{b}/out",
+        "--root",
+        f"s3://{b}/in",
+        "--max-bytes",
+        str(big.stat().st_size),
+        "--max-wait",
+        "0.2",
+        env=s3_server.env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "missing     0" in proc.stdout
+    assert f"outputs     s3://{b}/out/" in proc.stdout
+    lines = (tmp_path / "imgstream-run" / "results.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    by_uri = {r["uri"]: r for r in records if r["kind"] in ("result", "failure")}
+    failures = {uri: r["error"]["type"] for uri, r in by_uri.items() if r["kind"] == "failure"}
+    assert failures == {
+        f"s3://{b}/private/secret.jpg": "forbidden",
+        f"s3://{b}/in/missing.jpg": "not_found",
+        f"s3://{b}/in/huge/big.jpg": "too_large",
+    }
+    for p in photos:
+        r = by_uri[f"s3://{b}/in/{p.name}"]
+        assert r["kind"] == "result"
+        prefix = f"s3://{b}/"
+        assert r["output_uri"].startswith(prefix + "out/" + r["pipeline_hash"] + "/in/")
+        _assert_gray(s3_server, b, r["output_uri"][len(prefix) :], p)
+    assert len(s3_server.keys(b, "out/")) == len(photos)
+
+
+def test_produce_and_work_over_s3(
+    s3_server: S3Server,
+    s3_bucket: str,
+    s3_env_set: dict[str, str],
+    photos: list[Path],
+    topics,
+    worker,
+    tmp_path: Path,
+) -> None:
+    b = s3_bucket
+    for p in photos:
+        s3_server.put(b, f"cams/front/{p.name}", p.read_bytes())
+    produced = _imgstream(
+        "produce",
+        f"s3://{b}/cams",
+        "--bootstrap",
+        topics.bootstrap,
+        "--topic",
+        topics.refs,
+        env=s3_server.env,
+        cwd=tmp_path,
+    )
+    assert produced.returncode == 0, produced.stdout + produced.stderr
+    refs = topics.read_refs()
+    assert sorted(r.uri for r in refs) == sorted(f"s3://{b}/cams/front/{p.name}" for p in photos)
+    assert {r.source for r in refs} == {"front"}
+    w = worker(f"s3://{b}/out", f"s3://{b}/cams", "--idle-exit", "5")
+    stream = topics.stream().wait_for({r.id for r in refs}, timeout_s=120)
+    assert w.wait(timeout=120) == 0
+    by_uri = {r.uri: r for r in stream.records}
+    for p in photos:
+        record = by_uri[f"s3://{b}/cams/front/{p.name}"]
+        assert isinstance(record, Result), record
+        assert not isinstance(record, Failure)
+        _assert_gray(s3_server, b, record.output_uri[len(f"s3://{b}/") :], p)
