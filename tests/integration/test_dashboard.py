@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from tests.fixtures.deploy import (
     exposition_series,
     groupings,
     load_yaml,
+    need_tool,
     scrape,
     selectors,
 )
@@ -127,6 +129,11 @@ def test_camera_panels_query_only_what_a_capture_exports(
     assert proc.stop() == 0, proc.output()
     assert any(name.startswith(CAMERA) for _t, e in dashboard_exprs() for name, _m in selectors(e))
     check_panels(text, "a capture", lambda name: name.startswith(CAMERA))
+    promtool = need_tool("promtool", "`make promtool` installs the Debian package prometheus")
+    check = subprocess.run(
+        [promtool, "check", "metrics"], input=text, capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
 
 
 def prometheus_config(target: str) -> dict[str, Any]:
