@@ -146,6 +146,12 @@ def capture(
         name = source if source is not None else f"cam{video}" if video.isdigit() else "cam"
         cameras = [Camera(name, video, fps, max_width, quality)]
     hide_in_logs([s for c in cameras for s in secrets_of(c.url)])
+    if cameras and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        # Each failure is logged once with its reason: OpenCV's own warnings for the
+        # same event (a timeout, "can't be used to capture by name") only add noise.
+        from imgstream._cv import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     shown = redact_url(video) if video is not None else f"{len(cameras)} cameras"
     clock = SystemClock()
     ensure_topics(bootstrap, {topic: partitions}, kafka)
