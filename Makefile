@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool ffmpeg
+.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool ffmpeg rtsp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,16 @@ ffmpeg:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null) \
 	  || echo "warning: could not install ffmpeg"; }
 
+# GStreamer's RTSP server with its GObject bindings, for Debian's python3 (not the
+# venv's): tests/fixtures/rtsp_server.py serves an H.264 test stream with a login
+# in tests/integration/test_rtsp_capture.py.
+RTSP_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+rtsp:
+	@/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst; Gst.init(None); assert Gst.ElementFactory.find('x264enc')" >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES) >/dev/null) \
+	  || echo "warning: could not install GStreamer's RTSP server"; }
+
 demo: $(STAMP)
 	rm -rf out
 	$(BIN)/imgstream run tests/data/photos --out out --ops gray
@@ -50,7 +60,7 @@ typecheck: $(STAMP)
 	ln -s "$(CURDIR)/consumers" $(TYPECHECK)/consumers
 	$(BIN)/mypy $(TYPECHECK)
 
-test: $(STAMP) promtool ffmpeg lint typecheck
+test: $(STAMP) promtool ffmpeg rtsp lint typecheck
 	$(BIN)/python -m pytest -q tests
 
 unit: $(STAMP)

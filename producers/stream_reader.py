@@ -137,6 +137,8 @@ def why_not_opened(url: str, elapsed_s: float, timeouts: Timeouts) -> str:
     try:
         if scheme in ("http", "https"):
             return _http_reason(parts, host, port, probe_s)
+        if scheme == "rtsp":
+            return _rtsp_reason(parts, host, port, probe_s)
         with socket.create_connection((host, port), timeout=probe_s):
             pass
     except ConnectionRefusedError:
@@ -148,27 +150,47 @@ def why_not_opened(url: str, elapsed_s: float, timeouts: Timeouts) -> str:
     return "the server answered but the stream could not be opened (wrong path or credentials?)"
 
 
+def _basic_auth(parts: Any) -> dict[str, str]:
+    """The Authorization header of a URL's user info (none without one)."""
+    if parts.username is None:
+        return {}
+    user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+    return {"Authorization": "Basic " + base64.b64encode(user.encode()).decode()}
+
+
+def _refused(status: int, protocol: str) -> str:
+    if status in (401, 403):
+        return f"{protocol} {status}: refused (wrong user or password?)"
+    if status >= 400:
+        return f"{protocol} {status}"
+    return f"{protocol} {status}, but not a stream OpenCV can read"
+
+
+def _rtsp_reason(parts: Any, host: str, port: int, timeout_s: float) -> str:
+    """The status of an RTSP DESCRIBE of the stream (user info sent as Basic)."""
+    plain = parts._replace(netloc=parts.netloc.rpartition("@")[2]).geturl()
+    lines = [f"DESCRIBE {plain} RTSP/1.0", "CSeq: 1", "Accept: application/sdp"]
+    lines += [f"{k}: {v}" for k, v in _basic_auth(parts).items()]
+    with socket.create_connection((host, port), timeout=timeout_s) as sock:
+        sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode())
+        head = sock.recv(1024).decode("latin-1").split("\r\n", 1)[0].split()
+    if len(head) >= 2 and head[0].startswith("RTSP/") and head[1].isdigit():
+        return _refused(int(head[1]), "RTSP")
+    return "the server did not answer as RTSP"
+
+
 def _http_reason(parts: Any, host: str, port: int, timeout_s: float) -> str:
-    kind = (
-        http.client.HTTPSConnection
-        if parts.scheme.lower() == "https"
-        else http.client.HTTPConnection
-    )
+    """The status of an HTTP GET of the stream (user info sent as Basic)."""
+    https = parts.scheme.lower() == "https"
+    kind = http.client.HTTPSConnection if https else http.client.HTTPConnection
     conn = kind(host, port, timeout=timeout_s)
-    headers = {}
-    if parts.username is not None:
-        user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-        headers["Authorization"] = "Basic " + base64.b64encode(user.encode()).decode()
+    headers = _basic_auth(parts)
     try:
         conn.request("GET", parts.path or "/", headers=headers)
         status = conn.getresponse().status
     finally:
         conn.close()
-    if status in (401, 403):
-        return f"HTTP {status}: refused (wrong user or password?)"
-    if status >= 400:
-        return f"HTTP {status}"
-    return f"HTTP {status}, but not a stream OpenCV can read"
+    return _refused(status, "HTTP")
 
 
 class StreamReader:
