@@ -147,7 +147,8 @@ def run_camera(
             health.frame("skipped")
             continue
         meta = {} if frame.gap_s is None else {"gap_s": round(frame.gap_s, 3)}
-        if writer.write(frame.image, frame.wall_ms, index, meta) is None:
+        image = frame.image()
+        if image is None or writer.write(image, frame.wall_ms, index, meta) is None:
             stats.dropped += 1
             health.frame("failed")
             continue

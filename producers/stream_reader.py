@@ -74,13 +74,23 @@ class Timeouts:
 
 @dataclass(frozen=True)
 class Frame:
-    """A decoded frame with the time it was read."""
+    """A frame grabbed from the stream, with the time it came.
 
-    image: Any
+    Its pixels are converted only when asked for (:meth:`image`), and only
+    until the next frame is grabbed: a frame the sampler skips costs no
+    colour conversion.
+    """
+
     mono: float
     wall_ms: int
     #: Seconds without frames before this one, when it is the first after an outage.
-    gap_s: float | None = None
+    gap_s: float | None
+    retrieve: Callable[[], tuple[bool, Any]]
+
+    def image(self) -> Any:
+        """The BGR pixels, or None when they cannot be had."""
+        ok, image = self.retrieve()
+        return image if ok else None
 
 
 class StreamHealth(Protocol):
@@ -255,8 +265,7 @@ class StreamReader:
             reason = "stopped"
             try:
                 while not self.stopped():
-                    ok, image = cap.read()
-                    if not ok or image is None:
+                    if not cap.grab():
                         reason = f"stream ended, or no frame within {self.timeouts.read_s:g}s"
                         break
                     now = self.clock.monotonic()
@@ -266,7 +275,7 @@ class StreamReader:
                         log.warning("camera %s: frames are back after a %.1fs gap", self.name, gap)
                     gap_pending = False
                     last_frame = now
-                    yield Frame(image, now, self.clock.wall_ms(), gap)
+                    yield Frame(now, self.clock.wall_ms(), gap, cap.retrieve)
             finally:
                 cap.release()
             if self.stopped():

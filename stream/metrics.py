@@ -8,6 +8,7 @@ The only module that imports ``prometheus_client``. Names use the
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -179,6 +180,8 @@ class CameraMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry if registry is not None else CollectorRegistry()
+        self._cameras: dict[str, CameraHealth] = {}
+        self._lock = threading.Lock()
         r = self.registry
         self.connected = Gauge(
             "imgstream_camera_connected",
@@ -222,8 +225,11 @@ class CameraMetrics:
         )
 
     def camera(self, name: str, now: Callable[[], float]) -> CameraHealth:
-        """The health of camera ``name``, its series created at zero; ``now`` is monotonic."""
-        return CameraHealth(self, name, now)
+        """The health of camera ``name`` (made once, its series at zero); ``now`` is monotonic."""
+        with self._lock:
+            if name not in self._cameras:
+                self._cameras[name] = CameraHealth(self, name, now)
+            return self._cameras[name]
 
     def exposition(self) -> bytes:
         """The text exposition of every metric."""

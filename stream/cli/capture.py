@@ -161,6 +161,8 @@ def capture(
     undelivered = Undelivered()
     stop = stop_on_signals()
     metrics = CameraMetrics()
+    for camera in cameras:  # every camera on /metrics from the first scrape
+        metrics.camera(camera.name, clock.monotonic)
     if metrics_port is not None:
         server, _thread = metrics.serve(metrics_port, metrics_host)
         log.info("metrics on http://%s:%d/metrics", metrics_host, server.server_port)

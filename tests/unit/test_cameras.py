@@ -120,10 +120,13 @@ class FakeCapture:
     def get(self, prop: int) -> float:
         return 8.0
 
-    def read(self) -> tuple[bool, Any]:
+    def grab(self) -> bool:
         if self.left <= 0:
-            return False, None
+            return False
         self.left -= 1
+        return True
+
+    def retrieve(self) -> tuple[bool, Any]:
         return True, np.zeros((8, 8, 3), np.uint8)
 
     def release(self) -> None:
@@ -143,13 +146,13 @@ class Script:
     def open(self, url: str, timeouts: Timeouts) -> FakeCapture:
         cap = self.captures.pop(0) if self.captures else FakeCapture(False, 0)
         self.opened.append(cap)
-        original = cap.read
+        original = cap.grab
 
-        def timed_read() -> tuple[bool, Any]:
+        def timed_grab() -> bool:
             self.clock.advance(self.frame_s)
             return original()
 
-        cap.read = timed_read  # type: ignore[method-assign]
+        cap.grab = timed_grab  # type: ignore[method-assign]
         return cap
 
     def wait(self, seconds: float) -> bool:
