@@ -36,9 +36,11 @@ from imgstream.codec import (
 from imgstream.delivery import Sink
 from imgstream.errors import INCOMPLETE, ImageError
 from imgstream.integrate import merge_boxes, merge_hists, merge_stats
+from imgstream.objstore import is_s3
 from imgstream.records import Failure, Lineage, Message, Record, Result, TopicPartition
 from imgstream.storage import output_path, safe_name
 from imgstream.store import SQLiteStore
+from imgstream.stores import Outputs, absolute
 from imgstream.tiling import Tile, tile_from_meta, tile_id
 
 log = logging.getLogger("imgstream.aggregator")
@@ -68,6 +70,8 @@ class Aggregator:
         self.worker_id = worker_id
         self.out_dir = out_dir
         self.tile_timeout_s = tile_timeout_s
+        #: Tile outputs and mosaics, local or s3:// (one S3 client for the aggregator).
+        self.files = Outputs()
         self.pending: dict[tuple[str, str], float] = {}
         self.fused = 0
         self.incomplete = 0
@@ -213,7 +217,7 @@ class Aggregator:
             path = output_path(self.out_dir, phash, source, parent, ext)
         else:
             path = os.path.join(os.path.dirname(first_output), f"{safe_name(parent)}.{ext}")
-        channels = _stitch(path, by_pos, rows, cols, width, height, ext)
+        channels = _stitch(path, by_pos, rows, cols, width, height, ext, self.files)
         now = self.clock.wall_ms()
         ts = min(t.ts for t in tiles)
         timings: dict[str, float] = defaultdict(float)
@@ -223,7 +227,7 @@ class Aggregator:
         return Result(
             id=parent,
             uri=meta.get("parent_uri") or "",
-            output_uri=os.path.abspath(path),
+            output_uri=absolute(path),
             pipeline=tiles[0].pipeline,
             pipeline_hash=phash,
             width=width,
@@ -264,10 +268,19 @@ def _stitch(
     width: int,
     height: int,
     ext: str,
+    files: Outputs,
 ) -> int:
-    """Write the mosaic of the tiles' outputs to ``path`` atomically; its channel count."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
+    """Write the mosaic of the tiles' outputs to ``path`` atomically; its channel count.
+
+    The mosaic is written band by band to a temporary file (beside ``path``,
+    or in the temporary folder for an ``s3://`` path), then renamed or
+    uploaded: it never sits whole in memory.
+    """
+    if is_s3(path):
+        directory = tempfile.gettempdir()
+    else:
+        directory = os.path.dirname(path)
+        os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
     channels = 0
     try:
@@ -278,7 +291,7 @@ def _stitch(
                 pieces = []
                 for c in range(cols):
                     t, tile = by_pos[(r, c)]
-                    img = cv2.imread(t.output_uri or "", cv2.IMREAD_UNCHANGED)
+                    img = _read_output(t.output_uri or "", files)
                     if img is None:
                         raise ValueError(f"cannot read tile output {t.output_uri}")
                     core = tile.core
@@ -300,13 +313,27 @@ def _stitch(
             else:
                 mosaic = np.vstack(whole)
                 fh.write(imaging.encode(mosaic, ext, imaging.encode_params(ext)))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
+        files.upload(path, tmp)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
     return channels
+
+
+def _read_output(location: str, files: Outputs) -> np.ndarray | None:
+    """A tile's output image, from a file or an object (None when it does not decode)."""
+    if not is_s3(location):
+        return cv2.imread(location, cv2.IMREAD_UNCHANGED)
+    try:
+        data = files.read(location, MAX_TILE_OUTPUT_BYTES)
+    except ImageError as exc:
+        raise ValueError(f"cannot read tile output {location}: {exc.message}") from None
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+#: A tile output larger than this is not a tile output.
+MAX_TILE_OUTPUT_BYTES = 1 << 30
 
 
 def merge_outputs(tiles: Sequence[Result], rows: int, cols: int) -> dict[str, Any]:

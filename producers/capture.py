@@ -7,7 +7,8 @@ pace with ``realtime``). Live sources (stream URLs, devices) are
 (:func:`run_cameras`) through a
 :class:`~imgstream.producers.stream_reader.StreamReader` that survives
 outages, and sampled at ``fps`` by wall-clock time. Frames are stored by a
-:class:`~imgstream.producers.frames.FrameWriter` and emitted as refs keyed by
+:class:`~imgstream.producers.frames.FrameWriter` (in a folder or under an
+``s3://`` prefix) and emitted as refs keyed by
 the source, so one camera's frames stay on one partition and in order; the
 emit function is shared by every camera (one producer).
 """
@@ -29,6 +30,7 @@ from imgstream.producers.cameras import Camera
 from imgstream.producers.frames import FrameWriter
 from imgstream.producers.stream_reader import Backoff, StreamReader, Timeouts
 from imgstream.records import ImageRef
+from imgstream.stores import Outputs, OutputSink
 
 log = logging.getLogger("imgstream.capture")
 
@@ -83,8 +85,12 @@ def capture(
     should_stop: Callable[[], bool] = lambda: False,
     on_event: Callable[[str], None] | None = None,
     max_width: int | None = None,
+    outputs: OutputSink | None = None,
 ) -> CaptureStats:
-    """Read, sample, store and emit the frames of a video file until it ends or a limit is hit."""
+    """Read, sample, store and emit the frames of a video file until it ends or a limit is hit.
+
+    ``store_dir`` is a folder or an ``s3://`` prefix (frames are uploaded there).
+    """
     if is_live(uri):
         raise ConfigError(f"{uri!r} is a live source: capture it as a camera")
     if not os.path.isfile(uri):
@@ -92,7 +98,7 @@ def capture(
     stats = CaptureStats()
     note = on_event if on_event is not None else (lambda event: None)
     sampler = Sampler(fps)
-    writer = FrameWriter(source, store_dir, emit, quality, max_width)
+    writer = FrameWriter(source, store_dir, emit, quality, max_width, outputs)
     started_mono = clock.monotonic()
     started_wall = clock.wall_ms()
     cap = cv2.VideoCapture(uri)
@@ -176,6 +182,7 @@ def run_cameras(
     stop: threading.Event,
     duration_s: float | None = None,
     options: LiveOptions | None = None,
+    outputs: OutputSink | None = None,
 ) -> dict[str, CaptureStats]:
     """Capture every camera, one thread each, until ``stop`` is set or ``duration_s`` passes.
 
@@ -184,6 +191,7 @@ def run_cameras(
     camera marked disconnected. Returns each camera's stats.
     """
     opts = options if options is not None else LiveOptions()
+    sink: OutputSink = outputs if outputs is not None else Outputs()
     results: dict[str, CaptureStats] = {}
     threads: list[threading.Thread] = []
     for camera in cameras:
@@ -198,7 +206,7 @@ def run_cameras(
             opts.timeouts,
             Backoff(opts.backoff_initial_s, opts.backoff_max_s),
         )
-        writer = FrameWriter(camera.name, store_dir, emit, camera.quality, camera.max_width)
+        writer = FrameWriter(camera.name, store_dir, emit, camera.quality, camera.max_width, sink)
 
         def work(
             camera: Camera = camera,

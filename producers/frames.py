@@ -1,7 +1,8 @@
 """Storing one source's frames as JPEG files and emitting a ref for each stored one.
 
-A frame is shrunk to ``max_width`` (if wider), encoded, written atomically
-under ``{store}/{source}/`` and only then emitted, so a ref never names a
+A frame is shrunk to ``max_width`` (if wider), encoded, stored under
+``{store}/{source}/`` (a folder, written atomically, or an ``s3://`` prefix,
+uploaded through the object store) and only then emitted, so a ref never names a
 frame that is not stored. Ids are ``{source}-{ts}-{index}``: the index counts
 the frames this writer was given, so no id is produced twice, across
 reconnects too.
@@ -10,13 +11,13 @@ reconnects too.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from imgstream._cv import cv2
 from imgstream.records import ImageRef
-from imgstream.storage import safe_name, write_atomic
+from imgstream.storage import safe_name
+from imgstream.stores import Outputs, OutputSink, absolute, join
 
 log = logging.getLogger("imgstream.capture")
 
@@ -30,7 +31,11 @@ def shrink(image: Any, max_width: int | None) -> Any:
 
 
 class FrameWriter:
-    """Encodes, stores and emits the frames of one source (used by one thread)."""
+    """Encodes, stores and emits the frames of one source (used by one thread).
+
+    ``store_dir`` is a folder or an ``s3://`` prefix; ``outputs`` writes there
+    (shared by every camera's writer).
+    """
 
     def __init__(
         self,
@@ -39,9 +44,11 @@ class FrameWriter:
         emit: Callable[[ImageRef], None],
         quality: int = 90,
         max_width: int | None = None,
+        outputs: OutputSink | None = None,
     ) -> None:
         self.source = source
-        self.folder = os.path.join(store_dir, safe_name(source))
+        self.folder = join(store_dir, safe_name(source))
+        self.outputs: OutputSink = outputs if outputs is not None else Outputs()
         self.emit = emit
         self.quality = quality
         self.max_width = max_width
@@ -57,11 +64,11 @@ class FrameWriter:
             log.warning("%s: frame %d could not be encoded", self.source, index)
             return None
         name = f"{ts}-{index:08d}"
-        path = os.path.abspath(os.path.join(self.folder, name + ".jpg"))
+        path = absolute(join(self.folder, name + ".jpg"))
         try:
-            write_atomic(path, bytes(buf))
-        except OSError as exc:
-            log.error("%s: frame %d not stored (%s)", self.source, index, exc.strerror)
+            self.outputs.write(path, bytes(buf))
+        except OSError as exc:  # a full disk, an object store refusing: count, go on
+            log.error("%s: frame %d not stored (%s)", self.source, index, exc.strerror or exc)
             return None
         ref = ImageRef(
             id=f"{safe_name(self.source)}-{name}",

@@ -15,21 +15,26 @@ from collections.abc import Iterator
 from imgstream import imaging
 from imgstream.config import MAX_SOURCE_PIXELS
 from imgstream.errors import ImageError
+from imgstream.objstore import is_s3
 from imgstream.producers.files import Found
 from imgstream.records import ImageRef
-from imgstream.storage import safe_name, write_atomic
+from imgstream.storage import safe_name
+from imgstream.stores import Outputs, absolute, join
 from imgstream.tiling import grid, tile_meta
 
 
-def header_pixels(path: str) -> int | None:
-    """Width x height from the file header without decoding, or None."""
-    with open(path, "rb") as fh:
-        head = fh.read(1 << 18)
+def header_pixels(path: str, files: Outputs | None = None) -> int | None:
+    """Width x height from the file (or object) header without decoding, or None."""
     try:
+        head = (files if files is not None else Outputs()).head(path, 1 << 18)
         size = imaging.header_size(head, imaging.sniff(head))
-    except ImageError:
+    except (ImageError, OSError):
         return None
     return size[0] * size[1] if size else None
+
+
+#: The largest source image file the producer reads to cut into tiles.
+MAX_SOURCE_BYTES = 4 << 30
 
 
 def tile_id(parent: str, row: int, col: int) -> str:
@@ -38,23 +43,29 @@ def tile_id(parent: str, row: int, col: int) -> str:
 
 
 def cut_tiles(
-    found: Found, tile: int, overlap: int, store_dir: str, max_pixels: int = MAX_SOURCE_PIXELS
+    found: Found,
+    tile: int,
+    overlap: int,
+    store_dir: str,
+    max_pixels: int = MAX_SOURCE_PIXELS,
+    files: Outputs | None = None,
 ) -> Iterator[ImageRef]:
-    """Tile refs for one image (its tiles are written under ``store_dir``)."""
+    """Tile refs for one image (its tiles are written under ``store_dir``, a folder or
+    an ``s3://`` prefix; the image itself may be a file or an object)."""
+    files = files if files is not None else Outputs()
     parent = found.ref
-    with open(parent.uri, "rb") as fh:
-        data = fh.read()
+    data = files.read(parent.uri, MAX_SOURCE_BYTES)
     image = imaging.decode(data, max_pixels).image
     del data
     height, width = image.shape[:2]
-    folder = os.path.join(store_dir, safe_name(parent.id))
+    folder = join(store_dir, safe_name(parent.id))
     for t in grid(width, height, tile, overlap):
         h = t.halo
-        path = os.path.join(folder, f"r{t.row:04d}c{t.col:04d}.png")
-        write_atomic(path, imaging.encode_png(image[h.y : h.y + h.h, h.x : h.x + h.w]))
+        path = join(folder, f"r{t.row:04d}c{t.col:04d}.png")
+        files.write(path, imaging.encode_png(image[h.y : h.y + h.h, h.x : h.x + h.w]))
         yield ImageRef(
             id=tile_id(parent.id, t.row, t.col),
-            uri=os.path.abspath(path),
+            uri=absolute(path),
             ts=parent.ts,
             source=parent.source,
             tile=tile_meta(parent.id, t, width, height, overlap, parent.uri),
@@ -75,16 +86,18 @@ def expand_tiles(
     tiled; otherwise every decodable image is. An image that cannot be decoded
     here is passed through untiled, so the worker reports it as a failure.
     """
+    files = Outputs()
     for item in found:
-        if item.ref.uri.startswith(("s3://", "memory://")) or not os.path.isfile(item.ref.uri):
+        uri = item.ref.uri
+        if not (is_s3(uri) or os.path.isfile(uri)):
             yield item, None
             continue
         if over_pixels is not None:
-            pixels = header_pixels(item.ref.uri)
+            pixels = header_pixels(uri, files)
             if pixels is None or pixels <= over_pixels:
                 yield item, None
                 continue
         try:
-            yield item, list(cut_tiles(item, tile, overlap, store_dir, max_pixels))
-        except ImageError:
+            yield item, list(cut_tiles(item, tile, overlap, store_dir, max_pixels, files))
+        except (ImageError, OSError):
             yield item, None

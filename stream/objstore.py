@@ -30,10 +30,12 @@ import configparser
 import contextlib
 import errno
 import os
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from imgstream.errors import FORBIDDEN, IO_ERROR, NOT_FOUND, TOO_LARGE, ImageError
@@ -42,6 +44,11 @@ SCHEME = "s3://"
 
 #: Attempts of one request unless AWS_MAX_ATTEMPTS says otherwise (the AWS SDKs' default).
 DEFAULT_ATTEMPTS = 3
+
+
+#: S3 bucket names (with the legacy upper case and underscores some stores still allow):
+#: nothing that could change the request's path or query.
+_BUCKET = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 
 
 def is_s3(text: str) -> bool:
@@ -82,8 +89,8 @@ def parse_s3(uri: str) -> S3Url:
     if "\x00" in uri:
         raise ImageError(FORBIDDEN, "reference contains a NUL character")
     bucket, _, key = uri[len(SCHEME) :].partition("/")
-    if not bucket or "\\" in bucket or bucket in (".", ".."):
-        raise ImageError(FORBIDDEN, f"no bucket name in {uri!r}")
+    if not _BUCKET.fullmatch(bucket):
+        raise ImageError(FORBIDDEN, f"not a valid bucket name in {uri!r}")
     key = key.rstrip("/")
     if key:
         segments = key.split("/")
@@ -306,6 +313,36 @@ class ObjectStore:
             obstore.put(self._client(url.bucket), url.key, data, use_multipart=False)
         except ImageError as exc:
             raise OSError(errno.EIO, exc.message, str(url)) from None
+        except Exception as exc:
+            raise os_error(exc, url) from None
+
+    def head_bytes(self, url: S3Url, n: int) -> bytes:
+        """The first ``n`` bytes of an object (fewer if it is shorter); raise ImageError."""
+        import obstore
+
+        try:
+            size = self.size(url)
+            if size == 0:
+                return b""
+            data = obstore.get_range(
+                self._client(url.bucket), url.key, start=0, length=min(n, size)
+            )
+        except ImageError:
+            raise
+        except Exception as exc:
+            raise image_error(exc, url) from None
+        return bytes(data)
+
+    def put_file(self, url: S3Url, path: str) -> None:
+        """Upload a local file (multipart when large: it is never read whole); raise OSError."""
+        import obstore
+
+        try:
+            obstore.put(self._client(url.bucket), url.key, Path(path))
+        except ImageError as exc:
+            raise OSError(errno.EIO, exc.message, str(url)) from None
+        except OSError:
+            raise
         except Exception as exc:
             raise os_error(exc, url) from None
 

@@ -24,7 +24,7 @@ import posixpath
 from collections.abc import Sequence
 from typing import Protocol
 
-from imgstream.errors import FORBIDDEN, ImageError
+from imgstream.errors import FORBIDDEN, TOO_LARGE, ImageError
 from imgstream.objstore import ObjectStore, S3Url, is_s3, parse_s3
 from imgstream.storage import DEFAULT_MAX_BYTES, Loaded, SafeStore, write_atomic
 
@@ -127,7 +127,12 @@ class S3Outputs:
 
 
 class Outputs:
-    """Routes each output location to the sink of its scheme."""
+    """Routes each output location to the sink of its scheme.
+
+    The producer side (tiles, captured frames) and the aggregator (mosaics)
+    also read back and upload the run's own files through it: those are not
+    refs, so no roots apply.
+    """
 
     def __init__(self, fsync: bool = False, client: ObjectStore | None = None) -> None:
         self.local = LocalOutputs(fsync)
@@ -139,6 +144,35 @@ class Outputs:
             self.s3.write(location, data)
         else:
             self.local.write(location, data)
+
+    def read(self, location: str, max_bytes: int) -> bytes:
+        """The bytes at a path or ``s3://`` URI (OSError or ImageError when it cannot be read)."""
+        if is_s3(location):
+            return self.s3.client.get(parse_s3(location), max_bytes)
+        with open(location, "rb") as fh:
+            data = fh.read(max_bytes + 1)
+        if len(data) > max_bytes:
+            raise ImageError(TOO_LARGE, f"{location} is over the {max_bytes}-byte limit")
+        return data
+
+    def head(self, location: str, n: int) -> bytes:
+        """The first ``n`` bytes at a path or ``s3://`` URI."""
+        if is_s3(location):
+            return self.s3.client.head_bytes(parse_s3(location), n)
+        with open(location, "rb") as fh:
+            return fh.read(n)
+
+    def upload(self, location: str, local_path: str) -> None:
+        """Move a finished local file to ``location`` (rename, or upload then delete)."""
+        if is_s3(location):
+            try:
+                self.s3.client.put_file(parse_s3(location), local_path)
+            finally:
+                os.unlink(local_path)
+            return
+        os.makedirs(os.path.dirname(location), exist_ok=True)
+        os.chmod(local_path, 0o644)
+        os.replace(local_path, location)
 
 
 def join(base: str, *parts: str) -> str:

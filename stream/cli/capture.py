@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from imgstream.cli.app import cli, hide_in_logs
-from imgstream.cli.options import kafka_options, option_for
+from imgstream.cli.options import LOCATION, kafka_options, option_for
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
@@ -41,10 +41,10 @@ log = logging.getLogger("imgstream.capture")
 @click.option(
     "--store",
     "store_dir",
-    type=click.Path(file_okay=False),
+    type=LOCATION,
     default="captures",
     show_default=True,
-    help="Where frames are stored (workers need it under --root).",
+    help="Folder or s3://bucket/prefix frames are stored in (workers need it under --root).",
 )
 @click.option(
     "--quality",
@@ -134,6 +134,7 @@ def capture(
     from imgstream.producers.cameras import Camera, load_cameras, redact_url, secrets_of
     from imgstream.producers.stream_reader import Timeouts
     from imgstream.signals import stop_on_signals
+    from imgstream.stores import Outputs, absolute
 
     if fps <= 0:
         raise click.BadParameter("must be positive", param_hint="--fps")
@@ -154,6 +155,8 @@ def capture(
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
     shown = redact_url(video) if video is not None else f"{len(cameras)} cameras"
     clock = SystemClock()
+    store = absolute(store_dir)
+    outputs = Outputs()  # one object-store client for every camera
     ensure_topics(bootstrap, {topic: partitions}, kafka)
     sink = KafkaSink(bootstrap, "imgstream-capture", settings=kafka)
     n = sink.partitions(topic)
@@ -178,7 +181,7 @@ def capture(
         if cameras:
             options = cap.LiveOptions(Timeouts(open_timeout_s, read_timeout_s))
             per_camera = cap.run_cameras(
-                cameras, os.path.abspath(store_dir), emit, metrics, clock, stop, duration_s, options
+                cameras, store, emit, metrics, clock, stop, duration_s, options, outputs
             )
             totals = cap.CaptureStats()
             for stats in per_camera.values():
@@ -193,7 +196,7 @@ def capture(
             totals = cap.capture(
                 video,
                 name,
-                os.path.abspath(store_dir),
+                store,
                 emit,
                 clock,
                 fps=fps,
@@ -204,6 +207,7 @@ def capture(
                 should_stop=stop.is_set,
                 on_event=health.frame,
                 max_width=max_width,
+                outputs=outputs,
             )
             source = name
         sink.flush()

@@ -14,6 +14,7 @@ import click
 
 from imgstream.cli.app import cli
 from imgstream.cli.options import (
+    LOCATION,
     PARTITION_CHOICES,
     kafka_options,
     option_for,
@@ -62,9 +63,10 @@ if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broke
 )
 @click.option(
     "--tile-store",
-    type=click.Path(file_okay=False),
+    type=LOCATION,
     default=None,
-    help="Directory the tiles are written to (needed with --tile; workers need it under a --root).",
+    help="Directory or s3://bucket/prefix the tiles are written to (needed with --tile; "
+    "workers need it under a --root).",
 )
 def produce(
     inputs: tuple[str, ...],

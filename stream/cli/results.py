@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 import click
 
 from imgstream.cli.app import cli
-from imgstream.cli.options import kafka_options, option_for, time_ms
+from imgstream.cli.options import LOCATION, kafka_options, option_for, time_ms
 from imgstream.errors import ConfigError
+from imgstream.stores import absolute
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
@@ -38,9 +39,10 @@ def open_store(db_path: str) -> SQLiteStore:
 )
 @click.option(
     "--out",
-    type=click.Path(file_okay=False),
+    type=LOCATION,
     default=None,
-    help="Where fused outputs go (default: beside the tiles' outputs).",
+    help="Directory or s3://bucket/prefix fused outputs go to (default: beside the tiles' "
+    "outputs).",
 )
 @click.option("--tile-timeout", type=float, default=300.0, show_default=True)
 @click.option(
@@ -78,7 +80,7 @@ def aggregate(
         dlq_topic,
         SystemClock(),
         "aggregator-" + default_worker_id(),
-        out,
+        absolute(out) if out is not None else None,
         tile_timeout,
     )
     source = KafkaSource(

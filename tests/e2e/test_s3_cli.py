@@ -16,6 +16,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 
 from imgstream.records import Failure, Result
 from tests.fixtures.s3 import S3Server
@@ -42,10 +43,20 @@ def _assert_gray(server: S3Server, bucket: str, key: str, original: Path) -> Non
     assert np.array_equal(out, expected), original.name
 
 
+@pytest.mark.parametrize("broker_kind", ["embedded", "bootstrap"])
 def test_run_from_s3_to_s3(
-    s3_server: S3Server, s3_bucket: str, photos: list[Path], tmp_path: Path
+    s3_server: S3Server,
+    s3_bucket: str,
+    photos: list[Path],
+    tmp_path: Path,
+    broker_kind: str,
+    request: pytest.FixtureRequest,
 ) -> None:
+    """`run s3://.../in --out s3://.../out`, with its own broker or a running one."""
     b = s3_bucket
+    bootstrap = []
+    if broker_kind == "bootstrap":
+        bootstrap = ["--bootstrap", request.getfixturevalue("broker").bootstrap]
     for p in photos:
         s3_server.put(b, f"in/{p.name}", p.read_bytes())
     big = max(photos, key=lambda p: p.stat().st_size)
@@ -65,6 +76,7 @@ def test_run_from_s3_to_s3(
         str(big.stat().st_size),
         "--max-wait",
         "0.2",
+        *bootstrap,
         env=s3_server.env,
         cwd=tmp_path,
     )
@@ -124,3 +136,82 @@ def test_produce_and_work_over_s3(
         assert isinstance(record, Result), record
         assert not isinstance(record, Failure)
         _assert_gray(s3_server, b, record.output_uri[len(f"s3://{b}/") :], p)
+
+
+def test_tiled_run_stores_tiles_and_the_mosaic_in_s3(
+    s3_server: S3Server, s3_bucket: str, photos: list[Path], tmp_path: Path
+) -> None:
+    b = s3_bucket
+    base = cv2.imread(str(next(p for p in photos if p.name == "coffee.jpg")))
+    big = cv2.resize(base, (1500, 1100), interpolation=cv2.INTER_CUBIC)
+    local = tmp_path / "big.png"
+    cv2.imwrite(str(local), big)
+    s3_server.put(b, "src/big.png", local.read_bytes())
+    proc = _imgstream(
+        "run",
+        f"s3://{b}/src",
+        "--out",
+        f"s3://{b}/out",
+        "--tile",
+        "512",
+        "--overlap",
+        "16",
+        "--workers",
+        "2",
+        env=s3_server.env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 images in 9 tiles; 1 stitched" in proc.stdout
+    tiles = s3_server.keys(b, "out/tiles/")
+    assert len(tiles) == 9, tiles
+    records = [
+        json.loads(line)
+        for line in (tmp_path / "imgstream-run" / "results.jsonl").read_text().splitlines()
+    ]
+    fused = [r for r in records if r["kind"] == "result" and r.get("batch_id") == "fused"]
+    assert len(fused) == 1, records
+    assert fused[0]["output_uri"].startswith(f"s3://{b}/out/")
+    _assert_gray(s3_server, b, fused[0]["output_uri"][len(f"s3://{b}/") :], local)
+
+
+def test_capture_uploads_frames_to_s3(
+    s3_server: S3Server,
+    s3_bucket: str,
+    s3_env_set: dict[str, str],
+    topics,
+    worker,
+    tmp_path: Path,
+) -> None:
+    b = s3_bucket
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    for i in range(20):
+        writer.write(np.full((120, 160, 3), (i * 10) % 256, np.uint8))
+    writer.release()
+    captured = _imgstream(
+        "capture",
+        str(video),
+        "--fps",
+        "5",
+        "--source",
+        "cam1",
+        "--store",
+        f"s3://{b}/frames",
+        "--bootstrap",
+        topics.bootstrap,
+        "--topic",
+        topics.refs,
+        env=s3_server.env,
+        cwd=tmp_path,
+    )
+    assert captured.returncode == 0, captured.stdout + captured.stderr
+    frames = s3_server.keys(b, "frames/cam1/")
+    assert 9 <= len(frames) <= 11, frames  # 2 s of video at 5 fps, within one frame
+    refs = topics.read_refs()
+    assert sorted(r.uri for r in refs) == sorted(f"s3://{b}/{k}" for k in frames)
+    w = worker(f"s3://{b}/out", f"s3://{b}/frames", "--idle-exit", "5")
+    stream = topics.stream().wait_for({r.id for r in refs}, timeout_s=120)
+    assert w.wait(timeout=120) == 0
+    assert all(isinstance(r, Result) for r in stream.records), stream.records
+    assert len(s3_server.keys(b, "out/")) == len(frames)

@@ -181,6 +181,18 @@ def test_persistent_5xx_and_timeouts_become_io_error(
     assert hang.hits >= 2  # a timed-out GET is retried too
 
 
+def test_max_bytes_is_checked_before_the_body_is_read(
+    s3_server: S3Server, s3_bucket: str, s3_proxy: FaultProxy, tmp_path: Path
+) -> None:
+    """The proxy announces 1 GB and sends nothing: reading the body would time out."""
+    s3_server.put(s3_bucket, "in/huge.jpg", b"abc")
+    inputs = _inputs(_proxied(s3_proxy, tmp_path, attempts=1, timeout_s=2.0), s3_bucket)
+    s3_proxy.add(Fault("/in/huge.jpg", declare_length=1 << 30, hang_s=5.0))
+    with pytest.raises(Exception) as err:
+        inputs.read(f"s3://{s3_bucket}/in/huge.jpg")
+    assert getattr(err.value, "type", None) == "too_large", err.value
+
+
 def test_access_denied_is_forbidden(
     s3_server: S3Server, s3_bucket: str, s3_proxy: FaultProxy, tmp_path: Path
 ) -> None:

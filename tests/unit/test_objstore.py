@@ -42,6 +42,10 @@ def test_parse_s3_splits_bucket_and_key() -> None:
     [
         "s3://",
         "s3:///key",
+        "s3://b?x=1/key",
+        "s3://b#x/key",
+        "s3://../key",
+        "s3://b%2F/key",
         "s3://b/in/../secret.jpg",
         "s3://b/..",
         "s3://b/in/./a.jpg",
