@@ -165,3 +165,21 @@ def test_cameras_file_live_dead_silent_and_refused(
     }
     leaked = [where for where, text in seen.items() if PASSWORD in text]
     assert not leaked, f"the stream password is in: {leaked}"
+
+
+def test_live_camera_frames_uploaded_to_s3(
+    topics, background, stream_server, clip, s3_server, s3_bucket
+) -> None:
+    server = stream_server(clip)
+    capture = background(
+        *("capture", server.url, "--source", "lobby", "--fps", "2"),
+        *("--store", f"s3://{s3_bucket}/frames", "--duration", "8"),
+        *("--bootstrap", topics.bootstrap, "--topic", topics.refs),
+        name="capture",
+        env=s3_server.env,
+    )
+    assert capture.wait(60) == 0, capture.output()
+    keys = s3_server.keys(s3_bucket, "frames/lobby/")
+    assert len(keys) >= 8, (keys, capture.output())  # ~2/s once the stream opened
+    refs = topics.read_refs()
+    assert sorted(r.uri for r in refs) == sorted(f"s3://{s3_bucket}/{k}" for k in keys)
