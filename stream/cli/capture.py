@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import click
 
@@ -141,11 +142,11 @@ def capture(
     if (video is None) == (cameras_path is None):
         raise click.UsageError("give a VIDEO (file, device or URL) or --cameras FILE, not both")
     cameras: list[Camera] = []
+    name = source if source is not None or video is None else default_source(video)
     if cameras_path is not None:
         cameras = load_cameras(cameras_path, os.environ)
     elif video is not None and cap.is_live(video):
-        name = source if source is not None else f"cam{video}" if video.isdigit() else "cam"
-        cameras = [Camera(name, video, fps, max_width, quality)]
+        cameras = [Camera(name or "cam", video, fps, max_width, quality)]
     hide_in_logs([s for c in cameras for s in secrets_of(c.url)])
     if cameras and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # Each failure is logged once with its reason: OpenCV's own warnings for the
@@ -184,14 +185,18 @@ def capture(
                 cameras, store, emit, metrics, clock, stop, duration_s, options, outputs
             )
             totals = cap.CaptureStats()
-            for stats in per_camera.values():
+            for label, stats in per_camera.items():
                 totals.read += stats.read
                 totals.stored += stats.stored
                 totals.dropped += stats.dropped
                 totals.reconnects += stats.reconnects
+                if cameras_path is not None:
+                    click.echo(
+                        f"  {label}: {stats.stored} frames stored ({stats.read} read, "
+                        f"{stats.reconnects} reconnects)"
+                    )
         else:
-            assert video is not None
-            name = source if source is not None else os.path.splitext(os.path.basename(video))[0]
+            assert video is not None and name is not None
             health = metrics.camera(name, clock.monotonic)
             totals = cap.capture(
                 video,
@@ -209,14 +214,11 @@ def capture(
                 max_width=max_width,
                 outputs=outputs,
             )
-            source = name
         sink.flush()
     finally:
         sink.close()
     failed = undelivered.count
-    who = f" as {source!r}" if not cameras_path and source is not None else ""
-    if cameras and cameras_path is None:
-        who = f" as {cameras[0].name!r}"
+    who = f" as {(cameras[0].name if cameras else name)!r}" if cameras_path is None else ""
     click.echo(
         f"captured {totals.stored} frames from {shown}{who} "
         f"({totals.read} read, {totals.dropped} skipped by --fps or failed, "
@@ -224,6 +226,15 @@ def capture(
         + (f"; {failed} NOT delivered" if failed else "")
     )
     return 1 if failed else 0
+
+
+def default_source(video: str) -> str:
+    """``camN`` for device N, else the stem of the file or URL path (``live`` for
+    ``http://host/live.ts``)."""
+    if video.isdigit():
+        return f"cam{video}"
+    path = urlsplit(video).path if "://" in video else video
+    return os.path.splitext(os.path.basename(path.rstrip("/")))[0] or "cam"
 
 
 class Undelivered:
