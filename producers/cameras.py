@@ -77,12 +77,13 @@ def redact_url(url: str) -> str:
 
 
 def secrets_of(url: str) -> list[str]:
-    """The secret parts of a URL (its password), so tests and checks can look for them."""
+    """The secret parts of a URL (its password, secret query values), to mask in logs."""
+    found = [m[0][len(m[1]) :] for m in _SECRET_QUERY.finditer(url)]
     try:
         password = urlsplit(url).password
     except ValueError:
-        return []
-    return [password] if password else []
+        password = None
+    return [s for s in (password, *found) if s]
 
 
 def expand(value: str, env: Mapping[str, str], where: str) -> str:

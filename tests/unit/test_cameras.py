@@ -92,6 +92,7 @@ def test_redact_url(url: str, shown: str) -> None:
 
 def test_secrets_of() -> None:
     assert secrets_of("rtsp://a:b@h/") == ["b"] and secrets_of("rtsp://h/") == []
+    assert secrets_of("http://u:p@h/x?token=t1&pwd=t2&n=1") == ["p", "t1", "t2"]
 
 
 def test_backoff_doubles_up_to_its_ceiling_with_jitter() -> None:
