@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool ffmpeg rtsp
+.PHONY: install demo test lint typecheck unit bench bench-ops clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -40,10 +40,36 @@ rtsp:
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES) >/dev/null) \
 	  || echo "warning: could not install GStreamer's RTSP server"; }
 
+# Debian's package "chromium" (and a font): the headless browser that
+# tests/e2e/test_dashboard_browser.py drives through Playwright (executable_path);
+# Playwright's own browser downloads are never used.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null) \
+	  || echo "warning: could not install chromium"; }
+
+# The dashboard's chart library, vendored in stream/dashboard/static (committed;
+# this only refreshes it from the npm registry).
+UPLOT_VERSION := 1.6.32
+vendor-uplot:
+	rm -rf .vendor && mkdir -p .vendor
+	cd .vendor && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null && tar xzf uplot-$(UPLOT_VERSION).tgz
+	cp .vendor/package/dist/uPlot.iife.min.js .vendor/package/dist/uPlot.min.css stream/dashboard/static/
+	cp .vendor/package/LICENSE stream/dashboard/static/uPlot.LICENSE
+	rm -rf .vendor
+
 demo: $(STAMP)
 	rm -rf out
 	$(BIN)/imgstream run tests/data/photos --out out --ops gray
 	@echo "outputs are under ./out (records in out/results.jsonl)"
+
+# Apache Kafka (KRaft) in the foreground: the bootstrap address is the first
+# line of output; Ctrl-C stops it. NODES=3 for a three-node cluster, PORT=9092
+# for a fixed client port (one node). Jars come from Maven Central once
+# (~/.cache/imgstream); needs Java 17+ and Maven.
+NODES ?= 1
+kafka:
+	@exec $(PY) compose/kafka/kraft.py --nodes $(NODES) $(if $(PORT),--port $(PORT))
 
 lint: $(STAMP)
 	$(BIN)/ruff check stream producers consumers tests benchmarks
@@ -60,7 +86,7 @@ typecheck: $(STAMP)
 	ln -s "$(CURDIR)/consumers" $(TYPECHECK)/consumers
 	$(BIN)/mypy $(TYPECHECK)
 
-test: $(STAMP) promtool ffmpeg rtsp lint typecheck
+test: $(STAMP) promtool ffmpeg rtsp chromium lint typecheck
 	$(BIN)/python -m pytest -q tests
 
 unit: $(STAMP)
@@ -71,6 +97,9 @@ bench: $(STAMP)
 
 bench-ops: $(STAMP)
 	$(BIN)/python benchmarks/bench_ops.py
+
+bench-eos: $(STAMP)
+	$(BIN)/python benchmarks/bench_eos.py
 
 clean:
 	rm -rf $(VENV) out .pytest_cache .mypy_cache .ruff_cache .typecheck

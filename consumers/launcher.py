@@ -29,6 +29,7 @@ from imgstream.kafka_io import (
     KafkaSink,
     TopicReader,
     ensure_topics,
+    refuse_unreliable_transactions,
     start_group_at_end,
     worker_settings,
 )
@@ -245,10 +246,14 @@ def _run(
 
     pipeline = parse_spec(config.ops, build_registry())
     kafka = worker_settings(config)
+    if config.exactly_once:  # before any topic or worker: one line and exit 2
+        refuse_unreliable_transactions(config.bootstrap, kafka)
     ensure_topics(
         config.bootstrap,
         {config.refs_topic: partitions, config.results_topic: partitions, config.dlq_topic: 1},
         kafka,
+        config.topic_roles(),
+        config.topic_settings,
     )
     if not fresh_topics:  # a shared cluster: skip the refs already in the topic
         start_group_at_end(config.bootstrap, config.group, config.refs_topic, kafka)

@@ -13,7 +13,14 @@ from types import FrameType
 
 from imgstream.clock import SystemClock
 from imgstream.config import WorkerConfig
-from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics, worker_settings
+from imgstream.kafka_io import (
+    KafkaSink,
+    KafkaSource,
+    KafkaTransactor,
+    ensure_topics,
+    refuse_unreliable_transactions,
+    worker_settings,
+)
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.outage import OutputGate
@@ -21,6 +28,7 @@ from imgstream.pipeline import parse_spec
 from imgstream.processor import ImageProcessor
 from imgstream.records import TopicPartition
 from imgstream.runner import Runner, RunnerHooks
+from imgstream.transactions import transactional_id
 
 log = logging.getLogger("imgstream.worker")
 
@@ -56,6 +64,8 @@ def build_runner(
     """A Runner wired to Kafka, for ``config`` (validated here)."""
     config.validate()
     pipeline = parse_spec(config.ops, build_registry())
+    if config.exactly_once:
+        refuse_unreliable_transactions(config.bootstrap, worker_settings(config))
     clock = SystemClock()
     metrics = metrics if metrics is not None else Metrics()
     gate = OutputGate(clock, max_outage_s=config.max_outage_s)
@@ -78,7 +88,17 @@ def build_runner(
     def sink() -> KafkaSink:
         return KafkaSink(config.bootstrap, config.worker_id, settings=kafka)
 
-    relay.runner = Runner(config, processor, source, sink, clock, metrics, hooks)
+    transactor = None
+    if config.exactly_once:
+        transactor = KafkaTransactor(
+            config.bootstrap,
+            transactional_id(config.group, config.worker_id),
+            source.group_metadata,
+            settings=kafka,
+            client_id=config.worker_id,
+            on_restart=metrics.producer_restarts.inc,
+        )
+    relay.runner = Runner(config, processor, source, sink, clock, metrics, hooks, transactor)
     return relay.runner
 
 
@@ -125,6 +145,8 @@ def run_worker(config: WorkerConfig) -> int:
             config.dlq_topic: 1,
         },
         worker_settings(config),
+        config.topic_roles(),
+        config.topic_settings,
     )
     metrics = Metrics()
     runner = build_runner(config, metrics)

@@ -5,6 +5,9 @@ what is complete (delivery acknowledgements fed to an
 :class:`~imgstream.offsets.OffsetTracker`), what was committed and when the
 next commit is due live here, and :meth:`Checkpoint.commit` is the one place
 where they meet. Modelled on Quix Streams' ``checkpointing/checkpoint.py``.
+With ``--exactly-once``, :class:`TransactionalCheckpoint` keeps the same books
+but holds each batch's records until its commit point and writes them with
+the offsets in one Kafka transaction.
 
 Ownership: every attribute belongs to the poll thread. Other threads reach
 the checkpoint only through :class:`~imgstream.delivery.Delivery`'s
@@ -19,8 +22,10 @@ from collections.abc import Callable, Iterable
 
 from imgstream.clock import Clock
 from imgstream.delivery import Delivery
+from imgstream.errors import TransactionFailed
 from imgstream.offsets import OffsetTracker
 from imgstream.records import Message, TopicPartition
+from imgstream.transactions import SealedBatch, Staged, Staging, transaction_plan
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class Checkpoint:
         self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
         self._committed: dict[TopicPartition, int] = {}
         self._last_commit = float("-inf")
+        self._failed_commits = 0  # in a row, since the last commit that succeeded
         #: Messages completed (delivered or skipped) since the start.
         self.completed = 0
 
@@ -85,10 +91,17 @@ class Checkpoint:
         try:
             self._commit_fn(due)
         except Exception as exc:  # e.g. a rebalance in progress: the work is redone
-            log.warning("offset commit failed: %s", exc)
+            # the first failure of a run of them is worth a warning; the rest are
+            # the same outage (a coordinator moving, a broker restarting)
+            self._failed_commits += 1
+            report = log.warning if self._failed_commits == 1 else log.debug
+            report("offset commit failed: %s (retrying with the next commit)", exc)
             if self._on_commit is not None:
                 self._on_commit(False)
             return {}
+        if self._failed_commits:
+            log.warning("offset commits succeed again after %d failures", self._failed_commits)
+            self._failed_commits = 0
         if self._on_commit is not None:
             self._on_commit(True)
         self._tracker.mark_committed(due)
@@ -106,6 +119,141 @@ class Checkpoint:
         for tp in tps:
             self._arrivals.pop(tp, None)
             self._committed.pop(tp, None)
+
+    def in_flight(self) -> int:
+        """Messages consumed and not complete."""
+        return self._tracker.in_flight()
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The last offset committed for a partition (next to read), if any."""
+        return self._committed.get(tp)
+
+    def oldest_pending_ms(self, tp: TopicPartition) -> int | None:
+        """Timestamp of the oldest message of ``tp`` not yet committed, if any."""
+        arrivals = self._arrivals.get(tp)
+        return arrivals[0][1] if arrivals else None
+
+
+#: Writes a transaction's records and commits its offsets, or raises TransactionFailed.
+TransactFn = Callable[[tuple[Staged, ...], dict[TopicPartition, int]], None]
+
+
+class TransactionalCheckpoint:
+    """The checkpoint of ``--exactly-once``: records and offsets in one transaction.
+
+    The same bookkeeping as :class:`Checkpoint`, but a message completes when
+    its batch is *sealed* (its records staged in the
+    :class:`~imgstream.transactions.Staging`), and :meth:`commit` writes the
+    sealed records and the offsets they make safe in one transaction. When a
+    transaction fails, nothing of it is visible and ``rewind_needed`` is set:
+    the runner then drops its in-flight work, calls :meth:`reset`, and seeks
+    back to the committed offsets.
+
+    Ownership: every attribute belongs to the poll thread; the emitter thread
+    reaches it only through the staging's queue of sealed batches.
+    """
+
+    def __init__(
+        self,
+        transact: TransactFn,
+        staging: Staging,
+        clock: Clock,
+        on_commit: Callable[[bool], None] | None = None,
+        every_s: float = COMMIT_EVERY_S,
+    ) -> None:
+        self._transact = transact
+        self._staging = staging
+        self._clock = clock
+        self._on_commit = on_commit
+        self._every_s = every_s
+        self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        self._sealed: list[SealedBatch] = []
+        self._last_commit = float("-inf")
+        #: Set when a transaction failed: the runner must rewind before going on.
+        self.rewind_needed = False
+        #: Messages completed (sealed or skipped) since the start.
+        self.completed = 0
+        #: Transactions aborted since the start.
+        self.aborted = 0
+
+    def register(self, msg: Message) -> None:
+        """A message was consumed: it is in flight until its batch is committed."""
+        self._tracker.register(msg.tp, msg.offset)
+        self._arrivals.setdefault(msg.tp, collections.deque()).append(
+            (msg.offset, msg.timestamp_ms)
+        )
+
+    def complete(self, tp: TopicPartition, offset: int) -> None:
+        """A message needs no record (skipped): its offset goes with the next transaction."""
+        self._tracker.complete(tp, offset)
+        self.completed += 1
+
+    def commit(self, force: bool = False) -> dict[TopicPartition, int]:
+        """Commit the sealed batches in one transaction; returns the offsets committed.
+
+        1. take the sealed batches (dropped while a rewind is pending);
+        2. complete their messages and compute the safe points;
+        3. write their records and the safe offsets in one transaction
+           (a failure aborts it and asks for a rewind);
+        4. mark the offsets committed and trim the arrivals below them.
+        """
+        taken = self._staging.take()
+        if self.rewind_needed:
+            return {}  # work from before the failed transaction: done again after the rewind
+        for batch in taken:
+            for tp, offset in batch.origins():
+                self.complete(tp, offset)
+        self._sealed.extend(taken)
+        now = self._clock.monotonic()
+        if not force and now - self._last_commit < self._every_s:
+            return {}
+        due = self._tracker.commits_due()
+        if not due and not self._sealed:
+            return {}
+        self._last_commit = now
+        plan = transaction_plan(self._sealed, due)
+        try:
+            self._transact(plan.records, plan.offsets)
+        except TransactionFailed as exc:
+            log.warning("transaction aborted (%s): rewinding to the committed offsets", exc)
+            self.aborted += 1
+            self.rewind_needed = True
+            if self._on_commit is not None:
+                self._on_commit(False)
+            return {}
+        if self._on_commit is not None:
+            self._on_commit(True)
+        self._sealed = []
+        self._tracker.mark_committed(due)
+        self._committed.update(due)
+        for tp, point in due.items():
+            arrivals = self._arrivals.get(tp)
+            while arrivals and arrivals[0][0] < point:
+                arrivals.popleft()
+        return due
+
+    def reset(self) -> None:
+        """Drop everything not committed (after a failed transaction): it is redone."""
+        self._staging.take()
+        self._sealed = []
+        self._tracker.forget(self._tracker.partitions())
+        self._arrivals.clear()
+        self.rewind_needed = False
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop revoked partitions, and every sealed batch that answers one of them."""
+        tps = set(tps)
+        self._tracker.forget(tps)
+        self._sealed = [b for b in self._sealed if not any(tp in tps for tp, _ in b.origins())]
+        for tp in tps:
+            self._arrivals.pop(tp, None)
+            self._committed.pop(tp, None)
+        if not self._tracker.partitions():
+            # nothing left to rewind: a new assignment starts from the committed offsets
+            self.rewind_needed = False
+            self._sealed = []
 
     def in_flight(self) -> int:
         """Messages consumed and not complete."""

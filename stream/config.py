@@ -20,6 +20,7 @@ from typing import Any
 from imgstream.errors import ConfigError, ImageError
 from imgstream.objstore import is_s3, parse_s3
 from imgstream.storage import DEFAULT_MAX_BYTES
+from imgstream.topics import TopicSettings, parse_topic_configs, topic_settings
 
 #: Decoded pixels above which an image is refused (checked from its header).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -197,7 +198,37 @@ class WorkerConfig:
         "sasl.username, sasl.password, ssl.ca.location, ..., bootstrap.servers); "
         "applied to every Kafka client.",
     )
+    #: Topic-level configs for the topics imgstream creates (imgstream.topics).
+    topic_configs: tuple[str, ...] = setting(
+        flag="--topic-config",
+        help="[ROLE:]key=value topic config for the topics imgstream creates (repeatable; "
+        "ROLE is refs, results or dlq; none: all three), e.g. refs:retention.ms=86400000. "
+        "Existing topics are left alone.",
+        factory=tuple,
+    )
+    replication_factor: int | None = setting(
+        None,
+        flag="--replication-factor",
+        help="Replication factor of the topics imgstream creates [default: the broker's].",
+    )
+    #: Each batch's records and offsets in one Kafka transaction (Apache Kafka only).
+    exactly_once: bool = setting(
+        False,
+        flag="--exactly-once",
+        help="Write each batch's result, batch and failure records and commit its offsets "
+        "in one Kafka transaction (readers use read_committed); Apache Kafka only, refused "
+        "on the embedded broker.",
+    )
     worker_id: str = field(default_factory=default_worker_id)
+
+    @property
+    def topic_settings(self) -> TopicSettings:
+        """How missing topics are created (ConfigError naming the flag if malformed)."""
+        return topic_settings(self.topic_configs, self.replication_factor)
+
+    def topic_roles(self) -> dict[str, str]:
+        """Topic name -> role, for the topics a worker reads and writes."""
+        return {self.refs_topic: "refs", self.results_topic: "results", self.dlq_topic: "dlq"}
 
     @property
     def poll_interval_s(self) -> float:
@@ -250,10 +281,15 @@ class WorkerConfig:
             ),
             (self.connect_timeout_s > 0, "--connect-timeout must be positive"),
             (bool(self.roots), "at least one --root is required"),
+            (
+                self.replication_factor is None or self.replication_factor >= 1,
+                "--replication-factor must be at least 1",
+            ),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        parse_topic_configs(self.topic_configs)  # ConfigError naming --topic-config
         for root in self.roots:
             if is_s3(root):
                 _check_s3("--root", root)

@@ -34,6 +34,7 @@ from imgstream.imagepool import Job
 from imgstream.metrics import Metrics
 from imgstream.processor import ImageProcessor, Outcome
 from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result
+from imgstream.transactions import Staging
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ class Emitter:
         self,
         config: WorkerConfig,
         processor: ImageProcessor,
-        delivery: Delivery,
+        delivery: Delivery | Staging,
         clock: Clock,
         metrics: Metrics,
         observe: Callable[[Outcome], None] | None = None,
@@ -157,6 +158,7 @@ class Emitter:
             ts=self.clock.wall_ms(),
         )
         self.delivery.send(self.config.results_topic, None, encode(summary), None)
+        self.delivery.seal()
         m = self.metrics
         m.batches.labels(reason=batch.reason).inc()
         m.batch_size.observe(len(batch.items))

@@ -11,7 +11,9 @@ Two kinds, kept apart on purpose:
 
     ImgstreamError                 exit 1
     ├── ConfigError                exit 2   bad flag, option or pipeline spec
-    │   └── SpecError                       unknown operation / parameter / value
+    │   ├── SpecError                       unknown operation / parameter / value
+    │   └── UnreliableTransactions          --exactly-once on a broker whose
+    │                                       transactions cannot be trusted (Tansu)
     ├── BrokerError                exit 3   broker unreachable, embedded one failed
     ├── DeliveryError              exit 4   records could not be delivered; offsets
     │                                       were not committed past them
@@ -24,6 +26,10 @@ Two kinds, kept apart on purpose:
 :class:`OutputUnavailable` is not in the tree on purpose: it is raised by the
 per-image work when the *output store* (not the image) fails, and the runner
 answers it by pausing and retrying, never by a failure record.
+:class:`TransactionFailed` (and its :class:`ProducerFenced`) are not in the
+tree either: with ``--exactly-once`` a batch's transaction that could not be
+committed is aborted, and the worker rewinds to its committed offsets and
+does the work again.
 """
 
 from __future__ import annotations
@@ -83,6 +89,15 @@ class SpecError(ConfigError):
     """A pipeline spec names an unknown operation or a bad parameter."""
 
 
+class UnreliableTransactions(ConfigError):
+    """``--exactly-once`` was asked of a broker whose transactions are unreliable.
+
+    The embedded Tansu broker advertises the transaction APIs but does not keep
+    their guarantees (aborted records are served to ``read_committed`` readers);
+    exactly-once needs Apache Kafka.
+    """
+
+
 class BrokerError(ImgstreamError):
     """The broker cannot be reached or the embedded broker failed to start."""
 
@@ -118,3 +133,19 @@ class OutputUnavailable(Exception):
         super().__init__(f"cannot write {path}: {error.strerror or error}")
         self.path = path
         self.error = error
+
+
+class TransactionFailed(Exception):
+    """A batch's transaction was not committed; it was (or must be) aborted.
+
+    Nothing of the batch is visible to ``read_committed`` readers and its
+    offsets did not move: the worker rewinds to its committed offsets and
+    processes the messages again. Raised by the transactional adapter
+    (:mod:`imgstream.kafka_io.transactional`), handled by the transactional
+    checkpoint; never reaches the CLI.
+    """
+
+
+class ProducerFenced(TransactionFailed):
+    """The transactional producer was fenced (a newer one with its id, or a
+    stale group generation): it cannot be used again and is recreated."""

@@ -31,18 +31,22 @@ from typing import Protocol
 
 from imgstream import batching
 from imgstream.batching import Batch, MicroBatcher
-from imgstream.checkpoint import Checkpoint
+from imgstream.checkpoint import Checkpoint, TransactionalCheckpoint
 from imgstream.clock import Clock
 from imgstream.config import WorkerConfig
 from imgstream.delivery import Delivery, Sink
 from imgstream.emitter import Emitter, Submitted
 from imgstream.errors import ImgstreamError
 from imgstream.imagepool import ImagePool
+from imgstream.memory import peak_rss_mb
 from imgstream.metrics import Metrics
 from imgstream.processor import ImageProcessor, Outcome
 from imgstream.records import Message, TopicPartition
+from imgstream.transactions import Staging, Transactor
 
 log = logging.getLogger(__name__)
+
+__all__ = ["Runner", "RunnerHooks", "Source", "peak_rss_mb"]
 
 POLL_MAX_S = 0.2
 POLL_BUSY_S = 0.02
@@ -63,6 +67,7 @@ class Source(Protocol):
     def pause(self, tps: list[TopicPartition]) -> None: ...
     def resume(self, tps: list[TopicPartition]) -> None: ...
     def highwater(self, tp: TopicPartition) -> int | None: ...
+    def rewind(self, tps: list[TopicPartition]) -> None: ...
     def close(self) -> None: ...
 
 
@@ -84,7 +89,11 @@ class Runner:
     """A consumer-group worker: poll, batch, process, deliver, commit.
 
     The ``source`` calls :meth:`on_revoked` and :meth:`on_assigned` (it is
-    given the runner as its rebalance handler by whoever wires them).
+    given the runner as its rebalance handler by whoever wires them). With a
+    ``transactor`` (``--exactly-once``) records are staged per batch and written
+    with their offsets in one transaction by a
+    :class:`~imgstream.checkpoint.TransactionalCheckpoint`; ``sink_factory``
+    is then unused.
     """
 
     def __init__(
@@ -96,6 +105,7 @@ class Runner:
         clock: Clock,
         metrics: Metrics | None = None,
         hooks: RunnerHooks | None = None,
+        transactor: Transactor | None = None,
     ) -> None:
         self.config = config
         self.hooks = hooks if hooks is not None else RunnerHooks()
@@ -104,13 +114,19 @@ class Runner:
         self.source = source
         self.metrics = m = metrics if metrics is not None else Metrics()
         self.batcher: MicroBatcher[Message] = MicroBatcher(config.max_batch, config.max_wait_s)
-        self.delivery = Delivery(sink_factory, m.producer_restarts.inc)
-        self.checkpoint = Checkpoint(
-            source.commit,
-            self.delivery,
-            clock,
-            lambda ok: m.commits.labels(outcome="ok" if ok else "failed").inc(),
-        )
+
+        def on_commit(ok: bool) -> None:
+            m.commits.labels(outcome="ok" if ok else "failed").inc()
+
+        self.delivery: Delivery | Staging
+        self.checkpoint: Checkpoint | TransactionalCheckpoint
+        self._transactor = transactor
+        if transactor is None:
+            self.delivery = Delivery(sink_factory, m.producer_restarts.inc)
+            self.checkpoint = Checkpoint(source.commit, self.delivery, clock, on_commit)
+        else:
+            self.delivery = staging = Staging()
+            self.checkpoint = TransactionalCheckpoint(transactor.commit, staging, clock, on_commit)
         self.pool = ImagePool(
             config.threads, clock, config.image_timeout_s, config.max_stuck_threads
         )
@@ -215,6 +231,7 @@ class Runner:
         self._submit(self.batcher.poll(now))
         self._watch(now)
         self.checkpoint.commit()
+        self._maybe_rewind()
         self._backpressure()
         self._update_lag(now)
 
@@ -306,6 +323,32 @@ class Runner:
         self.checkpoint.commit(force=True)
         return settled
 
+    def _maybe_rewind(self) -> None:
+        """After an aborted transaction: drop the work in flight, go back to the committed offsets.
+
+        In-flight batches finish first (bounded, like a revocation) so none of
+        their records can reach a later transaction; their messages are read
+        and processed again (outputs are overwritten with identical bytes).
+        """
+        checkpoint = self.checkpoint
+        if not isinstance(checkpoint, TransactionalCheckpoint) or not checkpoint.rewind_needed:
+            return
+        self.batcher.drain(self.clock.monotonic(), batching.REVOKE)  # dropped: read again
+        deadline = self.clock.monotonic() + self.config.poll_interval_s / 2
+        while not self.emitter.wait_idle(WAIT_STEP_S):
+            now = self.clock.monotonic()
+            self._watch(now)
+            if now >= deadline:
+                raise ImgstreamError(
+                    "could not rewind after an aborted transaction: in-flight batches did "
+                    "not finish; restart the worker"
+                )
+        self.emitter.pending()  # raises what the emitter failed with
+        checkpoint.reset()
+        tps = self.source.assignment()
+        self.source.rewind(tps)
+        log.info("rewound %s to the committed offsets", _fmt_tps(tps))
+
     # -- lag -----------------------------------------------------------------
 
     def _lags(self) -> list[tuple[TopicPartition, int]]:
@@ -348,25 +391,9 @@ class Runner:
                 self.source.close()
             finally:
                 self.delivery.close(5.0)
+                if self._transactor is not None:
+                    self._transactor.close(5.0)
         log.info("stopped after %d messages; peak memory %.0f MB", self.processed, peak_rss_mb())
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory in MB.
-
-    ``VmHWM`` where Linux has it: ``ru_maxrss`` survives ``exec``, so a worker
-    started by a big parent would report the parent's peak.
-    """
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def _fmt_tps(tps: list[TopicPartition]) -> str:

@@ -9,10 +9,12 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.images",
     "tests.fixtures.processes",
+    "tests.fixtures.cluster",
     "tests.fixtures.kafka",
     "tests.fixtures.deploy",
     "tests.fixtures.streams",
     "tests.fixtures.s3",
+    "tests.fixtures.browser",
 ]
 
 

@@ -329,6 +329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 code = 1
                 break
     finally:
+        print("stopping Apache Kafka (controlled shutdown)", file=sys.stderr, flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             cluster.close()
     return code

@@ -144,7 +144,8 @@ def status(
             else:
                 click.echo(f"members: {len(members)}")
                 for m in members:
-                    click.echo(f"  {m['member']}  {m['client']}")
+                    owned = ",".join(m["partitions"]) or "-"
+                    click.echo(f"  {m['member']}  {m['client']}  {m['host']}  {owned}")
             if capture_urls:
                 _echo_cameras(cameras, unreachable)
         if watch_s is None:

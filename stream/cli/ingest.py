@@ -20,16 +20,19 @@ from imgstream.cli.options import (
     option_for,
     skip_reporter,
     tile_options,
+    topic_options,
 )
 from imgstream.errors import ConfigError
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
+    from imgstream.topics import TopicSettings
 
 
 @cli.command()
 @click.argument("inputs", nargs=-1, required=True)
 @kafka_options
+@topic_options
 @option_for("refs_topic", "topic")
 @click.option("--partition-by", type=PARTITION_CHOICES, default="sequential", show_default=True)
 @click.option("--seed", type=int, default=None, help="Seed for --partition-by random.")
@@ -72,6 +75,7 @@ def produce(
     inputs: tuple[str, ...],
     bootstrap: str,
     kafka: ClientSettings,
+    layout: TopicSettings,
     topic: str,
     partition_by: str,
     seed: int | None,
@@ -95,6 +99,7 @@ def produce(
             inputs,
             bootstrap,
             kafka,
+            layout,
             topic,
             partition_by,
             seed,
@@ -117,7 +122,7 @@ def produce(
     refs, parents = tiled_refs(
         found, tile, overlap if overlap is not None else 32, tile_store or "", tiles_for_over
     )
-    ensure_topics(bootstrap, {topic: partitions}, kafka)
+    ensure_topics(bootstrap, {topic: partitions}, kafka, {topic: "refs"}, layout)
     sink = KafkaSink(bootstrap, "imgstream-produce", settings=kafka)
     bar = tqdm(unit="ref", disable=not sys.stderr.isatty(), desc="producing")
     try:
@@ -139,6 +144,7 @@ def _watch(
     inputs: tuple[str, ...],
     bootstrap: str,
     kafka: ClientSettings,
+    layout: TopicSettings,
     topic: str,
     partition_by: str,
     seed: int | None,
@@ -165,7 +171,7 @@ def _watch(
         state = State(state_path)
     except ValueError as exc:  # not JSON, or not ours
         raise ConfigError(f"--state {state_path}: not a watch state file ({exc})") from None
-    ensure_topics(bootstrap, {topic: partitions}, kafka)
+    ensure_topics(bootstrap, {topic: partitions}, kafka, {topic: "refs"}, layout)
     sink = KafkaSink(bootstrap, "imgstream-watch", settings=kafka)
     stop = stop_on_signals()
 

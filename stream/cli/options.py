@@ -88,7 +88,7 @@ def option_for(name: str, dest: str | None = None, **override: Any) -> Callable[
     if hint is bool:
         kw.update(is_flag=True, default=False)
     elif typing.get_origin(hint) is tuple:
-        kw.update(multiple=True, type=LOCATION)
+        kw.update(multiple=True, type=LOCATION if meta["directory"] else str)
     else:
         if meta["choices"]:
             kw["type"] = click.Choice(meta["choices"])
@@ -195,6 +195,22 @@ def kafka_options(fn: F) -> F:
     decorated: F = option_for("connect_timeout_s")(command)
     decorated = option_for("kafka_config")(decorated)
     return option_for("bootstrap", required=False, default=None)(decorated)
+
+
+def topic_options(fn: F) -> F:
+    """``--topic-config`` and ``--replication-factor`` for commands that create topics.
+
+    The command gets ``layout`` (a :class:`~imgstream.topics.TopicSettings`).
+    """
+    from imgstream.topics import topic_settings
+
+    @functools.wraps(fn)
+    def command(**kw: Any) -> Any:
+        layout = topic_settings(kw.pop("topic_configs"), kw.pop("replication_factor"))
+        return fn(layout=layout, **kw)
+
+    decorated: F = option_for("replication_factor")(command)
+    return option_for("topic_configs")(decorated)
 
 
 def tile_options(fn: F) -> F:

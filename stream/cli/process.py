@@ -19,7 +19,7 @@ from imgstream.cli.options import (
     worker_options,
 )
 from imgstream.config import WorkerConfig
-from imgstream.errors import ConfigError
+from imgstream.errors import ConfigError, UnreliableTransactions
 from imgstream.stores import join, local_dir
 
 
@@ -127,6 +127,11 @@ def run(
     embedded = not config.bootstrap
     if embedded and config.kafka_config:
         _refuse_secure_embedded(config.kafka_config)
+    if embedded and config.exactly_once:
+        raise UnreliableTransactions(
+            "--exactly-once needs --bootstrap with Apache Kafka: the embedded broker's "
+            "transactions are unreliable"
+        )
     # validated before the inputs are read: a bad flag is reported at once
     dataclasses.replace(config, bootstrap=config.bootstrap or "embedded").validate()
     found = collect_inputs(inputs, source, partition_by, skip_reporter)

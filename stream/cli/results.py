@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 import click
 
 from imgstream.cli.app import cli
-from imgstream.cli.options import LOCATION, kafka_options, option_for, time_ms
+from imgstream.cli.options import LOCATION, kafka_options, option_for, time_ms, topic_options
 from imgstream.errors import ConfigError
 from imgstream.stores import absolute
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
     from imgstream.store import SQLiteStore
+    from imgstream.topics import TopicSettings
 
 
 def open_store(db_path: str) -> SQLiteStore:
@@ -31,6 +32,7 @@ def open_store(db_path: str) -> SQLiteStore:
 
 @cli.command()
 @kafka_options
+@topic_options
 @option_for("group", default="imgstream-aggregate", envvar="IMGSTREAM_AGGREGATE_GROUP")
 @option_for("results_topic")
 @option_for("dlq_topic")
@@ -55,6 +57,7 @@ def open_store(db_path: str) -> SQLiteStore:
 def aggregate(
     bootstrap: str,
     kafka: ClientSettings,
+    layout: TopicSettings,
     group: str,
     results_topic: str,
     dlq_topic: str,
@@ -71,7 +74,8 @@ def aggregate(
     from imgstream.signals import stop_on_signals
 
     store = open_store(db_path)
-    ensure_topics(bootstrap, {results_topic: 4, dlq_topic: 1}, kafka)
+    roles = {results_topic: "results", dlq_topic: "dlq"}
+    ensure_topics(bootstrap, {results_topic: 4, dlq_topic: 1}, kafka, roles, layout)
     sink = KafkaSink(bootstrap, "imgstream-aggregate", settings=kafka)
     agg = Aggregator(
         store,

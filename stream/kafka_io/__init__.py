@@ -5,7 +5,8 @@
 error mapping (worded by ``diagnosis``),
 ``clients`` the consumer-group source, the sink and the topic reader;
 ``rebalance`` the group listener that runs rebalance handlers off the IO thread;
-``admin`` the offset and group helpers. Everything is re-exported here.
+``admin`` the offset and group helpers, ``transactional`` the producer of
+``--exactly-once``. Everything is re-exported here.
 """
 
 from imgstream.kafka_io.admin import (
@@ -36,6 +37,7 @@ from imgstream.kafka_io.settings import (
     load_client_settings,
     worker_settings,
 )
+from imgstream.kafka_io.transactional import KafkaTransactor, refuse_unreliable_transactions
 
 __all__ = [
     "CLIENT_DEFAULTS",
@@ -44,6 +46,7 @@ __all__ = [
     "GroupListener",
     "KafkaSink",
     "KafkaSource",
+    "KafkaTransactor",
     "PartitionState",
     "RebalanceHandler",
     "Secret",
@@ -57,6 +60,7 @@ __all__ = [
     "first_offsets_at",
     "group_members",
     "load_client_settings",
+    "refuse_unreliable_transactions",
     "start_group_at_end",
     "topic_state",
     "wait_for_broker",

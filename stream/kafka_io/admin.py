@@ -175,7 +175,11 @@ def commit_group_offsets(
 def group_members(
     bootstrap: str, group: str, settings: ClientSettings | None = None
 ) -> list[dict[str, Any]] | None:
-    """Members of a group and their partitions, or None if the broker cannot say."""
+    """Members of a group (``member``, ``client``, ``host``, ``partitions``), or None if the
+    broker cannot say (it cannot answer DescribeGroups, or answers with an error).
+
+    A group the broker does not know has no members.
+    """
     admin = new_admin(bootstrap, settings, request_timeout_ms=5000)
     try:
         described = admin.describe_groups([group])
@@ -183,10 +187,36 @@ def group_members(
         return None
     finally:
         admin.close()
+    return parse_members(described, group)
+
+
+def parse_members(described: Any, group: str) -> list[dict[str, Any]] | None:
+    """The members in kafka-python 3.x's ``describe_groups`` answer, or None if it holds an
+    error other than "no such group".
+
+    The answer is ``{group: {"members": [...], "error": None | str, ...}}``, each
+    member a dict whose ``member_assignment`` is decoded (``assigned_partitions``).
+    """
+    found = described.get(group) if isinstance(described, dict) else None
+    if not isinstance(found, dict):
+        return None
+    error = found.get("error")
+    if error and "GroupIdNotFound" not in str(error):
+        return None
     members: list[dict[str, Any]] = []
-    for g in described if isinstance(described, list) else [described]:
-        for m in getattr(g, "members", None) or []:
-            members.append(
-                {"member": getattr(m, "member_id", str(m)), "client": getattr(m, "client_id", "")}
-            )
+    for m in found.get("members") or []:
+        assignment = m.get("member_assignment")
+        owned = assignment.get("assigned_partitions") if isinstance(assignment, dict) else None
+        members.append(
+            {
+                "member": m.get("member_id") or "",
+                "client": m.get("client_id") or "",
+                "host": (m.get("client_host") or "").lstrip("/"),
+                "partitions": [
+                    f"{entry['topic']}[{p}]"
+                    for entry in owned or []
+                    for p in sorted(entry.get("partitions") or [])
+                ],
+            }
+        )
     return members

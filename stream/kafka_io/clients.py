@@ -15,20 +15,21 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTP
-from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
 from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
 from imgstream.kafka_io import compat
+from imgstream.kafka_io.links import watch_broker_links
 from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_sleep
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
+from imgstream.topics import TopicSettings
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ def new_consumer(
 ) -> KafkaConsumer:
     """A consumer from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
+    watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaConsumer(
             **client_config("consumer", KafkaConsumer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -49,6 +51,7 @@ def new_producer(
 ) -> KafkaProducer:
     """A producer from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
+    watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaProducer(
             **client_config("producer", KafkaProducer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -60,6 +63,7 @@ def new_admin(
 ) -> KafkaAdminClient:
     """An admin client from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
+    watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaAdminClient(
             **client_config("admin", KafkaAdminClient.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -101,6 +105,12 @@ class KafkaSource:
             self._consumer.subscribe(list(topics), listener=listener)
         else:
             self._consumer.subscribe(list(topics))
+        # Fetch metadata now, subscribed, before the first poll joins the group: a
+        # leader that assigns before the topics' partitions are known gives out
+        # nothing, then sees the metadata change and rebalances again at once
+        # (on Apache Kafka every worker started with an empty assignment or two).
+        with broker_errors(bootstrap, settings):
+            self._consumer.topics()
 
     def poll(self, timeout_s: float) -> list[Message]:
         """Messages fetched within ``timeout_s`` (possibly none).
@@ -122,6 +132,21 @@ class KafkaSource:
         self._consumer.commit(
             {KTP(tp.topic, tp.partition): OffsetAndMetadata(o, "", -1) for tp, o in offsets.items()}
         )
+
+    def group_metadata(self) -> Any:
+        """The member's group metadata (id, generation, member id) for a transaction."""
+        return self._consumer.group_metadata()
+
+    def rewind(self, tps: Iterable[TopicPartition]) -> None:
+        """Seek each partition back to its committed offset (the beginning if none)."""
+        with broker_errors(self._bootstrap, self._settings, action="read"):
+            for tp in tps:
+                ktp = KTP(tp.topic, tp.partition)
+                committed = self._consumer.committed(ktp)
+                if committed is None:
+                    self._consumer.seek_to_beginning(ktp)
+                else:
+                    self._consumer.seek(ktp, committed)
 
     def assignment(self) -> list[TopicPartition]:
         """Partitions currently assigned."""
@@ -209,25 +234,48 @@ def wait_for_broker(
 
 
 def ensure_topics(
-    bootstrap: str, topics: dict[str, int], settings: ClientSettings | None = None
+    bootstrap: str,
+    topics: Mapping[str, int],
+    settings: ClientSettings | None = None,
+    roles: Mapping[str, str] | None = None,
+    layout: TopicSettings | None = None,
 ) -> None:
-    """Create topics (name -> partitions) that do not exist yet."""
+    """Create topics (name -> partitions) that do not exist yet; existing ones are left alone.
+
+    ``roles`` (name -> ``refs``/``results``/``dlq``) give each new topic the
+    configs of its role, and ``layout`` the user's overrides and replication
+    factor (see :mod:`imgstream.topics`).
+    """
+    layout = layout or TopicSettings()
+    roles = roles or {}
     admin = new_admin(bootstrap, settings)
     try:
         with broker_errors(bootstrap, settings):
             existing = set(admin.list_topics())
-        new = [NewTopic(t, n, 1) for t, n in topics.items() if t not in existing]
+        new = {
+            name: new_topic_request(n, layout, roles.get(name))
+            for name, n in topics.items()
+            if name not in existing
+        }
         if new:
             # a topic this principal may not DESCRIBE looks missing: name them all
-            names = {n.name for n in new}
             with (
                 broker_errors(bootstrap, settings, action="describe or create"),
                 contextlib.suppress(TopicAlreadyExistsError),
-                _naming(names),
+                _naming(set(new)),
             ):
                 admin.create_topics(new)
     finally:
         admin.close()
+
+
+def new_topic_request(partitions: int, layout: TopicSettings, role: str | None) -> dict[str, Any]:
+    """One topic of a CreateTopics request (kafka-python's dict form)."""
+    return {
+        "num_partitions": partitions,
+        "replication_factor": layout.replicas,
+        "configs": layout.configs(role),
+    }
 
 
 @contextlib.contextmanager
@@ -283,6 +331,18 @@ class TopicReader:
             for tp, records in batches.items()
             for r in records
         ]
+
+    def positions(self) -> dict[TopicPartition, int]:
+        """The next offset to read of every assigned partition.
+
+        With transactions, commit and abort markers take offsets that no record
+        is read at: "read up to the end" is position >= high-watermark, never
+        "last record's offset + 1 == high-watermark".
+        """
+        return {
+            TopicPartition(tp.topic, tp.partition): int(self._consumer.position(tp))
+            for tp in self._assigned
+        }
 
     def close(self) -> None:
         """Close the consumer."""

@@ -63,11 +63,15 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "max_poll_interval_ms": DEFAULT_MAX_POLL_INTERVAL_MS,
     "fetch_max_wait_ms": 20,
     "max_poll_records": 500,
+    # results may be written in transactions (--exactly-once): never read aborted ones
+    "isolation_level": "read_committed",
     # producers: idempotent, acknowledged by every in-sync replica
     "acks": "all",
     "enable_idempotence": True,
     "linger_ms": 5,
-    "retries": 5,
+    # retried until delivery.timeout.ms, as Java's clients do: a leader that is
+    # SIGKILLed is replaced only once the controller fences it (seconds)
+    "retries": 2**31 - 1,
     "delivery_timeout_ms": 30000,
     # all: a broker that goes away is retried quickly, not after seconds
     "reconnect_backoff_ms": 50,

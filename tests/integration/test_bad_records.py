@@ -12,10 +12,14 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from imgstream.codec import encode
 from imgstream.kafka_io import KafkaSink
 from imgstream.records import Lineage, Result
 from imgstream.store import Query, SQLiteStore
+
+pytestmark = pytest.mark.both_brokers
 
 
 def _result(ref_id: str, ts: int) -> Result:

@@ -9,9 +9,12 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 from imgstream.records import Failure, ImageRef, Result
 from tests.helpers import refs_for
+
+pytestmark = pytest.mark.both_brokers
 
 
 def test_two_workers_give_each_ref_exactly_one_record(topics, worker, write_images, tmp_path):
@@ -27,9 +30,12 @@ def test_two_workers_give_each_ref_exactly_one_record(topics, worker, write_imag
         ImageRef("text", str(root / "notes.txt"), now),
     ]
     raw = [b"\xff not json", b'{"v":1,"kind":"ref","uri":"x.png"}']
-    topics.produce(good + bad, raw)
     out = tmp_path / "out"
     workers = [worker(out, root, "--max-batch", "8") for _ in range(2)]
+    # Both members first: Apache Kafka lets the first one start at once, and it
+    # would finish these few refs before the second joined.
+    topics.wait_for_group(workers)
+    topics.produce(good + bad, raw)
     topics.stream().wait_for({r.id for r in good + bad}, timeout_s=60)
     assert [w.stop() for w in workers] == [0, 0]
     # Both workers have exited: the topics now hold every record they will write,
@@ -100,3 +106,36 @@ def test_sigterm_finishes_and_commits_so_nothing_repeats(topics, worker, write_i
     ids = [r.id for r in topics.read_all().records]
     assert sorted(ids) == sorted(r.id for r in refs), "missing or duplicated after SIGTERM"
     assert {p.stem for p in out.rglob("*.png")} == {r.id for r in refs}
+
+
+def test_a_worker_joins_and_leaves_a_running_group(topics, worker, write_images, tmp_path):
+    """Every ref gets exactly one record across a join and a leave: each rebalance commits
+    what the member finished before it gives its partitions up."""
+    root = tmp_path / "in"
+    refs = refs_for(write_images(root, 600, size=(24, 32)))
+    alone, shared, after = refs[:200], refs[200:400], refs[400:]
+    out = tmp_path / "out"
+    args = ("--max-batch", "16")
+    a = worker(out, root, *args)
+    topics.wait_for_group([a])
+    topics.produce(alone)
+    stream = topics.stream().wait_for({r.id for r in alone}, timeout_s=90)
+    b = worker(out, root, *args)
+    topics.wait_for_group([a, b])
+    topics.produce(shared)
+    stream.wait_for({r.id for r in shared}, timeout_s=90)
+    assert b.stop() == 0
+    topics.wait_for_group([a])  # a holds every partition again
+    topics.produce(after)
+    stream.wait_for({r.id for r in after}, timeout_s=90)
+    assert a.stop() == 0
+    records = topics.read_all().records
+    counts = collections.Counter(r.id for r in records)
+    assert counts == {r.id: 1 for r in refs}, {k: n for k, n in counts.items() if n != 1}
+    assert all(isinstance(r, Result) for r in records)
+    by_worker = {
+        phase: {r.worker for r in records if r.id in {x.id for x in part}}
+        for phase, part in (("alone", alone), ("shared", shared), ("after", after))
+    }
+    assert len(by_worker["shared"]) == 2, by_worker
+    assert by_worker["alone"] == by_worker["after"] and len(by_worker["alone"]) == 1, by_worker

@@ -10,9 +10,12 @@ import time
 import urllib.request
 
 import confluent_kafka
+import pytest
 
 from imgstream.broker import free_port
 from tests.helpers import refs_for, wait_until
+
+pytestmark = pytest.mark.both_brokers
 
 
 def scrape(port: int) -> str:

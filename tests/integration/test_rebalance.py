@@ -12,9 +12,13 @@ from __future__ import annotations
 import threading
 import uuid
 
+import pytest
+
 from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics, topic_state
 from imgstream.records import TopicPartition
 from tests.helpers import wait_until
+
+pytestmark = pytest.mark.both_brokers
 
 
 class CommitOnRevoke:

@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
 from tests.helpers import refs_for
+
+pytestmark = pytest.mark.both_brokers
 
 
 def test_replay_processes_exactly_the_range(topics, worker, write_images, run_cli, tmp_path):

@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 import uuid
 
+import pytest
+
+pytestmark = pytest.mark.both_brokers
+
 
 def test_second_run_skips_the_topics_history(broker, write_images, run_cli, tmp_path) -> None:
     tag = uuid.uuid4().hex[:8]

@@ -66,6 +66,9 @@ def _unusual(tmp_path) -> WorkerConfig:
         max_poll_interval_ms=90000,
         connect_timeout_s=3.5,
         kafka_config=str(tmp_path / "client.properties"),
+        topic_configs=("refs:retention.ms=1000", "min.insync.replicas=2"),
+        replication_factor=3,
+        exactly_once=True,
         worker_id="w",
     )
 
@@ -133,6 +136,8 @@ BAD = {
     "max_poll_interval_ms": 10,
     "connect_timeout_s": 0.0,
     "roots": (),
+    "topic_configs": ("dlq:retention.msec=1",),
+    "replication_factor": 0,
 }
 
 

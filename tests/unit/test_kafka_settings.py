@@ -143,3 +143,13 @@ def test_a_tls_client_that_times_out_gets_the_handshake_probed() -> None:
 
 def test_a_plaintext_client_is_never_probed() -> None:
     assert probe_tls("127.0.0.1:1", {"security_protocol": "SASL_PLAINTEXT"}, 1.0) is None
+
+
+def test_consumers_read_committed_unless_the_properties_say_otherwise() -> None:
+    # --exactly-once writes results in transactions: no reader may see aborted ones
+    conf = client_config("consumer", KINDS["consumer"], "h:1", ClientSettings())
+    assert conf["isolation_level"] == "read_committed"
+    settings = ClientSettings(properties={"isolation_level": "read_uncommitted"})
+    conf = client_config("consumer", KINDS["consumer"], "h:1", settings)
+    assert conf["isolation_level"] == "read_uncommitted"
+    assert "isolation_level" not in client_config("producer", KINDS["producer"], "h:1")

@@ -1,0 +1,168 @@
+"""The transactional producer (``--exactly-once``) and the broker check it needs.
+
+:class:`KafkaTransactor` writes one batch's records and its consumer offsets
+in one Kafka transaction (kafka-python's ``begin_transaction``,
+``send_offsets_to_transaction`` with the consumer's group metadata, so a
+member of a stale generation is fenced by the broker, and
+``commit_transaction``). Every wait is bounded: kafka-python's own calls wait
+forever on a broker that does not answer, so the adapter waits on their
+results itself. A transaction that fails is aborted and raised as
+:class:`~imgstream.errors.TransactionFailed`; a fenced producer, or one whose
+commit or abort did not finish in time, is closed and replaced (the new one's
+``init_transactions`` completes or aborts whatever the old one left open) and
+raised as :class:`~imgstream.errors.ProducerFenced`.
+
+:func:`refuse_unreliable_transactions` stops ``--exactly-once`` on the
+embedded Tansu broker, which advertises the transaction APIs without keeping
+their guarantees.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from kafka import KafkaProducer
+from kafka import TopicPartition as KTP
+from kafka.errors import (
+    InvalidProducerEpochError,
+    KafkaError,
+    KafkaTimeoutError,
+    ProducerFencedError,
+)
+from kafka.structs import OffsetAndMetadata
+
+from imgstream.errors import ProducerFenced, TransactionFailed, UnreliableTransactions
+from imgstream.kafka_io.clients import new_admin, new_producer
+from imgstream.kafka_io.settings import ClientSettings, broker_errors
+from imgstream.records import TopicPartition
+from imgstream.transactions import COMMIT_TIMEOUT_S, TRANSACTION_TIMEOUT_S, Staged
+
+log = logging.getLogger(__name__)
+
+#: Errors after which the producer cannot be used again.
+_FATAL = (ProducerFencedError, InvalidProducerEpochError)
+
+#: Cluster ids of brokers whose transactions cannot be trusted (Tansu's default id).
+UNRELIABLE_CLUSTER_PREFIXES = ("tansu",)
+
+
+class KafkaTransactor:
+    """A transactional producer: one :meth:`commit` per batch of records."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        transactional_id: str,
+        group_metadata: Callable[[], Any],
+        settings: ClientSettings | None = None,
+        client_id: str = "imgstream",
+        timeout_s: float = COMMIT_TIMEOUT_S,
+        on_restart: Callable[[], None] | None = None,
+    ) -> None:
+        self._bootstrap, self._settings = bootstrap, settings
+        self._id = transactional_id
+        self._client_id = client_id
+        self._group_metadata = group_metadata
+        self._timeout_ms = int(timeout_s * 1000)
+        self._on_restart = on_restart
+        self._producer = self._new_producer()
+        #: Producers replaced after a fence or a stuck commit.
+        self.restarts = 0
+
+    def _new_producer(self) -> KafkaProducer:
+        producer = new_producer(
+            self._bootstrap,
+            self._settings,
+            client_id=self._client_id,
+            transactional_id=self._id,
+            transaction_timeout_ms=int(TRANSACTION_TIMEOUT_S * 1000),
+            max_block_ms=self._timeout_ms,
+            enable_idempotence=True,
+            acks="all",
+        )
+        with broker_errors(self._bootstrap, self._settings, action="initialise transactions for"):
+            producer.init_transactions()  # bounded by max_block_ms
+        return producer
+
+    def commit(self, records: tuple[Staged, ...], offsets: dict[TopicPartition, int]) -> None:
+        """Write ``records`` and commit ``offsets`` atomically, or raise TransactionFailed.
+
+        1. begin a transaction; 2. send every record; 3. add the offsets with
+        the consumer's group metadata; 4. commit, waiting at most the timeout.
+        On failure the transaction is aborted (or the producer replaced).
+        """
+        producer = self._producer
+        try:
+            producer.begin_transaction()
+            for r in records:
+                producer.send(r.topic, key=r.key, value=r.value)
+            if offsets:
+                kafka_offsets = {
+                    KTP(tp.topic, tp.partition): OffsetAndMetadata(o, "", -1)
+                    for tp, o in offsets.items()
+                }
+                manager = producer._transaction_manager  # bounded wait (see the module doc)
+                self._wait(
+                    manager.send_offsets_to_transaction(kafka_offsets, self._group_metadata()),
+                    "adding the offsets",
+                )
+            self._wait(producer._transaction_manager.begin_commit(), "committing")
+        except _FATAL as exc:
+            self._replace(f"the producer was fenced: {exc}")
+            raise ProducerFenced(str(exc)) from exc
+        except (KafkaError, TimeoutError) as exc:
+            self._abort(exc)
+            raise TransactionFailed(str(exc)) from exc
+
+    def _wait(self, result: Any, what: str) -> None:
+        self._producer._sender.wakeup()
+        if not result.wait(timeout_ms=self._timeout_ms):
+            raise KafkaTimeoutError(f"{what} took over {self._timeout_ms} ms")
+
+    def _abort(self, cause: BaseException) -> None:
+        """Abort the open transaction; replace the producer if even that fails."""
+        log.warning("transaction failed (%s): aborting it", cause)
+        manager = self._producer._transaction_manager
+        try:
+            if manager.has_fatal_error():
+                raise KafkaError("the producer is in a fatal state")
+            self._wait(manager.begin_abort(), "aborting")
+        except Exception as exc:  # no transaction, a stuck, fatal or fenced state: start afresh
+            self._replace(f"the abort failed too: {exc}")
+
+    def _replace(self, why: str) -> None:
+        log.warning("recreating the transactional producer: %s", why)
+        old = self._producer
+        try:
+            old.close(timeout=0)
+        except Exception as exc:  # a broken producer may fail to close too
+            log.debug("closing the old producer failed: %s", exc)
+        self._producer = self._new_producer()
+        self.restarts += 1
+        if self._on_restart is not None:
+            self._on_restart()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Close the producer (an open transaction is aborted by the broker)."""
+        self._producer.close(timeout=timeout_s)
+
+
+def refuse_unreliable_transactions(bootstrap: str, settings: ClientSettings | None = None) -> None:
+    """Raise UnreliableTransactions if ``bootstrap`` is a Tansu broker.
+
+    Tansu answers ApiVersions with every transaction API, so the check is its
+    cluster id (``tansu_cluster`` unless configured otherwise).
+    """
+    admin = new_admin(bootstrap, settings)
+    try:
+        with broker_errors(bootstrap, settings):
+            cluster_id = str(admin.describe_cluster().get("cluster_id") or "")
+    finally:
+        admin.close()
+    if cluster_id.lower().startswith(UNRELIABLE_CLUSTER_PREFIXES):
+        raise UnreliableTransactions(
+            f"--exactly-once: the broker at {bootstrap} is Tansu (cluster id {cluster_id!r}), "
+            "whose transactions are unreliable; use Apache Kafka"
+        )
