@@ -87,7 +87,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy $(TYPECHECK)
 
 test: $(STAMP) promtool ffmpeg rtsp chromium lint typecheck
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
