@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 import click
 
 from imgstream.cli.app import cli, hide_in_logs
-from imgstream.cli.options import LOCATION, kafka_options, option_for
+from imgstream.cli.options import LOCATION, kafka_options, option_for, topic_options
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
+    from imgstream.topics import TopicSettings
 
 log = logging.getLogger("imgstream.capture")
 
@@ -29,6 +30,7 @@ log = logging.getLogger("imgstream.capture")
 @cli.command()
 @click.argument("video", required=False)
 @kafka_options
+@topic_options
 @option_for("refs_topic", "topic")
 @click.option(
     "--cameras",
@@ -108,6 +110,7 @@ def capture(
     video: str | None,
     bootstrap: str,
     kafka: ClientSettings,
+    layout: TopicSettings,
     topic: str,
     cameras_path: str | None,
     fps: float,
@@ -158,7 +161,7 @@ def capture(
     clock = SystemClock()
     store = absolute(store_dir)
     outputs = Outputs()  # one object-store client for every camera
-    ensure_topics(bootstrap, {topic: partitions}, kafka)
+    ensure_topics(bootstrap, {topic: partitions}, kafka, {topic: "refs"}, layout)
     sink = KafkaSink(bootstrap, "imgstream-capture", settings=kafka)
     n = sink.partitions(topic)
     partitioner = BySource()
