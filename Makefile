@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench bench-live bench-ops clean promtool kafka bench-eos
+.PHONY: install demo test lint typecheck unit bench bench-live bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -21,6 +21,42 @@ promtool:
 	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null) \
 	  || echo "warning: could not install promtool"; }
+
+# Debian's package "ffmpeg": serves a generated clip as a live HTTP MPEG-TS stream
+# (killed and restarted mid-capture) in tests/integration/test_live_capture.py and
+# test_stream_reader.py.
+ffmpeg:
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null) \
+	  || echo "warning: could not install ffmpeg"; }
+
+# GStreamer's RTSP server with its GObject bindings, for Debian's python3 (not the
+# venv's): tests/fixtures/rtsp_server.py serves an H.264 test stream with a login
+# in tests/integration/test_rtsp_capture.py.
+RTSP_PACKAGES := python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base \
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly
+rtsp:
+	@/usr/bin/python3 -c "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import Gst; Gst.init(None); assert Gst.ElementFactory.find('x264enc')" >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(RTSP_PACKAGES) >/dev/null) \
+	  || echo "warning: could not install GStreamer's RTSP server"; }
+
+# Debian's package "chromium" (and a font): the headless browser that
+# tests/e2e/test_dashboard_browser.py drives through Playwright (executable_path);
+# Playwright's own browser downloads are never used.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null) \
+	  || echo "warning: could not install chromium"; }
+
+# The dashboard's chart library, vendored in stream/dashboard/static (committed;
+# this only refreshes it from the npm registry).
+UPLOT_VERSION := 1.6.32
+vendor-uplot:
+	rm -rf .vendor && mkdir -p .vendor
+	cd .vendor && npm pack --silent uplot@$(UPLOT_VERSION) >/dev/null && tar xzf uplot-$(UPLOT_VERSION).tgz
+	cp .vendor/package/dist/uPlot.iife.min.js .vendor/package/dist/uPlot.min.css stream/dashboard/static/
+	cp .vendor/package/LICENSE stream/dashboard/static/uPlot.LICENSE
+	rm -rf .vendor
 
 demo: $(STAMP)
 	rm -rf out
@@ -50,8 +86,8 @@ typecheck: $(STAMP)
 	ln -s "$(CURDIR)/consumers" $(TYPECHECK)/consumers
 	$(BIN)/mypy $(TYPECHECK)
 
-test: $(STAMP) promtool lint typecheck
-	$(BIN)/python -m pytest -q tests
+test: $(STAMP) promtool ffmpeg rtsp chromium lint typecheck
+	$(BIN)/python -m pytest -q --durations=30 tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
@@ -66,6 +102,10 @@ bench-live: $(STAMP)
 
 bench-ops: $(STAMP)
 	$(BIN)/python benchmarks/bench_ops.py
+
+# Root only: network namespaces and CPU cgroups (tests/netsim.py); Java + Maven for Kafka.
+bench-multihost: $(STAMP)
+	$(BIN)/python benchmarks/bench_multihost.py
 
 bench-eos: $(STAMP)
 	$(BIN)/python benchmarks/bench_eos.py

@@ -9,7 +9,7 @@ counts only if every image has exactly one ``ok`` result. The rate is the
 run's own (first ref produced to last record, from its summary), and the
 wall time of the whole command is shown beside it.
 
-    python benchmarks/bench_eos.py [--small 1500] [--large 1000] [--rounds 2] [--workers 2]
+    python benchmarks/bench_eos.py [--small 1500] [--large 1000] [--rounds 3] [--workers 2]
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--small", type=int, default=1500, help="64x48 PNGs")
     parser.add_argument("--large", type=int, default=1000, help="640x480 PNGs")
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     k = kraft()

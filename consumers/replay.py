@@ -53,7 +53,8 @@ def replay(
             summary.add(outcome.record)
 
     def position(runner: Runner, tp: TopicPartition) -> int:
-        return max(runner.committed(tp) or 0, start[tp])
+        # not committed(): a rebalance (Kafka's second join) forgets what was committed
+        return max(runner.highest_committed(tp) or 0, start[tp])
 
     done_so_far = {"n": 0}
 

@@ -54,7 +54,10 @@ class Checkpoint:
         self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
         self._committed: dict[TopicPartition, int] = {}
+        #: The highest offset ever committed per partition (kept across revocations).
+        self._highest: dict[TopicPartition, int] = {}
         self._last_commit = float("-inf")
+        self._failed_commits = 0  # in a row, since the last commit that succeeded
         #: Messages completed (delivered or skipped) since the start.
         self.completed = 0
 
@@ -90,14 +93,23 @@ class Checkpoint:
         try:
             self._commit_fn(due)
         except Exception as exc:  # e.g. a rebalance in progress: the work is redone
-            log.warning("offset commit failed: %s", exc)
+            # the first failure of a run of them is worth a warning; the rest are
+            # the same outage (a coordinator moving, a broker restarting)
+            self._failed_commits += 1
+            report = log.warning if self._failed_commits == 1 else log.debug
+            report("offset commit failed: %s (retrying with the next commit)", exc)
             if self._on_commit is not None:
                 self._on_commit(False)
             return {}
+        if self._failed_commits:
+            log.warning("offset commits succeed again after %d failures", self._failed_commits)
+            self._failed_commits = 0
         if self._on_commit is not None:
             self._on_commit(True)
         self._tracker.mark_committed(due)
         self._committed.update(due)
+        for tp, point in due.items():
+            self._highest[tp] = max(point, self._highest.get(tp, point))
         for tp, point in due.items():
             arrivals = self._arrivals.get(tp)
             while arrivals and arrivals[0][0] < point:
@@ -119,6 +131,10 @@ class Checkpoint:
     def committed(self, tp: TopicPartition) -> int | None:
         """The last offset committed for a partition (next to read), if any."""
         return self._committed.get(tp)
+
+    def highest_committed(self, tp: TopicPartition) -> int | None:
+        """The highest offset this worker committed for ``tp``, even if revoked since."""
+        return self._highest.get(tp)
 
     def oldest_pending_ms(self, tp: TopicPartition) -> int | None:
         """Timestamp of the oldest message of ``tp`` not yet committed, if any."""
@@ -161,6 +177,8 @@ class TransactionalCheckpoint:
         self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
         self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
         self._committed: dict[TopicPartition, int] = {}
+        #: The highest offset ever committed per partition (kept across revocations).
+        self._highest: dict[TopicPartition, int] = {}
         self._sealed: list[SealedBatch] = []
         self._last_commit = float("-inf")
         #: Set when a transaction failed: the runner must rewind before going on.
@@ -221,6 +239,8 @@ class TransactionalCheckpoint:
         self._tracker.mark_committed(due)
         self._committed.update(due)
         for tp, point in due.items():
+            self._highest[tp] = max(point, self._highest.get(tp, point))
+        for tp, point in due.items():
             arrivals = self._arrivals.get(tp)
             while arrivals and arrivals[0][0] < point:
                 arrivals.popleft()
@@ -254,6 +274,10 @@ class TransactionalCheckpoint:
     def committed(self, tp: TopicPartition) -> int | None:
         """The last offset committed for a partition (next to read), if any."""
         return self._committed.get(tp)
+
+    def highest_committed(self, tp: TopicPartition) -> int | None:
+        """The highest offset this worker committed for ``tp``, even if revoked since."""
+        return self._highest.get(tp)
 
     def oldest_pending_ms(self, tp: TopicPartition) -> int | None:
         """Timestamp of the oldest message of ``tp`` not yet committed, if any."""

@@ -149,9 +149,13 @@ class Delivery:
                     )
                 )
                 continue
-            log.warning("record not delivered (%s); recreating the producer", record.error)
             try:
-                self._restart(record.generation)
+                if self._restart(record.generation):
+                    # once per producer, not per record: an outage fails them by the hundred
+                    log.warning(
+                        "records not delivered (%s); recreating the producer to send them again",
+                        record.error,
+                    )
                 self._send(
                     _Record(
                         record.tp,
@@ -166,10 +170,11 @@ class Delivery:
             except Exception as exc:  # a producer that cannot even be made: give up on it
                 self._settle(DeliveryError(f"could not recreate the producer: {exc}"))
 
-    def _restart(self, failed_generation: int) -> None:
+    def _restart(self, failed_generation: int) -> bool:
+        """Replace the sink of ``failed_generation``; False if that was done already."""
         with self._lock:
             if failed_generation != self._generation:
-                return  # this sink was already replaced after an earlier failure
+                return False  # this sink was already replaced after an earlier failure
         new = self._sink_factory()
         with self._lock:
             old, self._sink = self._sink, new
@@ -179,6 +184,7 @@ class Delivery:
             old.close(0.5)
         except Exception as exc:  # a broken producer may fail to close too
             log.debug("closing the old producer failed: %s", exc)
+        return True
 
     def seal(self) -> None:
         """End of a batch: records already left one by one (see Staging for the other way)."""

@@ -7,7 +7,9 @@ The only module that imports ``prometheus_client``. Names use the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+import threading
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from prometheus_client import (
@@ -18,11 +20,16 @@ from prometheus_client import (
     generate_latest,
     start_http_server,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 _STAGE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _PIXEL_BUCKETS = tuple(float(10**k) for k in range(4, 11))
+_OUTAGE_BUCKETS = (1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+#: Outcomes of a frame read by capture.
+FRAME_OUTCOMES = ("stored", "skipped", "failed")
 
 STAGES = ("wait", "load", "decode", "ops", "encode", "store")
 
@@ -127,17 +134,6 @@ class Metrics:
             "The batch size adaptive batching currently aims for.",
             registry=r,
         )
-        self.capture_frames = Counter(
-            "imgstream_capture_frames_total",
-            "Frames read by capture, by outcome (stored, skipped by --fps, failed).",
-            ["outcome"],
-            registry=r,
-        )
-        self.capture_reconnects = Counter(
-            "imgstream_capture_reconnects_total",
-            "Times capture reopened a live source that dropped.",
-            registry=r,
-        )
         self.producer_restarts = Counter(
             "imgstream_producer_restarts_total",
             "Times the record producer was recreated after a delivery failure.",
@@ -173,3 +169,143 @@ class Metrics:
     def serve(self, port: int, host: str = "127.0.0.1") -> Any:
         """Serve ``/metrics`` on host:port in a daemon thread; returns the server."""
         return start_http_server(port, addr=host, registry=self.registry)
+
+
+class CameraMetrics:
+    """Capture's per-camera health, labelled ``camera`` (names from the config, so bounded).
+
+    :meth:`camera` gives one camera's :class:`CameraHealth`, which its reader
+    thread updates; prometheus_client's metrics are thread-safe.
+    """
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._cameras: dict[str, CameraHealth] = {}
+        self._lock = threading.Lock()
+        r = self.registry
+        self.connected = Gauge(
+            "imgstream_camera_connected",
+            "1 while the camera's stream is open.",
+            ["camera"],
+            registry=r,
+        )
+        self.frames = Counter(
+            "imgstream_camera_frames_total",
+            "Frames read from a camera, by outcome (stored, skipped by fps, failed).",
+            ["camera", "outcome"],
+            registry=r,
+        )
+        self.reconnects = Counter(
+            "imgstream_camera_reconnects_total",
+            "Attempts to reopen a camera's stream after it failed.",
+            ["camera"],
+            registry=r,
+        )
+        self.last_frame_age = Gauge(
+            "imgstream_camera_last_frame_age_seconds",
+            "Seconds since the camera's last frame (since capture started, before the first).",
+            ["camera"],
+            registry=r,
+        )
+        self.width = Gauge(
+            "imgstream_camera_width_pixels", "Width of the camera's frames.", ["camera"], registry=r
+        )
+        self.height = Gauge(
+            "imgstream_camera_height_pixels",
+            "Height of the camera's frames.",
+            ["camera"],
+            registry=r,
+        )
+        self.outages = Histogram(
+            "imgstream_camera_outage_seconds",
+            "Seconds a camera gave no frames, observed when its frames came back.",
+            ["camera"],
+            buckets=_OUTAGE_BUCKETS,
+            registry=r,
+        )
+
+    def camera(self, name: str, now: Callable[[], float]) -> CameraHealth:
+        """The health of camera ``name`` (made once, its series at zero); ``now`` is monotonic."""
+        with self._lock:
+            if name not in self._cameras:
+                self._cameras[name] = CameraHealth(self, name, now)
+            return self._cameras[name]
+
+    def exposition(self) -> bytes:
+        """The text exposition of every metric."""
+        return generate_latest(self.registry)
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> Any:
+        """Serve ``/metrics`` on host:port in a daemon thread; returns the server."""
+        return start_http_server(port, addr=host, registry=self.registry)
+
+
+class CameraHealth:
+    """One camera's series; updated by its reader thread only."""
+
+    def __init__(self, metrics: CameraMetrics, name: str, now: Callable[[], float]) -> None:
+        self._m = metrics
+        self.name = name
+        self._now = now
+        self._last = now()  # the last frame, or the start; owned by the reader thread
+        metrics.connected.labels(camera=name).set(0)
+        for outcome in FRAME_OUTCOMES:
+            metrics.frames.labels(camera=name, outcome=outcome)
+        metrics.reconnects.labels(camera=name)
+        metrics.width.labels(camera=name)
+        metrics.height.labels(camera=name)
+        metrics.outages.labels(camera=name)
+        metrics.last_frame_age.labels(camera=name).set_function(lambda: self._now() - self._last)
+
+    def connected(self, width: int, height: int) -> None:
+        """The stream is open."""
+        self._m.connected.labels(camera=self.name).set(1)
+        self._m.width.labels(camera=self.name).set(width)
+        self._m.height.labels(camera=self.name).set(height)
+
+    def disconnected(self, reason: str) -> None:
+        """The stream failed (the reason is logged by the reader, not a label)."""
+        self._m.connected.labels(camera=self.name).set(0)
+
+    def reconnecting(self) -> None:
+        """Another attempt to open the stream."""
+        self._m.reconnects.labels(camera=self.name).inc()
+
+    def gap(self, seconds: float) -> None:
+        """Frames are back after ``seconds``."""
+        self._m.outages.labels(camera=self.name).observe(seconds)
+
+    def frame(self, outcome: str) -> None:
+        """A frame was read: ``stored``, ``skipped`` (by fps) or ``failed``."""
+        self._last = self._now()
+        self._m.frames.labels(camera=self.name, outcome=outcome).inc()
+
+
+def camera_health(exposition: str) -> dict[str, dict[str, float]]:
+    """Per camera, its series from a capture's /metrics text (for ``status``).
+
+    Keys: ``connected``, ``stored``, ``skipped``, ``failed``, ``reconnects``,
+    ``last_frame_age_seconds``, ``width``, ``height``, ``outages``, ``outage_seconds``.
+    """
+    names = {
+        "imgstream_camera_connected": "connected",
+        "imgstream_camera_reconnects_total": "reconnects",
+        "imgstream_camera_last_frame_age_seconds": "last_frame_age_seconds",
+        "imgstream_camera_width_pixels": "width",
+        "imgstream_camera_height_pixels": "height",
+        "imgstream_camera_outage_seconds_count": "outages",
+        "imgstream_camera_outage_seconds_sum": "outage_seconds",
+    }
+    cameras: dict[str, dict[str, float]] = {}
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            camera = sample.labels.get("camera")
+            if camera is None or math.isnan(sample.value):
+                continue
+            if sample.name == "imgstream_camera_frames_total":
+                key = sample.labels.get("outcome", "")
+            else:
+                key = names.get(sample.name, "")
+            if key:
+                cameras.setdefault(camera, {})[key] = sample.value
+    return cameras

@@ -210,6 +210,9 @@ class ObjectStore:
     ``timeout_s`` bounds one request (connect to last byte); retries follow
     ``AWS_MAX_ATTEMPTS`` with exponential back-off from ``first_backoff_s`` to
     ``max_backoff_s``.
+
+    Ownership: ``_clients`` is shared by the image threads and guarded by
+    ``_lock``; each obstore client is itself thread-safe (a connection pool).
     """
 
     def __init__(

@@ -46,8 +46,6 @@ from imgstream.transactions import Staging, Transactor
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Runner", "RunnerHooks", "Source", "peak_rss_mb"]
-
 POLL_MAX_S = 0.2
 POLL_BUSY_S = 0.02
 LAG_EVERY_S = 1.0
@@ -90,10 +88,8 @@ class Runner:
 
     The ``source`` calls :meth:`on_revoked` and :meth:`on_assigned` (it is
     given the runner as its rebalance handler by whoever wires them). With a
-    ``transactor`` (``--exactly-once``) records are staged per batch and written
-    with their offsets in one transaction by a
-    :class:`~imgstream.checkpoint.TransactionalCheckpoint`; ``sink_factory``
-    is then unused.
+    ``transactor`` (``--exactly-once``) a TransactionalCheckpoint writes each
+    batch's records with its offsets in one transaction (no ``sink_factory``).
     """
 
     def __init__(
@@ -154,8 +150,12 @@ class Runner:
         return self.checkpoint.completed - self.skipped
 
     def committed(self, tp: TopicPartition) -> int | None:
-        """The last offset committed for a partition (next to read), if any."""
+        """The last offset committed for an assigned partition (next to read), if any."""
         return self.checkpoint.committed(tp)
+
+    def highest_committed(self, tp: TopicPartition) -> int | None:
+        """The highest offset committed for ``tp``, even if revoked since."""
+        return self.checkpoint.highest_committed(tp)
 
     # -- rebalance handler (called on the poll thread, inside poll) --------
 

@@ -104,7 +104,8 @@ class SafeStore:
         if parts.scheme and len(parts.scheme) > 1:  # one letter would be a drive
             if parts.scheme != "file":
                 raise ImageError(
-                    FORBIDDEN, f"URI scheme {parts.scheme!r} is not enabled (local files only)"
+                    FORBIDDEN,
+                    f"URI scheme {parts.scheme!r} is not enabled (local files and s3:// only)",
                 )
             if parts.netloc not in ("", "localhost"):
                 raise ImageError(FORBIDDEN, f"file URI names a remote host {parts.netloc!r}")

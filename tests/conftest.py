@@ -12,7 +12,9 @@ pytest_plugins = [
     "tests.fixtures.cluster",
     "tests.fixtures.kafka",
     "tests.fixtures.deploy",
+    "tests.fixtures.streams",
     "tests.fixtures.s3",
+    "tests.fixtures.browser",
 ]
 
 

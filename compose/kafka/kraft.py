@@ -3,7 +3,7 @@
 Standard library only, so it can be imported by path (the tests put this
 folder on ``sys.path``) and run as a script::
 
-    python compose/kafka/kraft.py [--nodes 3]     # prints the bootstrap address first
+    python compose/kafka/kraft.py [--nodes 3] [--host ADDR]   # prints the bootstrap address first
 
 :class:`KafkaCluster` writes each node's ``server.properties`` from
 ``server.properties.template`` (plus the caller's properties), formats its
@@ -290,6 +290,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--nodes", type=int, default=1, help="1, or 3 for a quorum of three")
     parser.add_argument("--heap-mb", type=int, default=384, help="JVM heap per node (MB)")
     parser.add_argument("--port", type=int, default=None, help="CLIENT port (one node only)")
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address every listener binds and advertises (e.g. a network namespace's)",
+    )
     parser.add_argument("--workdir", default=None, help="data directory (default: temporary)")
     args = parser.parse_args(argv)
     if args.port is not None and args.nodes != 1:
@@ -305,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nodes=args.nodes,
         heap_mb=args.heap_mb,
         workdir=args.workdir,
+        host=args.host,
         client_ports=[args.port] if args.port is not None else None,
     )
     began = time.monotonic()

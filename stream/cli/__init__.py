@@ -3,7 +3,7 @@
 Importing this package registers every subcommand on :data:`cli`.
 """
 
-from imgstream.cli import admin, ingest, process, results
+from imgstream.cli import admin, capture, dashboard, ingest, process, results
 from imgstream.cli.app import cli, main
 
-__all__ = ["admin", "cli", "ingest", "main", "process", "results"]
+__all__ = ["admin", "capture", "cli", "dashboard", "ingest", "main", "process", "results"]

@@ -71,6 +71,13 @@ def ops(name: str | None) -> None:
     flag_value=2.0,
     help="Refresh every N seconds (default 2) until interrupted.",
 )
+@click.option(
+    "--capture",
+    "capture_urls",
+    multiple=True,
+    metavar="URL",
+    help="A running capture's /metrics (host:port or URL; repeatable): show its cameras.",
+)
 def status(
     bootstrap: str,
     kafka: ClientSettings,
@@ -78,13 +85,16 @@ def status(
     topic: str,
     fmt: str,
     watch_s: float | None,
+    capture_urls: tuple[str, ...],
 ) -> None:
-    """Per partition: committed offset, high-watermark, lag in messages and seconds."""
+    """Per partition: committed offset, high-watermark, lag in messages and seconds;
+    with --capture, the health of each camera of a running capture."""
     import json as _json
 
     from imgstream.kafka_io import group_members, topic_state
 
     while True:
+        cameras, unreachable = _cameras(capture_urls)
         states = topic_state(bootstrap, topic, group, pending_ts=True, settings=kafka)
         members = group_members(bootstrap, group, kafka)
         now = time.time() * 1000
@@ -109,6 +119,9 @@ def status(
                         "partitions": rows,
                         "lag": sum(r["lag"] for r in rows),
                         "members": members,
+                        **(
+                            {"cameras": cameras, "unreachable": unreachable} if capture_urls else {}
+                        ),
                     }
                 )
             )
@@ -133,9 +146,47 @@ def status(
                 for m in members:
                     owned = ",".join(m["partitions"]) or "-"
                     click.echo(f"  {m['member']}  {m['client']}  {m['host']}  {owned}")
+            if capture_urls:
+                _echo_cameras(cameras, unreachable)
         if watch_s is None:
             return
         time.sleep(watch_s)
+
+
+def _cameras(urls: tuple[str, ...]) -> tuple[dict[str, dict[str, float]], list[str]]:
+    """Camera name -> its health, from the /metrics of running captures; unreachable URLs."""
+    import urllib.request
+
+    from imgstream.metrics import camera_health
+
+    cameras: dict[str, dict[str, float]] = {}
+    unreachable: list[str] = []
+    for url in urls:
+        full = url if "://" in url else f"http://{url}/metrics"
+        try:
+            with urllib.request.urlopen(full, timeout=5) as resp:
+                cameras.update(camera_health(resp.read().decode("utf-8", "replace")))
+        except (OSError, ValueError) as exc:
+            unreachable.append(f"{full} ({getattr(exc, 'reason', exc)})")
+    return cameras, unreachable
+
+
+def _echo_cameras(cameras: dict[str, dict[str, float]], unreachable: list[str]) -> None:
+    """The cameras table of ``status``."""
+    click.echo(
+        f"{'camera':<16} {'connected':>9} {'stored':>8} {'skipped':>8} {'failed':>7} "
+        f"{'reconn':>7} {'age_s':>7} {'size':>10} {'outages':>7}"
+    )
+    for name, c in sorted(cameras.items()):
+        size = f"{c.get('width', 0):.0f}x{c.get('height', 0):.0f}" if c.get("width") else "-"
+        n = {k: c.get(k, 0.0) for k in ("stored", "skipped", "failed", "reconnects", "outages")}
+        click.echo(
+            f"{name:<16} {'yes' if c.get('connected') else 'NO':>9} {n['stored']:>8.0f} "
+            f"{n['skipped']:>8.0f} {n['failed']:>7.0f} {n['reconnects']:>7.0f} "
+            f"{c.get('last_frame_age_seconds', 0):>7.1f} {size:>10} {n['outages']:>7.0f}"
+        )
+    for url in unreachable:
+        click.echo(f"capture not reachable: {url}")
 
 
 @cli.group()

@@ -1,13 +1,14 @@
 """Commands that produce refs.
 
-``produce`` (files, globs, manifests, tiles, ``--watch``) and ``capture``.
+``produce`` (files, globs, manifests, tiles, ``--watch``); ``capture`` is in
+:mod:`imgstream.cli.capture`.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import click
 
@@ -22,7 +23,6 @@ from imgstream.cli.options import (
     topic_options,
 )
 from imgstream.errors import ConfigError
-from imgstream.stores import absolute
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
@@ -197,128 +197,3 @@ def _watch(
         sink.close()
     click.echo(f"stopped watching; produced {produced} refs", err=True)
     return 0
-
-
-@cli.command()
-@click.argument("video")
-@kafka_options
-@topic_options
-@option_for("refs_topic", "topic")
-@click.option("--fps", type=float, default=5.0, show_default=True, help="Frames per second kept.")
-@click.option("--source", default=None, help="Source name (default: the file's stem, or camN).")
-@click.option(
-    "--store",
-    "store_dir",
-    type=LOCATION,
-    default="captures",
-    show_default=True,
-    help="Folder or s3://bucket/prefix frames are stored in (workers need it under --root).",
-)
-@click.option(
-    "--quality",
-    type=click.IntRange(1, 100),
-    default=90,
-    show_default=True,
-    help="JPEG quality of stored frames.",
-)
-@click.option("--max-frames", type=int, default=None, help="Stop after storing this many frames.")
-@click.option(
-    "--duration", "duration_s", type=float, default=None, help="Stop after this many seconds."
-)
-@click.option(
-    "--realtime/--no-realtime",
-    default=False,
-    show_default=True,
-    help="Play a file at its own pace (live sources always are).",
-)
-@click.option(
-    "--metrics-port",
-    type=int,
-    default=None,
-    help="Serve Prometheus /metrics (frames stored/skipped, reconnects) on this port.",
-)
-@click.option(
-    "--partitions",
-    type=int,
-    default=4,
-    show_default=True,
-    help="Partitions when the topic has to be created.",
-)
-def capture(
-    video: str,
-    bootstrap: str,
-    kafka: ClientSettings,
-    layout: TopicSettings,
-    topic: str,
-    fps: float,
-    source: str | None,
-    store_dir: str,
-    quality: int,
-    max_frames: int | None,
-    duration_s: float | None,
-    realtime: bool,
-    metrics_port: int | None,
-    partitions: int,
-) -> int:
-    """Capture frames from a video file, camera device (0, 1, ...) or stream URL."""
-    from imgstream.clock import SystemClock
-    from imgstream.codec import encode
-    from imgstream.kafka_io import KafkaSink, ensure_topics
-    from imgstream.partitioning import BySource, partition_key
-    from imgstream.producers.capture import capture as run_capture
-    from imgstream.signals import stop_on_signals
-
-    if fps <= 0:
-        raise click.BadParameter("must be positive", param_hint="--fps")
-    if source is None:
-        source = f"cam{video}" if video.isdigit() else os.path.splitext(os.path.basename(video))[0]
-    ensure_topics(bootstrap, {topic: partitions}, kafka, {topic: "refs"}, layout)
-    sink = KafkaSink(bootstrap, "imgstream-capture", settings=kafka)
-    n = sink.partitions(topic)
-    partitioner = BySource()
-    futures = []
-    stop = stop_on_signals()
-    from imgstream.metrics import Metrics
-
-    metrics = Metrics()
-    if metrics_port is not None:
-        metrics.serve(metrics_port)
-
-    def on_event(event: str) -> None:
-        if event == "reconnect":
-            metrics.capture_reconnects.inc()
-        else:
-            metrics.capture_frames.labels(outcome=event).inc()
-
-    def emit(ref: Any) -> None:
-        futures.append(
-            sink.send_partition(
-                topic, partitioner.partition(ref, n), partition_key(ref), encode(ref)
-            )
-        )
-
-    try:
-        stats = run_capture(
-            video,
-            source,
-            absolute(store_dir),
-            emit,
-            SystemClock(),
-            fps=fps,
-            realtime=realtime,
-            quality=quality,
-            max_frames=max_frames,
-            duration_s=duration_s,
-            should_stop=lambda: stop.is_set(),
-            on_event=on_event,
-        )
-        sink.flush()
-    finally:
-        sink.close()
-    failed = sum(1 for f in futures if f.failed())
-    click.echo(
-        f"captured {stats.stored} frames from {video} as {source!r} "
-        f"({stats.read} read, {stats.dropped} skipped by --fps, {stats.reconnects} reconnects)"
-        f" -> {topic}" + (f"; {failed} NOT delivered" if failed else "")
-    )
-    return 1 if failed else 0

@@ -171,7 +171,7 @@ def run(
     click.echo(f"outputs     {join(config.out_dir, summary.pipeline_hash)}")
     click.echo(f"records     {os.path.join(run_dir, 'results.jsonl')}")
     click.echo(f"store       {plan.db_path}  (imgstream query --db {plan.db_path})")
-    from imgstream.runner import peak_rss_mb
+    from imgstream.memory import peak_rss_mb
 
     click.echo(f"memory      this process peaked at {peak_rss_mb():.0f} MB; workers: see logs/")
     if summary.missing:

@@ -5,6 +5,7 @@
 error mapping (worded by ``diagnosis``),
 ``clients`` the consumer-group source, the sink and the topic reader;
 ``rebalance`` the group listener that runs rebalance handlers off the IO thread;
+``links`` the state of each broker link (one warning per broker outage);
 ``admin`` the offset and group helpers, ``transactional`` the producer of
 ``--exactly-once``. Everything is re-exported here.
 """

@@ -25,6 +25,7 @@ from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
 from imgstream.kafka_io import compat
+from imgstream.kafka_io.links import watch_broker_links
 from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_sleep
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
@@ -38,6 +39,7 @@ def new_consumer(
 ) -> KafkaConsumer:
     """A consumer from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
+    watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaConsumer(
             **client_config("consumer", KafkaConsumer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -49,6 +51,7 @@ def new_producer(
 ) -> KafkaProducer:
     """A producer from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
+    watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaProducer(
             **client_config("producer", KafkaProducer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -60,6 +63,7 @@ def new_admin(
 ) -> KafkaAdminClient:
     """An admin client from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
+    watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaAdminClient(
             **client_config("admin", KafkaAdminClient.DEFAULT_CONFIG, bootstrap, settings, **fixed)
@@ -96,13 +100,6 @@ class KafkaSource:
             # commits are made by the runner's checkpoint only, never behind its back
             enable_auto_commit=False,
         )
-        # Know the topics' partitions before the first join: a member that joins
-        # without them is given nothing, and rejoins (a second rebalance) once
-        # its metadata arrives. On Apache Kafka that showed as an empty first
-        # assignment in every worker.
-        with broker_errors(bootstrap, settings):
-            for topic in topics:
-                self._consumer.partitions_for_topic(topic)
         self._handler = handler
         self._unannounced: list[TopicPartition] = []
         if partitions:
@@ -118,6 +115,12 @@ class KafkaSource:
             self._consumer.subscribe(list(topics), listener=listener)
         else:
             self._consumer.subscribe(list(topics))
+        # Fetch metadata now, subscribed, before the first poll joins the group: a
+        # leader that assigns before the topics' partitions are known gives out
+        # nothing, then sees the metadata change and rebalances again at once
+        # (on Apache Kafka every worker started with an empty assignment or two).
+        with broker_errors(bootstrap, settings):
+            self._consumer.topics()
 
     def poll(self, timeout_s: float) -> list[Message]:
         """Messages fetched within ``timeout_s`` (possibly none).

@@ -1,4 +1,4 @@
-"""A fix for kafka-python 3.0's transport, applied before imgstream makes a client.
+"""Two fixes for kafka-python 3.0's networking, applied before imgstream makes a client.
 
 kafka-python 3.0.x (3.0.12 checked) drops the bytes that arrive together with
 the end of a connection: ``KafkaTCPTransport._read_from_sock`` reads until
@@ -9,6 +9,11 @@ answers ``SaslAuthenticate`` with the error *and* closes the connection (after
 "socket disconnected" and retries until its bootstrap timeout; the cause is
 lost. :func:`apply` replaces that one method with one that delivers the bytes
 first and closes the connection once whoever waited on them has run.
+
+Second, ``KafkaNetSocket.connect`` leaves the socket of a refused connection
+open until the garbage collector finds it: while a broker is down, every
+reconnect attempt (each ``reconnect_backoff_ms``) leaks a descriptor and, in
+the end, a ``ResourceWarning``. :func:`_connect` closes it.
 
 Applied explicitly (no side effect at import), once, only to the 3.0 series
 whose method it replaces.
@@ -22,6 +27,7 @@ from typing import Any
 
 import kafka
 import kafka.errors as Errors
+from kafka.net.inet import KafkaNetSocket
 from kafka.net.transport import KafkaTCPTransport
 
 log = logging.getLogger(__name__)
@@ -55,10 +61,30 @@ async def _read_from_sock(self: Any) -> None:
             return
 
 
+async def _connect(
+    self: Any, net: Any, addrinfo: Any, socket_options: Any = (), timeout_at: Any = None
+) -> Any:
+    """kafka-python's ``KafkaNetSocket.connect``, except that a failed socket is closed."""
+    family, sock_type, proto, _canonname, sockaddr = addrinfo
+    sock = self.socket(family, sock_type, proto)
+    try:
+        sock.setblocking(False)
+        for option in socket_options:
+            sock.setsockopt(*option)
+        return await self.sock_connect(net, sock, sockaddr, timeout_at=timeout_at)
+    except BaseException:
+        sock.close()
+        raise
+
+
 def applies() -> bool:
     """Whether this kafka-python has the transport method the fix replaces."""
     version = getattr(kafka, "__version__", "")
-    return version.startswith("3.0.") and hasattr(KafkaTCPTransport, "_read_from_sock")
+    return (
+        version.startswith("3.0.")
+        and hasattr(KafkaTCPTransport, "_read_from_sock")
+        and hasattr(KafkaNetSocket, "connect")
+    )
 
 
 def apply() -> None:
@@ -66,4 +92,5 @@ def apply() -> None:
     if getattr(KafkaTCPTransport, _PATCHED, False) or not applies():
         return
     KafkaTCPTransport._read_from_sock = _read_from_sock
+    KafkaNetSocket.connect = _connect
     setattr(KafkaTCPTransport, _PATCHED, True)

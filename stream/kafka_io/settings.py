@@ -69,7 +69,9 @@ CLIENT_DEFAULTS: dict[str, Any] = {
     "acks": "all",
     "enable_idempotence": True,
     "linger_ms": 5,
-    "retries": 5,
+    # retried until delivery.timeout.ms, as Java's clients do: a leader that is
+    # SIGKILLed is replaced only once the controller fences it (seconds)
+    "retries": 2**31 - 1,
     "delivery_timeout_ms": 30000,
     # all: a broker that goes away is retried quickly, not after seconds
     "reconnect_backoff_ms": 50,

@@ -145,6 +145,13 @@ def test_stack_services() -> None:
     # The camera producer is there, off unless its profile is asked for.
     camera = compose_model(env={"COMPOSE_PROFILES": "camera"})["services"]["capture"]
     assert camera["command"][0] == "capture"
+    # Its per-camera health is scraped by the job imgstream-capture, on its metrics port.
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    (sd,) = jobs["imgstream-capture"]["dns_sd_configs"]
+    assert sd["names"] == ["capture"]
+    command = camera["command"]
+    assert str(sd["port"]) == command[command.index("--metrics-port") + 1]
+    assert command[command.index("--metrics-host") + 1] == "0.0.0.0"
 
 
 def test_worker_scales() -> None:
@@ -157,8 +164,8 @@ def test_worker_scales() -> None:
     assert env["IMGSTREAM_METRICS_HOST"] == "0.0.0.0"
     assert env["IMGSTREAM_OUT"].startswith("s3://")
     # Prometheus finds every replica by the service's DNS name, on the metrics port.
-    (job,) = load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]
-    (sd,) = job["dns_sd_configs"]
+    jobs = {job["job_name"]: job for job in load_yaml(PROMETHEUS_CONFIG)["scrape_configs"]}
+    (sd,) = jobs["imgstream-worker"]["dns_sd_configs"]
     assert sd["names"] == ["worker"]
     assert sd["type"] == "A"
     assert str(sd["port"]) == env["IMGSTREAM_METRICS_PORT"]

@@ -7,25 +7,22 @@ that is not the one that wrote them), hold exactly one result or failure
 record per ref id: the killed worker's open transaction is aborted by the
 broker, and its uncommitted messages are processed again by a transaction
 that commits. ``run --exactly-once --bootstrap`` works end to end, and on
-the embedded Tansu broker ``--exactly-once`` is refused (exit 2, one line).
+the embedded Tansu broker ``--exactly-once`` is refused (exit 2, one line);
+``replay --exactly-once`` writes each ref of its range once.
 
-Kafka only (Tansu's transactions are unreliable, which is what the last test
-checks). One single-node cluster for the module. Skipped with the reason when
-java or mvn are missing; with IMGSTREAM_REQUIRE_KAFKA=1 or CI=true that is a
-failure instead.
+Kafka only (``kafka_only``: Tansu's transactions are unreliable, which is
+what the last test checks, on Tansu), on the session's brokers
+(``tests/fixtures/cluster.py``).
 """
 
 from __future__ import annotations
 
 import collections
-import importlib.util
 import json
-import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
@@ -33,39 +30,22 @@ import pytest
 from imgstream.broker import EmbeddedBroker
 from imgstream.codec import decode_record
 from imgstream.records import Failure, ImageRef, Result
+from tests.fixtures.cluster import Broker
 from tests.fixtures.kafka import Topics
 from tests.fixtures.processes import Background
 from tests.helpers import refs_for, write_images
 
-KRAFT = Path(__file__).parents[2] / "compose" / "kafka" / "kraft.py"
 N_REFS = 2000
 
 
-def _kraft() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("imgstream_test_kraft_eos", KRAFT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+#: Why these tests cannot run on Tansu.
+KAFKA_ONLY = pytest.mark.kafka_only("transactions: Tansu accepts them but does not keep them")
 
 
-@pytest.fixture(scope="module")
-def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A single-node Apache Kafka for this module; its bootstrap address."""
-    kraft = _kraft()
-    ok, reason = kraft.available()
-    if not ok:
-        if os.environ.get("IMGSTREAM_REQUIRE_KAFKA") == "1" or os.environ.get("CI") == "true":
-            pytest.fail(f"Apache Kafka is required here, but: {reason}")
-        pytest.skip(f"Apache Kafka cannot run here: {reason}")
-    cluster = kraft.KafkaCluster(
-        nodes=1, heap_mb=384, workdir=tmp_path_factory.mktemp("eos") / "kafka"
-    )
-    cluster.start(timeout_s=120)
-    try:
-        yield str(cluster.bootstrap)
-    finally:
-        cluster.close()
+@pytest.fixture
+def kafka(broker: Broker) -> str:
+    """The session's Apache Kafka (the tests asking for it are marked kafka_only)."""
+    return broker.bootstrap
 
 
 def read_committed(bootstrap: str, topics: list[str], timeout_s: float = 120) -> list[Any]:
@@ -114,6 +94,7 @@ def _outcomes(records: list[Any]) -> collections.Counter[str]:
     )
 
 
+@KAFKA_ONLY
 def test_two_workers_one_killed_write_exactly_one_record_per_ref(
     kafka: str, tmp_path: Path, background: Callable[..., Background]
 ) -> None:
@@ -148,6 +129,7 @@ def _kill_one_of_two(topics: Topics, refs: list[ImageRef], root: Path, out: Path
     assert "Traceback" not in second.output() + restarted.output()
 
 
+@KAFKA_ONLY
 def test_run_exactly_once_on_kafka_processes_a_folder(
     kafka: str, tmp_path: Path, run_cli: Callable[..., Any]
 ) -> None:
@@ -182,8 +164,46 @@ def test_run_exactly_once_on_kafka_processes_a_folder(
     assert len(list(out.rglob("*.png"))) >= 30
 
 
+@KAFKA_ONLY
+def test_replay_exactly_once_writes_each_ref_of_the_range_once(
+    kafka: str, tmp_path: Path, run_cli: Callable[..., Any]
+) -> None:
+    root, out = tmp_path / "in", tmp_path / "out"
+    refs = refs_for(write_images(root, 40, size=(24, 32)))
+    topics = Topics(kafka, partitions=2)
+    try:
+        topics.produce(refs)
+        proc = run_cli(
+            "replay",
+            "--bootstrap",
+            kafka,
+            "--topic",
+            topics.refs,
+            "--results-topic",
+            topics.results,
+            "--dlq-topic",
+            topics.dlq,
+            "--from",
+            "0",
+            "--out",
+            str(out),
+            "--root",
+            str(root),
+            "--max-batch",
+            "4",
+            "--exactly-once",
+            timeout=300,
+        )
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "replayed    40 refs in range" in proc.stdout
+        counts = _outcomes(read_committed(kafka, [topics.results, topics.dlq]))
+        assert counts == {r.id: 1 for r in refs}
+    finally:
+        topics.close()
+
+
 def test_exactly_once_is_refused_on_the_embedded_broker(
-    broker: EmbeddedBroker, tmp_path: Path, run_cli: Callable[..., Any]
+    tansu_broker: EmbeddedBroker, tmp_path: Path, run_cli: Callable[..., Any]
 ) -> None:
     root = tmp_path / "in"
     root.mkdir()
@@ -194,8 +214,8 @@ def test_exactly_once_is_refused_on_the_embedded_broker(
     # a Tansu given as --bootstrap (recognised by its cluster id), to a worker and to run
     out = str(tmp_path / "out")
     for args in (
-        ("work", "--bootstrap", broker.bootstrap, "--out", out, "--root", str(root)),
-        ("run", str(root), "--bootstrap", broker.bootstrap, "--out", out),
+        ("work", "--bootstrap", tansu_broker.bootstrap, "--out", out, "--root", str(root)),
+        ("run", str(root), "--bootstrap", tansu_broker.bootstrap, "--out", out),
     ):
         proc = run_cli(*args, "--exactly-once")
         assert proc.returncode == 2, proc.stderr

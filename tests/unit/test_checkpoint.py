@@ -69,3 +69,30 @@ def test_commits_are_spaced_unless_forced_and_a_failed_commit_is_redone() -> Non
         assert attempts == [{TP: 1}, {TP: 1}] and outcomes == [False, True]
     finally:
         delivery.close()
+
+
+def test_a_run_of_failed_commits_is_one_warning_and_the_recovery_one_more(caplog) -> None:
+    clock = FakeClock()
+    delivery = Delivery(AckingSink, lambda: None)
+    broken = [True]
+
+    def commit(offsets):
+        if broken[0]:
+            raise RuntimeError("NotCoordinatorError")
+
+    cp = Checkpoint(commit, delivery, clock)
+    try:
+        cp.register(_msg(0))
+        delivery.send("results", None, b"r", (TP, 0))
+        with caplog.at_level("DEBUG", logger="imgstream.checkpoint"):
+            for _ in range(50):  # a coordinator away for a second, commits every 20 ms
+                assert cp.commit(force=True) == {}
+            broken[0] = False
+            assert cp.commit(force=True) == {TP: 1}
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert warnings == [
+            "offset commit failed: NotCoordinatorError (retrying with the next commit)",
+            "offset commits succeed again after 50 failures",
+        ]
+    finally:
+        delivery.close()

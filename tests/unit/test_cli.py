@@ -124,3 +124,14 @@ def test_a_file_that_is_not_a_store_is_named(tmp_path) -> None:
     result = CliRunner().invoke(cli, ["query", "--db", str(junk)])
     assert result.exit_code == 2
     assert result.stderr.count("\n") == 1 and "--db" in result.stderr
+
+
+def test_exactly_once_without_bootstrap_is_refused_before_anything_starts(tmp_path) -> None:
+    (tmp_path / "a.png").write_bytes(b"not read: refused first")
+    result = CliRunner().invoke(
+        cli, ["run", str(tmp_path), "--out", str(tmp_path / "out"), "--exactly-once"]
+    )
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and "unreliable" in lines[0] and "--bootstrap" in lines[0], lines
+    assert not (tmp_path / "out").exists()

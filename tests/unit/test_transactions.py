@@ -194,3 +194,14 @@ def test_a_fenced_producer_is_rewound_like_an_abort(tmp_path) -> None:
     _runner, source, n = _run(tmp_path, broker)
     assert source.rewinds == 2 and broker.offsets == {TP: n}
     assert set(_outcomes(broker).values()) == {1}
+
+
+def test_the_highest_commit_outlives_a_revocation() -> None:
+    # replay's end test reads it: Kafka's second join revokes what was just committed
+    broker, staging = Broker(), Staging()
+    cp = TransactionalCheckpoint(broker.commit, staging, FakeClock())
+    cp.register(_msg(0))
+    _stage_batch(staging, [0])
+    assert cp.commit(force=True) == {TP: 1}
+    cp.forget([TP])
+    assert cp.committed(TP) is None and cp.highest_committed(TP) == 1
