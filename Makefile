@@ -86,8 +86,10 @@ typecheck: $(STAMP)
 	ln -s "$(CURDIR)/consumers" $(TYPECHECK)/consumers
 	$(BIN)/mypy $(TYPECHECK)
 
+# Two pytest processes (pytest-xdist), one test file each at a time: module and
+# session fixtures (each process starts its own brokers) stay within a file.
 test: $(STAMP) promtool ffmpeg rtsp chromium lint typecheck
-	$(BIN)/python -m pytest -q --durations=30 tests
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=30 tests
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
