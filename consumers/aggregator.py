@@ -26,13 +26,8 @@ import numpy as np
 from imgstream import imaging
 from imgstream._cv import cv2
 from imgstream.clock import Clock
-from imgstream.codec import (
-    encode,
-    failure_to_dict,
-    parse_json_object,
-    record_from_dict,
-    result_to_dict,
-)
+from imgstream.codec import encode, failure_to_dict, result_to_dict
+from imgstream.decoding import parse_json_object, record_from_dict
 from imgstream.delivery import Sink
 from imgstream.errors import INCOMPLETE, ImageError
 from imgstream.integrate import merge_boxes, merge_hists, merge_stats
@@ -363,7 +358,7 @@ def merge_outputs(tiles: Sequence[Result], rows: int, cols: int) -> dict[str, An
 def decode_messages(messages: Sequence[Message]) -> list[tuple[dict[str, Any], Record]]:
     """The valid records among the messages: each as its JSON object and decoded.
 
-    Decoding goes through :mod:`imgstream.codec` (the one record model). The
+    Decoding goes through :mod:`imgstream.decoding` (the one record model). The
     object is kept too, because the store and ``results.jsonl`` keep a record
     as it was written (unknown fields included). Invalid messages are logged
     and left out.

@@ -22,7 +22,7 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from imgstream.codec import ref_from_dict
+from imgstream.decoding import ref_from_dict
 from imgstream.errors import ImageError
 from imgstream.objstore import is_s3, parse_s3
 from imgstream.producers.objects import folder, list_refs

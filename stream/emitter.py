@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 from imgstream.batching import Batch
 from imgstream.clock import Clock
-from imgstream.codec import decode_ref, encode
+from imgstream.codec import encode
 from imgstream.config import WorkerConfig
+from imgstream.decoding import decode_ref
 from imgstream.delivery import Delivery
 from imgstream.errors import TIMEOUT, ImageError, OutputUnavailable
 from imgstream.imagepool import Job

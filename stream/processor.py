@@ -24,8 +24,9 @@ import numpy as np
 from imgstream import __version__, imaging
 from imgstream._cv import cv2
 from imgstream.clock import Clock
-from imgstream.codec import b64, decode_ref
+from imgstream.codec import b64
 from imgstream.config import WorkerConfig
+from imgstream.decoding import decode_ref
 from imgstream.errors import (
     BAD_MESSAGE,
     DECODE_ERROR,

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 
 from imgstream.broker import EmbeddedBroker
-from imgstream.codec import decode_record
+from imgstream.decoding import decode_record
 from imgstream.records import Failure, ImageRef, Result
 from tests.fixtures.cluster import Broker
 from tests.fixtures.kafka import Topics

@@ -15,7 +15,7 @@ import time
 import cv2
 import numpy as np
 
-from imgstream.codec import decode_record
+from imgstream.decoding import decode_record
 from imgstream.records import BatchSummary, Result
 from tests.helpers import cli
 

@@ -23,7 +23,8 @@ import numpy as np
 import pytest
 
 from imgstream.broker import free_port
-from imgstream.codec import decode_record, encode
+from imgstream.codec import encode
+from imgstream.decoding import decode_record
 from imgstream.kafka_io import KafkaSink, TopicReader, topic_state
 from imgstream.records import Failure, ImageRef, Result
 

@@ -24,13 +24,8 @@ import cv2
 import numpy as np
 from kafka import KafkaProducer
 
-from imgstream.codec import (
-    MAX_MESSAGE_BYTES,
-    MAX_RAW_PREFIX_BYTES,
-    MAX_RECORD_BYTES,
-    decode_record,
-    encode,
-)
+from imgstream.codec import MAX_MESSAGE_BYTES, MAX_RAW_PREFIX_BYTES, MAX_RECORD_BYTES, encode
+from imgstream.decoding import decode_record
 from imgstream.errors import BAD_MESSAGE
 from imgstream.kafka_io import topic_state
 from imgstream.records import Failure, ImageRef, Result

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from imgstream.clock import FakeClock
-from imgstream.codec import decode_record
 from imgstream.consumers.aggregator import Aggregator
+from imgstream.decoding import decode_record
 from imgstream.imaging import encode_png
 from imgstream.ops import build_registry
 from imgstream.pipeline import TileView, parse_spec

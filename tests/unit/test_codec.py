@@ -17,10 +17,9 @@ from imgstream.codec import (
     MAX_TS_MS,
     TRUNCATED_MARK,
     b64,
-    decode_record,
-    decode_ref,
     encode,
 )
+from imgstream.decoding import decode_record, decode_ref
 from imgstream.errors import BAD_MESSAGE, ImageError
 from imgstream.records import BatchSummary, Failure, ImageRef, Lineage, Result
 

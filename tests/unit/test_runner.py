@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from imgstream.clock import FakeClock
-from imgstream.codec import decode_record, decode_ref, encode
+from imgstream.codec import encode
 from imgstream.config import WorkerConfig
+from imgstream.decoding import decode_record, decode_ref
 from imgstream.errors import DeliveryError, OutputOutageError
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry

@@ -10,7 +10,7 @@ from collections import Counter
 
 from imgstream.checkpoint import TransactionalCheckpoint
 from imgstream.clock import FakeClock
-from imgstream.codec import decode_record
+from imgstream.decoding import decode_record
 from imgstream.errors import ProducerFenced, TransactionFailed
 from imgstream.metrics import Metrics
 from imgstream.records import Failure, Message, Result, TopicPartition
