@@ -265,7 +265,8 @@ def check_logs(r: Run, brokers: list[int]) -> None:
         # leaders (on a loaded machine); kafka-python then closes that link too,
         # and the worker says so once. The stopped brokers must be among them.
         assert {str(b) for b in brokers} & set(lost), text
-        assert len(lines) < 12 + 4 * len(set(lost) | {str(b) for b in brokers}), (
+        # start-up, assignments, the test's bad refs, a rebalance at the end: ~16 lines
+        assert len(lines) < 24 + 4 * len(set(lost) | {str(b) for b in brokers}), (
             f"{w.name} floods its log:\n{text}"
         )
 
