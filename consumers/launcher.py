@@ -10,20 +10,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from imgstream.broker import EmbeddedBroker
 from imgstream.clock import SystemClock
-from imgstream.config import WorkerConfig, to_args
+from imgstream.config import WorkerConfig
 from imgstream.consumers.aggregator import Aggregator, decode_messages
+from imgstream.consumers.processes import EarlyWorkers, WorkerProcesses
 from imgstream.integrate import RunTotals
 from imgstream.kafka_io import (
     KafkaSink,
@@ -38,56 +34,6 @@ from imgstream.producers.produce import produce_refs
 from imgstream.records import BatchSummary, Failure, ImageRef, Result
 from imgstream.store import SQLiteStore
 from imgstream.stores import local_dir
-
-
-def worker_command(config: WorkerConfig) -> list[str]:
-    """The command line of one worker process for ``config`` (from the settings table)."""
-    return [sys.executable, "-m", "imgstream.cli", "work", *to_args(config)]
-
-
-class WorkerProcesses:
-    """N worker processes started from one config."""
-
-    def __init__(self, config: WorkerConfig, n: int, log_dir: str) -> None:
-        os.makedirs(log_dir, exist_ok=True)
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[str] = []
-        for i in range(n):
-            path = os.path.join(log_dir, f"worker-{i + 1}.log")
-            with open(path, "wb") as log:
-                proc = subprocess.Popen(
-                    worker_command(config),
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
-            self.procs.append(proc)
-            self.logs.append(path)
-
-    @property
-    def worker_ids(self) -> set[str]:
-        """The worker ids the processes will report (host-pid)."""
-        host = socket.gethostname()
-        return {f"{host}-{p.pid}" for p in self.procs}
-
-    def alive(self) -> int:
-        """How many are still running."""
-        return sum(p.poll() is None for p in self.procs)
-
-    def stop(self, timeout_s: float = 30.0) -> list[int]:
-        """SIGTERM every worker, wait, SIGKILL stragglers; the exit codes."""
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout_s
-        codes = []
-        for p in self.procs:
-            try:
-                codes.append(p.wait(max(0.1, deadline - time.monotonic())))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                codes.append(p.wait())
-        return codes
 
 
 @dataclass
@@ -220,8 +166,13 @@ def run_job(
     on_progress: Callable[[int], None] | None = None,
     stall_timeout_s: float = 300.0,
     exclusive: bool = False,
+    early: EarlyWorkers | None = None,
 ) -> JobSummary:
     """The whole job; ``config.bootstrap`` is ignored when ``embedded``.
+
+    ``early``: workers already started, held (:func:`start_early`); the
+    embedded broker then listens where they were told to connect, and they
+    are released once the topics exist.
 
     ``exclusive``: the group is this run's alone (a fresh name). A single
     worker then reads every refs partition directly instead of joining the
@@ -232,7 +183,14 @@ def run_job(
     """
     direct = exclusive and workers == 1 and not config.exactly_once
     started = time.monotonic()
-    broker = EmbeddedBroker().start() if embedded else None
+    broker = None
+    if embedded:
+        try:
+            broker = EmbeddedBroker(early.port if early else None).start()
+        except BaseException:
+            if early is not None:
+                early.procs.stop()
+            raise
     broker_s = time.monotonic() - started
     try:
         if broker is not None:
@@ -247,6 +205,7 @@ def run_job(
             stall_timeout_s,
             fresh_topics=broker is not None,
             direct=direct,
+            procs=early.procs if early else None,
         )
         if broker is not None:
             summary.startup = {"broker": broker_s, **summary.startup}
@@ -266,6 +225,7 @@ def _run(
     stall_timeout_s: float,
     fresh_topics: bool,
     direct: bool = False,
+    procs: WorkerProcesses | None = None,
 ) -> JobSummary:
     from imgstream.ops import build_registry
     from imgstream.pipeline import parse_spec
@@ -284,7 +244,7 @@ def _run(
     )
     if not fresh_topics:  # a shared cluster: skip the refs already in the topic
         start_group_at_end(config.bootstrap, config.group, config.refs_topic, kafka)
-    if direct:  # the topic may exist with another partition count: ask the broker
+    if direct and procs is None:  # the topic may exist with another partition count: ask
         probe = KafkaSink(config.bootstrap, "imgstream-run", settings=kafka)
         try:
             config = replace(config, partitions=tuple(range(probe.partitions(config.refs_topic))))
@@ -294,7 +254,9 @@ def _run(
     run_dir = local_dir(config.out_dir)
     os.makedirs(run_dir, exist_ok=True)
     started = time.monotonic()
-    procs = WorkerProcesses(config, n_workers, os.path.join(run_dir, "logs"))
+    if procs is None:
+        procs = WorkerProcesses(config, n_workers, os.path.join(run_dir, "logs"))
+    procs.release()
     # The aggregator runs on the collector's messages: no second consumer, no
     # second group join, and the store is complete when the run ends.
     store = SQLiteStore(plan.db_path) if plan.db_path else None
@@ -325,8 +287,14 @@ def _run(
     )
     results_path = os.path.join(run_dir, "results.jsonl")
     try:
+        # The collector need not see each record the moment it lands: fuller
+        # fetches, a tenth as many, leave the cores to the workers.
         reader = TopicReader(
-            config.bootstrap, [config.results_topic, config.dlq_topic], settings=kafka
+            config.bootstrap,
+            [config.results_topic, config.dlq_topic],
+            settings=kafka,
+            fetch_max_wait_ms=100,
+            fetch_min_bytes=16 << 10,
         )
         producer = KafkaSink(config.bootstrap, "imgstream-run", settings=kafka)
         try:
@@ -360,8 +328,3 @@ def _run(
         if store is not None:
             store.close()
     return summary
-
-
-def new_group_name() -> str:
-    """A consumer group name unique to one run."""
-    return f"imgstream-run-{uuid.uuid4().hex[:8]}"

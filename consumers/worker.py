@@ -37,6 +37,11 @@ log = logging.getLogger("imgstream.worker")
 #: Partitions of topics a worker has to create (room for a few workers in a group).
 DEFAULT_PARTITIONS = 4
 
+#: How long a record waits for others to share its produce request (ms). Sent
+#: one by one, as images finish, each record was a request of its own: the
+#: requests, not the bytes, cost the worker, the broker and the readers CPU.
+RECORDS_LINGER_MS = 25
+
 
 class _Relay:
     """The consumer's rebalance handler, pointed at the runner once both exist.
@@ -89,7 +94,9 @@ def build_runner(
     )
 
     def sink() -> KafkaSink:
-        return KafkaSink(config.bootstrap, config.worker_id, settings=kafka)
+        return KafkaSink(
+            config.bootstrap, config.worker_id, linger_ms=RECORDS_LINGER_MS, settings=kafka
+        )
 
     transactor = None
     if config.exactly_once:
@@ -140,8 +147,11 @@ def process_age_s() -> float | None:
     return max(0.0, uptime_s - start_ticks / os.sysconf("SC_CLK_TCK"))
 
 
-def run_worker(config: WorkerConfig) -> int:
+def run_worker(config: WorkerConfig, held_s: float = 0.0) -> int:
     """Run one worker in this process; returns the exit code.
+
+    ``held_s``: how long the process waited for ``imgstream run`` to release
+    it (not start-up work: reported apart from the process phase).
 
     0 after a signal or idle exit; otherwise the :mod:`imgstream.errors`
     exception that stopped it reaches the CLI edge with its code (4: records
@@ -176,7 +186,9 @@ def run_worker(config: WorkerConfig) -> int:
     clients_s = time.monotonic() - started - topics_s
     process_s = process_age_s()
     if process_s is not None:
-        runner.startup["process"] = process_s - (time.monotonic() - started)
+        runner.startup["process"] = process_s - (time.monotonic() - started) - held_s
+    if held_s:
+        runner.startup["held"] = held_s
     runner.startup["topics"] = topics_s
     runner.startup["clients"] = clients_s
     if config.metrics_port is not None:

@@ -6,6 +6,7 @@ import dataclasses
 import logging
 import os
 import sys
+import time
 
 import click
 
@@ -19,6 +20,7 @@ from imgstream.cli.options import (
     worker_options,
 )
 from imgstream.config import WorkerConfig
+from imgstream.consumers.processes import HOLD_ENV
 from imgstream.errors import ConfigError, UnreliableTransactions
 from imgstream.stores import join, local_dir
 
@@ -38,7 +40,15 @@ def work(config: WorkerConfig) -> int:
     config.validate()
     if not logging.getLogger().isEnabledFor(logging.INFO):
         logging.getLogger().setLevel(logging.INFO)
-    return run_worker(config)
+    held_s = 0.0
+    if os.environ.get(HOLD_ENV):  # started early by `imgstream run`: wait for its go
+        from imgstream.consumers.processes import wait_for_release
+
+        held = time.monotonic()
+        if not wait_for_release():
+            return 0
+        held_s = time.monotonic() - held
+    return run_worker(config, held_s)
 
 
 @cli.command()
@@ -94,7 +104,7 @@ def run(
     """Process INPUTs end to end: broker, producer, N workers, aggregator, summary."""
     from tqdm import tqdm
 
-    from imgstream.consumers.launcher import JobPlan, new_group_name, run_job
+    from imgstream.consumers.processes import new_group_name, start_early
     from imgstream.ops import build_registry
     from imgstream.partitioning import make_partitioner
     from imgstream.pipeline import parse_spec
@@ -149,6 +159,12 @@ def run(
         roots=config.roots if _given("roots") else tuple(sorted(auto_roots)),
         group=config.group if _given("group") else new_group_name(),
     ).validate()
+    early = None
+    if embedded:  # the workers load their modules while this process starts the broker
+        direct = workers == 1 and not _given("group")
+        config, early = start_early(config, workers, n_partitions, direct)
+    from imgstream.consumers.launcher import JobPlan, run_job
+
     plan = JobPlan(refs, parents, os.path.join(run_dir, "results.db"), tile_timeout)
     total = len(refs) + len(parents)
     bar = tqdm(total=total, unit="img", disable=not sys.stderr.isatty(), desc="processing")
@@ -163,6 +179,7 @@ def run(
             on_progress=bar.update,
             stall_timeout_s=stall_timeout,
             exclusive=not _given("group"),
+            early=early,
         )
     finally:
         bar.close()

@@ -35,26 +35,36 @@ log = logging.getLogger(__name__)
 
 
 def new_consumer(
-    bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
+    bootstrap: str,
+    settings: ClientSettings | None = None,
+    tuned: Mapping[str, Any] | None = None,
+    **fixed: Any,
 ) -> KafkaConsumer:
     """A consumer from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
     watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaConsumer(
-            **client_config("consumer", KafkaConsumer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
+            **client_config(
+                "consumer", KafkaConsumer.DEFAULT_CONFIG, bootstrap, settings, tuned, **fixed
+            )
         )
 
 
 def new_producer(
-    bootstrap: str, settings: ClientSettings | None = None, **fixed: Any
+    bootstrap: str,
+    settings: ClientSettings | None = None,
+    tuned: Mapping[str, Any] | None = None,
+    **fixed: Any,
 ) -> KafkaProducer:
     """A producer from the defaults table; BrokerError if no broker answers in time."""
     compat.apply()
     watch_broker_links()
     with broker_errors(bootstrap, settings):
         return KafkaProducer(
-            **client_config("producer", KafkaProducer.DEFAULT_CONFIG, bootstrap, settings, **fixed)
+            **client_config(
+                "producer", KafkaProducer.DEFAULT_CONFIG, bootstrap, settings, tuned, **fixed
+            )
         )
 
 
@@ -198,7 +208,7 @@ class KafkaSink:
         settings: ClientSettings | None = None,
     ) -> None:
         tuned = {} if linger_ms is None else {"linger_ms": linger_ms}
-        self._producer = new_producer(bootstrap, settings, client_id=client_id, **tuned)
+        self._producer = new_producer(bootstrap, settings, tuned, client_id=client_id)
 
     def send(self, topic: str, key: bytes | None, value: bytes, ack: Ack) -> None:
         """Send one record; ``ack(None)`` on success, ``ack(exc)`` on failure."""
@@ -310,10 +320,13 @@ class TopicReader:
         topics: Sequence[str],
         fetch_max_wait_ms: int = 50,
         settings: ClientSettings | None = None,
+        fetch_min_bytes: int = 1,
     ) -> None:
-        self._consumer = new_consumer(
-            bootstrap, settings, fetch_max_wait_ms=fetch_max_wait_ms, group_id=None
-        )
+        # ``fetch_min_bytes`` over 1 lets the broker gather records for up to
+        # ``fetch_max_wait_ms`` before answering: fewer, fuller fetches for a
+        # reader that does not need each record the moment it lands.
+        tuned = {"fetch_max_wait_ms": fetch_max_wait_ms, "fetch_min_bytes": fetch_min_bytes}
+        self._consumer = new_consumer(bootstrap, settings, tuned, group_id=None)
         self._bootstrap, self._settings = bootstrap, settings
         self._topics = list(topics)
         self._assigned: set[KTP] = set()

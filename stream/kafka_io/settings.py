@@ -297,18 +297,22 @@ def client_config(
     known: Mapping[str, Any],
     bootstrap: str,
     settings: ClientSettings | None = None,
+    tuned: Mapping[str, Any] | None = None,
     **fixed: Any,
 ) -> dict[str, Any]:
     """The keyword arguments of one client of ``kind`` (``consumer``, ``producer``, ``admin``).
 
     ``known`` is the client class's ``DEFAULT_CONFIG``: keys it lacks are
-    dropped. ``fixed`` are settings the caller depends on and always win,
-    except ``client_id``: a ``client.id`` the user set (quotas, ACL audits) wins.
+    dropped. ``tuned`` are this client's own defaults (a longer linger, a
+    longer fetch wait): over the table's, under the user's properties.
+    ``fixed`` are settings the caller depends on and always win, except
+    ``client_id``: a ``client.id`` the user set (quotas, ACL audits) wins.
     """
     if settings is None:
         settings = ClientSettings()
     merged: dict[str, Any] = dict(CLIENT_DEFAULTS)
     merged.update(KIND_DEFAULTS[kind])
+    merged.update(tuned or {})
     merged["bootstrap_timeout_ms"] = max(1, int(settings.connect_timeout_s * 1000))
     if kind == "producer":
         # metadata waits in send()/partitions_for() are bounded by the same timeout

@@ -15,7 +15,7 @@ from imgstream import config as cfg
 from imgstream.cli import cli
 from imgstream.cli.options import build_config
 from imgstream.config import WorkerConfig, to_args
-from imgstream.consumers.launcher import worker_command
+from imgstream.consumers.processes import worker_command
 from imgstream.errors import ConfigError
 
 FLAG = re.compile(r"--[a-z][a-z-]*[a-z]")
