@@ -20,10 +20,11 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from imgstream.clock import Clock
 from imgstream.delivery import Delivery
-from imgstream.errors import TransactionFailed
+from imgstream.errors import ImgstreamError, TransactionFailed
 from imgstream.offsets import OffsetTracker
 from imgstream.records import Message, TopicPartition
 from imgstream.transactions import SealedBatch, Staged, Staging, transaction_plan
@@ -212,6 +213,20 @@ class Checkpoint:
 TransactFn = Callable[[tuple[Staged, ...], dict[TopicPartition, int]], None]
 
 
+class Rewindable(Protocol):
+    """A consumer that can seek back to its committed offsets (the runner's source)."""
+
+    def assignment(self) -> list[TopicPartition]: ...
+    def rewind(self, tps: list[TopicPartition]) -> None: ...
+
+
+class InFlight(Protocol):
+    """The batches being processed and sent (the runner's emitter), as a rewind waits."""
+
+    def wait_idle(self, timeout_s: float | None) -> bool: ...
+    def pending(self) -> int: ...
+
+
 class TransactionalCheckpoint:
     """The checkpoint of ``--exactly-once``: records and offsets in one transaction.
 
@@ -220,8 +235,9 @@ class TransactionalCheckpoint:
     :class:`~imgstream.transactions.Staging`), and :meth:`commit` writes the
     sealed records and the offsets they make safe in one transaction. When a
     transaction fails, nothing of it is visible and ``rewind_needed`` is set:
-    the runner then drops its in-flight work, calls :meth:`reset`, and seeks
-    back to the committed offsets.
+    the runner then drops its open batch and calls :meth:`rewind`, which lets
+    the in-flight batches finish, drops what is not committed and seeks back
+    to the committed offsets.
 
     Ownership: every attribute belongs to the poll thread; the emitter thread
     reaches it only through the staging's queue of sealed batches.
@@ -306,6 +322,38 @@ class TransactionalCheckpoint:
         self._sealed = []
         self._ledger.drop_pending()
         self.rewind_needed = False
+
+    def rewind(
+        self,
+        source: Rewindable,
+        in_flight: InFlight,
+        watch: Callable[[float], None],
+        grace_s: float,
+        step_s: float,
+    ) -> list[TopicPartition]:
+        """After an aborted transaction: go back to the committed offsets; the partitions rewound.
+
+        The batches ``in_flight`` finish first (bounded by ``grace_s``, like a
+        revocation; ``watch(now)`` runs every ``step_s`` meanwhile) so none of
+        their records can reach a later transaction; then what is not committed
+        is dropped (:meth:`reset`) and ``source`` seeks back: those messages are
+        read and processed again (outputs are overwritten with identical bytes).
+        Raises :class:`~imgstream.errors.ImgstreamError` if they do not finish.
+        """
+        deadline = self._clock.monotonic() + grace_s
+        while not in_flight.wait_idle(step_s):
+            now = self._clock.monotonic()
+            watch(now)
+            if now >= deadline:
+                raise ImgstreamError(
+                    "could not rewind after an aborted transaction: in-flight batches did "
+                    "not finish; restart the worker"
+                )
+        in_flight.pending()  # raises what the emitter failed with
+        self.reset()
+        tps = source.assignment()
+        source.rewind(tps)
+        return tps
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         """Drop revoked partitions, and every sealed batch that answers one of them."""
