@@ -2,12 +2,13 @@
 
 What was consumed (arrivals, with their timestamps for the lag in seconds),
 what is complete (delivery acknowledgements fed to an
-:class:`~imgstream.offsets.OffsetTracker`), what was committed and when the
-next commit is due live here, and :meth:`Checkpoint.commit` is the one place
-where they meet. Modelled on Quix Streams' ``checkpointing/checkpoint.py``.
-With ``--exactly-once``, :class:`TransactionalCheckpoint` keeps the same books
-but holds each batch's records until its commit point and writes them with
-the offsets in one Kafka transaction.
+:class:`~imgstream.offsets.OffsetTracker`) and what was committed are kept,
+once, by an :class:`OffsetLedger`; when the next commit is due lives here, and
+:meth:`Checkpoint.commit` is the one place where they meet. Modelled on Quix
+Streams' ``checkpointing/checkpoint.py``. With ``--exactly-once``,
+:class:`TransactionalCheckpoint` keeps the same ledger but holds each batch's
+records until its commit point and writes them with the offsets in one Kafka
+transaction.
 
 Ownership: every attribute belongs to the poll thread. Other threads reach
 the checkpoint only through :class:`~imgstream.delivery.Delivery`'s
@@ -19,10 +20,11 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 from imgstream.clock import Clock
 from imgstream.delivery import Delivery
-from imgstream.errors import TransactionFailed
+from imgstream.errors import ImgstreamError, TransactionFailed
 from imgstream.offsets import OffsetTracker
 from imgstream.records import Message, TopicPartition
 from imgstream.transactions import SealedBatch, Staged, Staging, transaction_plan
@@ -33,6 +35,89 @@ log = logging.getLogger(__name__)
 COMMIT_EVERY_S = 0.02
 
 CommitFn = Callable[[dict[TopicPartition, int]], None]
+
+
+class OffsetLedger:
+    """The offset books of one worker: consumed, completed and committed.
+
+    What was consumed (arrivals, with their timestamps for the lag in
+    seconds), what is complete (an :class:`~imgstream.offsets.OffsetTracker`),
+    what was committed (and the highest ever committed, kept across
+    revocations). Both checkpoints keep their books in one; they decide only
+    *when* and *how* the safe points are committed.
+
+    Ownership: every attribute belongs to the poll thread.
+    """
+
+    def __init__(self) -> None:
+        self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
+        self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
+        self._committed: dict[TopicPartition, int] = {}
+        #: The highest offset ever committed per partition (kept across revocations).
+        self._highest: dict[TopicPartition, int] = {}
+        #: Messages completed since the start.
+        self.completed = 0
+
+    def register(self, msg: Message) -> None:
+        """A message was consumed: it is in flight until completed."""
+        self._tracker.register(msg.tp, msg.offset)
+        self._arrivals.setdefault(msg.tp, collections.deque()).append(
+            (msg.offset, msg.timestamp_ms)
+        )
+
+    def complete(self, tp: TopicPartition, offset: int) -> None:
+        """A message needs nothing more."""
+        self._tracker.complete(tp, offset)
+        self.completed += 1
+
+    def commits_due(self) -> dict[TopicPartition, int]:
+        """The safe points that moved since the last commit: below each, all is complete."""
+        return self._tracker.commits_due()
+
+    def mark_committed(self, due: dict[TopicPartition, int]) -> None:
+        """The broker took these safe points: record them and trim the arrivals below."""
+        self._tracker.mark_committed(due)
+        self._committed.update(due)
+        for tp, point in due.items():
+            self._highest[tp] = max(point, self._highest.get(tp, point))
+        for tp, point in due.items():
+            arrivals = self._arrivals.get(tp)
+            while arrivals and arrivals[0][0] < point:
+                arrivals.popleft()
+
+    def forget(self, tps: Iterable[TopicPartition]) -> None:
+        """Drop partitions (revoked): their pending work will not be committed here."""
+        tps = list(tps)
+        self._tracker.forget(tps)
+        for tp in tps:
+            self._arrivals.pop(tp, None)
+            self._committed.pop(tp, None)
+
+    def drop_pending(self) -> None:
+        """Drop everything not committed (the committed offsets stay): it is redone."""
+        self._tracker.forget(self._tracker.partitions())
+        self._arrivals.clear()
+
+    def partitions(self) -> list[TopicPartition]:
+        """Partitions with work being tracked."""
+        return self._tracker.partitions()
+
+    def in_flight(self) -> int:
+        """Messages consumed and not complete."""
+        return self._tracker.in_flight()
+
+    def committed(self, tp: TopicPartition) -> int | None:
+        """The last offset committed for a partition (next to read), if any."""
+        return self._committed.get(tp)
+
+    def highest_committed(self, tp: TopicPartition) -> int | None:
+        """The highest offset committed for ``tp``, even if revoked since."""
+        return self._highest.get(tp)
+
+    def oldest_pending_ms(self, tp: TopicPartition) -> int | None:
+        """Timestamp of the oldest message of ``tp`` not yet committed, if any."""
+        arrivals = self._arrivals.get(tp)
+        return arrivals[0][1] if arrivals else None
 
 
 class Checkpoint:
@@ -51,27 +136,22 @@ class Checkpoint:
         self._clock = clock
         self._on_commit = on_commit
         self._every_s = every_s
-        self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
-        self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        #: The highest offset ever committed per partition (kept across revocations).
-        self._highest: dict[TopicPartition, int] = {}
+        self._ledger = OffsetLedger()
         self._last_commit = float("-inf")
         self._failed_commits = 0  # in a row, since the last commit that succeeded
-        #: Messages completed (delivered or skipped) since the start.
-        self.completed = 0
+
+    @property
+    def completed(self) -> int:
+        """Messages completed (delivered or skipped) since the start."""
+        return self._ledger.completed
 
     def register(self, msg: Message) -> None:
         """A message was consumed: it is in flight until completed."""
-        self._tracker.register(msg.tp, msg.offset)
-        self._arrivals.setdefault(msg.tp, collections.deque()).append(
-            (msg.offset, msg.timestamp_ms)
-        )
+        self._ledger.register(msg)
 
     def complete(self, tp: TopicPartition, offset: int) -> None:
         """A message needs nothing more (its record is acknowledged, or it was skipped)."""
-        self._tracker.complete(tp, offset)
-        self.completed += 1
+        self._ledger.complete(tp, offset)
 
     def commit(self, force: bool = False) -> dict[TopicPartition, int]:
         """Commit what is safe; returns the offsets committed (empty if none).
@@ -79,14 +159,13 @@ class Checkpoint:
         1. apply delivery acknowledgements (raises a given-up delivery);
         2. compute the safe points: below each, every message is complete;
         3. commit them (a failed commit is logged and the work redone later);
-        4. mark them committed;
-        5. trim the arrivals below them.
+        4. mark them committed and trim the arrivals below them.
         """
         self._delivery.drain(self.complete)
         now = self._clock.monotonic()
         if not force and now - self._last_commit < self._every_s:
             return {}
-        due = self._tracker.commits_due()
+        due = self._ledger.commits_due()
         if not due:
             return {}
         self._last_commit = now
@@ -106,56 +185,59 @@ class Checkpoint:
             self._failed_commits = 0
         if self._on_commit is not None:
             self._on_commit(True)
-        self._tracker.mark_committed(due)
-        self._committed.update(due)
-        for tp, point in due.items():
-            self._highest[tp] = max(point, self._highest.get(tp, point))
-        for tp, point in due.items():
-            arrivals = self._arrivals.get(tp)
-            while arrivals and arrivals[0][0] < point:
-                arrivals.popleft()
+        self._ledger.mark_committed(due)
         return due
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         """Drop revoked partitions: their pending work will not be committed here."""
-        tps = list(tps)
-        self._tracker.forget(tps)
-        for tp in tps:
-            self._arrivals.pop(tp, None)
-            self._committed.pop(tp, None)
+        self._ledger.forget(tps)
 
     def in_flight(self) -> int:
         """Messages consumed and not complete."""
-        return self._tracker.in_flight()
+        return self._ledger.in_flight()
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The last offset committed for a partition (next to read), if any."""
-        return self._committed.get(tp)
+        return self._ledger.committed(tp)
 
     def highest_committed(self, tp: TopicPartition) -> int | None:
         """The highest offset this worker committed for ``tp``, even if revoked since."""
-        return self._highest.get(tp)
+        return self._ledger.highest_committed(tp)
 
     def oldest_pending_ms(self, tp: TopicPartition) -> int | None:
         """Timestamp of the oldest message of ``tp`` not yet committed, if any."""
-        arrivals = self._arrivals.get(tp)
-        return arrivals[0][1] if arrivals else None
+        return self._ledger.oldest_pending_ms(tp)
 
 
 #: Writes a transaction's records and commits its offsets, or raises TransactionFailed.
 TransactFn = Callable[[tuple[Staged, ...], dict[TopicPartition, int]], None]
 
 
+class Rewindable(Protocol):
+    """A consumer that can seek back to its committed offsets (the runner's source)."""
+
+    def assignment(self) -> list[TopicPartition]: ...
+    def rewind(self, tps: list[TopicPartition]) -> None: ...
+
+
+class InFlight(Protocol):
+    """The batches being processed and sent (the runner's emitter), as a rewind waits."""
+
+    def wait_idle(self, timeout_s: float | None) -> bool: ...
+    def pending(self) -> int: ...
+
+
 class TransactionalCheckpoint:
     """The checkpoint of ``--exactly-once``: records and offsets in one transaction.
 
-    The same bookkeeping as :class:`Checkpoint`, but a message completes when
+    The same :class:`OffsetLedger` as :class:`Checkpoint`, but a message completes when
     its batch is *sealed* (its records staged in the
     :class:`~imgstream.transactions.Staging`), and :meth:`commit` writes the
     sealed records and the offsets they make safe in one transaction. When a
     transaction fails, nothing of it is visible and ``rewind_needed`` is set:
-    the runner then drops its in-flight work, calls :meth:`reset`, and seeks
-    back to the committed offsets.
+    the runner then drops its open batch and calls :meth:`rewind`, which lets
+    the in-flight batches finish, drops what is not committed and seeks back
+    to the committed offsets.
 
     Ownership: every attribute belongs to the poll thread; the emitter thread
     reaches it only through the staging's queue of sealed batches.
@@ -174,31 +256,26 @@ class TransactionalCheckpoint:
         self._clock = clock
         self._on_commit = on_commit
         self._every_s = every_s
-        self._tracker: OffsetTracker[TopicPartition] = OffsetTracker()
-        self._arrivals: dict[TopicPartition, collections.deque[tuple[int, int]]] = {}
-        self._committed: dict[TopicPartition, int] = {}
-        #: The highest offset ever committed per partition (kept across revocations).
-        self._highest: dict[TopicPartition, int] = {}
+        self._ledger = OffsetLedger()
         self._sealed: list[SealedBatch] = []
         self._last_commit = float("-inf")
         #: Set when a transaction failed: the runner must rewind before going on.
         self.rewind_needed = False
-        #: Messages completed (sealed or skipped) since the start.
-        self.completed = 0
         #: Transactions aborted since the start.
         self.aborted = 0
 
+    @property
+    def completed(self) -> int:
+        """Messages completed (sealed or skipped) since the start."""
+        return self._ledger.completed
+
     def register(self, msg: Message) -> None:
         """A message was consumed: it is in flight until its batch is committed."""
-        self._tracker.register(msg.tp, msg.offset)
-        self._arrivals.setdefault(msg.tp, collections.deque()).append(
-            (msg.offset, msg.timestamp_ms)
-        )
+        self._ledger.register(msg)
 
     def complete(self, tp: TopicPartition, offset: int) -> None:
         """A message needs no record (skipped): its offset goes with the next transaction."""
-        self._tracker.complete(tp, offset)
-        self.completed += 1
+        self._ledger.complete(tp, offset)
 
     def commit(self, force: bool = False) -> dict[TopicPartition, int]:
         """Commit the sealed batches in one transaction; returns the offsets committed.
@@ -219,7 +296,7 @@ class TransactionalCheckpoint:
         now = self._clock.monotonic()
         if not force and now - self._last_commit < self._every_s:
             return {}
-        due = self._tracker.commits_due()
+        due = self._ledger.commits_due()
         if not due and not self._sealed:
             return {}
         self._last_commit = now
@@ -236,50 +313,70 @@ class TransactionalCheckpoint:
         if self._on_commit is not None:
             self._on_commit(True)
         self._sealed = []
-        self._tracker.mark_committed(due)
-        self._committed.update(due)
-        for tp, point in due.items():
-            self._highest[tp] = max(point, self._highest.get(tp, point))
-        for tp, point in due.items():
-            arrivals = self._arrivals.get(tp)
-            while arrivals and arrivals[0][0] < point:
-                arrivals.popleft()
+        self._ledger.mark_committed(due)
         return due
 
     def reset(self) -> None:
         """Drop everything not committed (after a failed transaction): it is redone."""
         self._staging.take()
         self._sealed = []
-        self._tracker.forget(self._tracker.partitions())
-        self._arrivals.clear()
+        self._ledger.drop_pending()
         self.rewind_needed = False
+
+    def rewind(
+        self,
+        source: Rewindable,
+        in_flight: InFlight,
+        watch: Callable[[float], None],
+        grace_s: float,
+        step_s: float,
+    ) -> list[TopicPartition]:
+        """After an aborted transaction: go back to the committed offsets; the partitions rewound.
+
+        The batches ``in_flight`` finish first (bounded by ``grace_s``, like a
+        revocation; ``watch(now)`` runs every ``step_s`` meanwhile) so none of
+        their records can reach a later transaction; then what is not committed
+        is dropped (:meth:`reset`) and ``source`` seeks back: those messages are
+        read and processed again (outputs are overwritten with identical bytes).
+        Raises :class:`~imgstream.errors.ImgstreamError` if they do not finish.
+        """
+        deadline = self._clock.monotonic() + grace_s
+        while not in_flight.wait_idle(step_s):
+            now = self._clock.monotonic()
+            watch(now)
+            if now >= deadline:
+                raise ImgstreamError(
+                    "could not rewind after an aborted transaction: in-flight batches did "
+                    "not finish; restart the worker"
+                )
+        in_flight.pending()  # raises what the emitter failed with
+        self.reset()
+        tps = source.assignment()
+        source.rewind(tps)
+        return tps
 
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         """Drop revoked partitions, and every sealed batch that answers one of them."""
         tps = set(tps)
-        self._tracker.forget(tps)
+        self._ledger.forget(tps)
         self._sealed = [b for b in self._sealed if not any(tp in tps for tp, _ in b.origins())]
-        for tp in tps:
-            self._arrivals.pop(tp, None)
-            self._committed.pop(tp, None)
-        if not self._tracker.partitions():
+        if not self._ledger.partitions():
             # nothing left to rewind: a new assignment starts from the committed offsets
             self.rewind_needed = False
             self._sealed = []
 
     def in_flight(self) -> int:
         """Messages consumed and not complete."""
-        return self._tracker.in_flight()
+        return self._ledger.in_flight()
 
     def committed(self, tp: TopicPartition) -> int | None:
         """The last offset committed for a partition (next to read), if any."""
-        return self._committed.get(tp)
+        return self._ledger.committed(tp)
 
     def highest_committed(self, tp: TopicPartition) -> int | None:
         """The highest offset this worker committed for ``tp``, even if revoked since."""
-        return self._highest.get(tp)
+        return self._ledger.highest_committed(tp)
 
     def oldest_pending_ms(self, tp: TopicPartition) -> int | None:
         """Timestamp of the oldest message of ``tp`` not yet committed, if any."""
-        arrivals = self._arrivals.get(tp)
-        return arrivals[0][1] if arrivals else None
+        return self._ledger.oldest_pending_ms(tp)

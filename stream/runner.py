@@ -340,29 +340,13 @@ class Runner:
         return settled
 
     def _maybe_rewind(self) -> None:
-        """After an aborted transaction: drop the work in flight, go back to the committed offsets.
-
-        In-flight batches finish first (bounded, like a revocation) so none of
-        their records can reach a later transaction; their messages are read
-        and processed again (outputs are overwritten with identical bytes).
-        """
+        """After an aborted transaction: drop the open batch, go back to the committed offsets."""
         checkpoint = self.checkpoint
         if not isinstance(checkpoint, TransactionalCheckpoint) or not checkpoint.rewind_needed:
             return
         self.batcher.drain(self.clock.monotonic(), batching.REVOKE)  # dropped: read again
-        deadline = self.clock.monotonic() + self.config.poll_interval_s / 2
-        while not self.emitter.wait_idle(WAIT_STEP_S):
-            now = self.clock.monotonic()
-            self._watch(now)
-            if now >= deadline:
-                raise ImgstreamError(
-                    "could not rewind after an aborted transaction: in-flight batches did "
-                    "not finish; restart the worker"
-                )
-        self.emitter.pending()  # raises what the emitter failed with
-        checkpoint.reset()
-        tps = self.source.assignment()
-        self.source.rewind(tps)
+        grace_s = self.config.poll_interval_s / 2  # like a revocation
+        tps = checkpoint.rewind(self.source, self.emitter, self._watch, grace_s, WAIT_STEP_S)
         log.info("rewound %s to the committed offsets", _fmt_tps(tps))
 
     # -- lag -----------------------------------------------------------------

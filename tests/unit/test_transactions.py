@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from imgstream.checkpoint import TransactionalCheckpoint
 from imgstream.clock import FakeClock
 from imgstream.decoding import decode_record
-from imgstream.errors import ProducerFenced, TransactionFailed
+from imgstream.errors import ImgstreamError, ProducerFenced, TransactionFailed
 from imgstream.metrics import Metrics
 from imgstream.records import Failure, Message, Result, TopicPartition
 from imgstream.runner import Runner
@@ -205,3 +207,32 @@ def test_the_highest_commit_outlives_a_revocation() -> None:
     assert cp.commit(force=True) == {TP: 1}
     cp.forget([TP])
     assert cp.committed(TP) is None and cp.highest_committed(TP) == 1
+
+
+class Stuck:
+    """Batches in flight that never finish."""
+
+    def wait_idle(self, timeout_s):
+        return False
+
+    def pending(self):
+        return 1
+
+
+def test_a_rewind_gives_up_when_the_batches_in_flight_do_not_finish() -> None:
+    broker, staging, clock = Broker(fail=1), Staging(), FakeClock()
+    cp = TransactionalCheckpoint(broker.commit, staging, clock)
+    cp.register(_msg(0))
+    _stage_batch(staging, [0])
+    cp.commit(force=True)
+    assert cp.rewind_needed
+    source = RewindingSource([_msg(0)], broker)
+    watched: list[float] = []
+
+    def watch(now: float) -> None:
+        watched.append(now)
+        clock.advance(1.0)
+
+    with pytest.raises(ImgstreamError, match="could not rewind"):
+        cp.rewind(source, Stuck(), watch, grace_s=2.5, step_s=0.05)
+    assert len(watched) == 4 and source.rewinds == 0 and cp.rewind_needed
