@@ -39,6 +39,7 @@ class Sink(Protocol):
     """Where records go; ``ack`` is called once per record, from any thread."""
 
     def send(self, topic: str, key: bytes | None, value: bytes, ack: Ack) -> None: ...
+    def push(self) -> None: ...
     def flush(self, timeout_s: float | None = None) -> None: ...
     def close(self, timeout_s: float = 5.0) -> None: ...
 
@@ -188,6 +189,12 @@ class Delivery:
 
     def seal(self) -> None:
         """End of a batch: records already left one by one (see Staging for the other way)."""
+
+    def push(self) -> None:
+        """Nothing more is coming for now: send what lingers in the producer at once."""
+        with self._lock:
+            sink = self._sink
+        sink.push()
 
     def drain(self, complete: Callable[[TopicPartition, int], None]) -> None:
         """Apply queued acknowledgements (poll thread); raise a delivery that was given up."""

@@ -160,6 +160,10 @@ class Emitter:
         )
         self.delivery.send(self.config.results_topic, None, encode(summary), None)
         self.delivery.seal()
+        if self._queue.empty():
+            # Idle until the next batch: records that linger for company would
+            # only wait (in a busy stream they share requests instead).
+            self.delivery.push()
         m = self.metrics
         m.batches.labels(reason=batch.reason).inc()
         m.batch_size.observe(len(batch.items))

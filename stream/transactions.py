@@ -135,6 +135,9 @@ class Staging:
         """Stage a record of the current batch (emitter thread)."""
         self._current.append(Staged(topic, key, value, origin))
 
+    def push(self) -> None:
+        """Nothing to hurry: held records leave with their transaction."""
+
     def seal(self) -> None:
         """The current batch is complete: hand it to the commit point (emitter thread)."""
         if self._current:

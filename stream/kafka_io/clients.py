@@ -231,6 +231,17 @@ class KafkaSink:
             raise BrokerError(f"topic {topic!r} has no partitions")
         return len(parts)
 
+    def push(self) -> None:
+        """Send the records lingering in the producer now, waiting at most 50 ms.
+
+        The wait only lets the sender thread see the request: acknowledgements
+        and failures still arrive through the records' callbacks.
+        """
+        try:
+            self._producer.flush(timeout=0.05)
+        except Exception as exc:  # timed out, or a broken producer: its records report it
+            log.debug("push: %s", exc)
+
     def flush(self, timeout_s: float | None = None) -> None:
         """Wait until every sent record is acknowledged or failed."""
         self._producer.flush(timeout=timeout_s)

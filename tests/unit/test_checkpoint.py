@@ -14,6 +14,9 @@ class AckingSink:
     def send(self, topic, key, value, ack):
         ack(None)
 
+    def push(self):
+        pass
+
     def flush(self, timeout_s=None):
         pass
 

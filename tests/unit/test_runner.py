@@ -111,6 +111,9 @@ class FakeSink:
         self.sent.append((topic, value))
         ack(None)
 
+    def push(self):
+        pass
+
     def flush(self, timeout_s=None):
         pass
 
