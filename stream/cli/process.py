@@ -25,6 +25,10 @@ from imgstream.errors import ConfigError, UnreliableTransactions
 from imgstream.stores import join, local_dir
 
 
+#: ``run``'s default ``--target-latency`` (seconds).
+RUN_TARGET_LATENCY_S = 1.0
+
+
 def _given(name: str) -> bool:
     """Whether the user set option ``name`` (by flag or environment), not its default."""
     source = click.get_current_context().get_parameter_source(name)
@@ -158,6 +162,11 @@ def run(
         bootstrap=config.bootstrap or "embedded",
         roots=config.roots if _given("roots") else tuple(sorted(auto_roots)),
         group=config.group if _given("group") else new_group_name(),
+        # A run's refs are all known: a batch need not wait --max-wait for more
+        # when the backlog is smaller than a batch (adaptive batching, see work).
+        target_latency_s=config.target_latency_s
+        if _given("target_latency_s")
+        else RUN_TARGET_LATENCY_S,
     ).validate()
     early = None
     if embedded:  # the workers load their modules while this process starts the broker
