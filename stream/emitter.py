@@ -124,6 +124,11 @@ class Emitter:
         ok = failed = pixels = 0
         limit = self.config.image_timeout_s
         for msg, job in zip(batch.items, item.jobs, strict=True):
+            if not job.done() and self._queue.empty():
+                # About to wait, with no other batch behind this one: a live
+                # stream. What was sent should leave now, not after the linger
+                # (busy streams have batches queued and share requests).
+                self.delivery.push()
             job.wait()
             if job.timed_out:
                 self.metrics.timeouts.inc()
@@ -160,9 +165,7 @@ class Emitter:
         )
         self.delivery.send(self.config.results_topic, None, encode(summary), None)
         self.delivery.seal()
-        if self._queue.empty():
-            # Idle until the next batch: records that linger for company would
-            # only wait (in a busy stream they share requests instead).
+        if self._queue.empty():  # idle until the next batch: nothing to wait for
             self.delivery.push()
         m = self.metrics
         m.batches.labels(reason=batch.reason).inc()

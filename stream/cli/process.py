@@ -24,7 +24,6 @@ from imgstream.consumers.processes import HOLD_ENV
 from imgstream.errors import ConfigError, UnreliableTransactions
 from imgstream.stores import join, local_dir
 
-
 #: ``run``'s default ``--target-latency`` (seconds).
 RUN_TARGET_LATENCY_S = 1.0
 
