@@ -43,8 +43,8 @@ class OffsetLedger:
     What was consumed (arrivals, with their timestamps for the lag in
     seconds), what is complete (an :class:`~imgstream.offsets.OffsetTracker`),
     what was committed (and the highest ever committed, kept across
-    revocations). Both checkpoints keep their books in one; they decide only
-    *when* and *how* the safe points are committed.
+    revocations). Both checkpoints are ledgers; they add only *when* and
+    *how* the safe points are committed.
 
     Ownership: every attribute belongs to the poll thread.
     """
@@ -120,7 +120,7 @@ class OffsetLedger:
         return arrivals[0][1] if arrivals else None
 
 
-class Checkpoint:
+class Checkpoint(OffsetLedger):
     """Consumed, completed and committed offsets; commits what is safe."""
 
     def __init__(
@@ -136,22 +136,9 @@ class Checkpoint:
         self._clock = clock
         self._on_commit = on_commit
         self._every_s = every_s
-        self._ledger = OffsetLedger()
+        super().__init__()
         self._last_commit = float("-inf")
         self._failed_commits = 0  # in a row, since the last commit that succeeded
-
-    @property
-    def completed(self) -> int:
-        """Messages completed (delivered or skipped) since the start."""
-        return self._ledger.completed
-
-    def register(self, msg: Message) -> None:
-        """A message was consumed: it is in flight until completed."""
-        self._ledger.register(msg)
-
-    def complete(self, tp: TopicPartition, offset: int) -> None:
-        """A message needs nothing more (its record is acknowledged, or it was skipped)."""
-        self._ledger.complete(tp, offset)
 
     def commit(self, force: bool = False) -> dict[TopicPartition, int]:
         """Commit what is safe; returns the offsets committed (empty if none).
@@ -165,7 +152,7 @@ class Checkpoint:
         now = self._clock.monotonic()
         if not force and now - self._last_commit < self._every_s:
             return {}
-        due = self._ledger.commits_due()
+        due = self.commits_due()
         if not due:
             return {}
         self._last_commit = now
@@ -185,28 +172,8 @@ class Checkpoint:
             self._failed_commits = 0
         if self._on_commit is not None:
             self._on_commit(True)
-        self._ledger.mark_committed(due)
+        self.mark_committed(due)
         return due
-
-    def forget(self, tps: Iterable[TopicPartition]) -> None:
-        """Drop revoked partitions: their pending work will not be committed here."""
-        self._ledger.forget(tps)
-
-    def in_flight(self) -> int:
-        """Messages consumed and not complete."""
-        return self._ledger.in_flight()
-
-    def committed(self, tp: TopicPartition) -> int | None:
-        """The last offset committed for a partition (next to read), if any."""
-        return self._ledger.committed(tp)
-
-    def highest_committed(self, tp: TopicPartition) -> int | None:
-        """The highest offset this worker committed for ``tp``, even if revoked since."""
-        return self._ledger.highest_committed(tp)
-
-    def oldest_pending_ms(self, tp: TopicPartition) -> int | None:
-        """Timestamp of the oldest message of ``tp`` not yet committed, if any."""
-        return self._ledger.oldest_pending_ms(tp)
 
 
 #: Writes a transaction's records and commits its offsets, or raises TransactionFailed.
@@ -227,7 +194,7 @@ class InFlight(Protocol):
     def pending(self) -> int: ...
 
 
-class TransactionalCheckpoint:
+class TransactionalCheckpoint(OffsetLedger):
     """The checkpoint of ``--exactly-once``: records and offsets in one transaction.
 
     The same :class:`OffsetLedger` as :class:`Checkpoint`, but a message completes when
@@ -256,26 +223,13 @@ class TransactionalCheckpoint:
         self._clock = clock
         self._on_commit = on_commit
         self._every_s = every_s
-        self._ledger = OffsetLedger()
+        super().__init__()
         self._sealed: list[SealedBatch] = []
         self._last_commit = float("-inf")
         #: Set when a transaction failed: the runner must rewind before going on.
         self.rewind_needed = False
         #: Transactions aborted since the start.
         self.aborted = 0
-
-    @property
-    def completed(self) -> int:
-        """Messages completed (sealed or skipped) since the start."""
-        return self._ledger.completed
-
-    def register(self, msg: Message) -> None:
-        """A message was consumed: it is in flight until its batch is committed."""
-        self._ledger.register(msg)
-
-    def complete(self, tp: TopicPartition, offset: int) -> None:
-        """A message needs no record (skipped): its offset goes with the next transaction."""
-        self._ledger.complete(tp, offset)
 
     def commit(self, force: bool = False) -> dict[TopicPartition, int]:
         """Commit the sealed batches in one transaction; returns the offsets committed.
@@ -296,7 +250,7 @@ class TransactionalCheckpoint:
         now = self._clock.monotonic()
         if not force and now - self._last_commit < self._every_s:
             return {}
-        due = self._ledger.commits_due()
+        due = self.commits_due()
         if not due and not self._sealed:
             return {}
         self._last_commit = now
@@ -313,14 +267,14 @@ class TransactionalCheckpoint:
         if self._on_commit is not None:
             self._on_commit(True)
         self._sealed = []
-        self._ledger.mark_committed(due)
+        self.mark_committed(due)
         return due
 
     def reset(self) -> None:
         """Drop everything not committed (after a failed transaction): it is redone."""
         self._staging.take()
         self._sealed = []
-        self._ledger.drop_pending()
+        self.drop_pending()
         self.rewind_needed = False
 
     def rewind(
@@ -358,25 +312,9 @@ class TransactionalCheckpoint:
     def forget(self, tps: Iterable[TopicPartition]) -> None:
         """Drop revoked partitions, and every sealed batch that answers one of them."""
         tps = set(tps)
-        self._ledger.forget(tps)
+        super().forget(tps)
         self._sealed = [b for b in self._sealed if not any(tp in tps for tp, _ in b.origins())]
-        if not self._ledger.partitions():
+        if not self.partitions():
             # nothing left to rewind: a new assignment starts from the committed offsets
             self.rewind_needed = False
             self._sealed = []
-
-    def in_flight(self) -> int:
-        """Messages consumed and not complete."""
-        return self._ledger.in_flight()
-
-    def committed(self, tp: TopicPartition) -> int | None:
-        """The last offset committed for a partition (next to read), if any."""
-        return self._ledger.committed(tp)
-
-    def highest_committed(self, tp: TopicPartition) -> int | None:
-        """The highest offset this worker committed for ``tp``, even if revoked since."""
-        return self._ledger.highest_committed(tp)
-
-    def oldest_pending_ms(self, tp: TopicPartition) -> int | None:
-        """Timestamp of the oldest message of ``tp`` not yet committed, if any."""
-        return self._ledger.oldest_pending_ms(tp)
