@@ -19,6 +19,9 @@ For the 20-minute soak at 80% load: ``--duration 1200 --rate R`` with R at
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -54,6 +57,18 @@ def delivered_s(record: Result) -> float:
     also counts the produce request (linger included) and the fetch.
     """
     return (time.time() * 1000.0 - record.ts) / 1000.0  # a result's ts is its ref's
+
+
+def consume_output(record: Result) -> None:
+    """Take the output away, as a downstream consumer would.
+
+    A soak at 80% load writes ~60 MB/s of PNGs for 20 minutes: more than this
+    VM's disk takes (~30 MB/s sustained) or holds. Removed within seconds, the
+    files never reach the disk, and the soak measures the worker.
+    """
+    if record.output_uri:
+        with contextlib.suppress(OSError):
+            os.unlink(record.output_uri)
 
 
 def main() -> None:
@@ -113,6 +128,7 @@ def main() -> None:
                 for msg in reader.poll(0.01):
                     record = decode_record(msg.value)
                     if isinstance(record, Result):
+                        consume_output(record)
                         latencies.append(delivered_s(record))
                         made.append(record.latency_ms / 1000.0)
                         waits.append(record.timings.get("wait", 0.0))
@@ -123,6 +139,7 @@ def main() -> None:
                 for msg in reader.poll(0.1):
                     record = decode_record(msg.value)
                     if isinstance(record, Result):
+                        consume_output(record)
                         latencies.append(delivered_s(record))
         finally:
             worker.terminate()
@@ -130,6 +147,7 @@ def main() -> None:
             log.close()
             reader.close()
             sink.close()
+            shutil.rmtree(work, ignore_errors=True)
     print(
         "first and last latencies (ms):",
         [round(x * 1000) for x in latencies[:12]],
