@@ -19,7 +19,7 @@ from imgstream.broker import EmbeddedBroker
 from imgstream.clock import SystemClock
 from imgstream.config import WorkerConfig
 from imgstream.consumers.aggregator import Aggregator, decode_messages
-from imgstream.consumers.processes import EarlyWorkers, WorkerProcesses
+from imgstream.consumers.processes import EarlyWorkers, WorkerProcesses, reads_directly
 from imgstream.integrate import RunTotals
 from imgstream.kafka_io import (
     KafkaSink,
@@ -174,14 +174,10 @@ def run_job(
     embedded broker then listens where they were told to connect, and they
     are released once the topics exist.
 
-    ``exclusive``: the group is this run's alone (a fresh name). A single
-    worker then reads every refs partition directly instead of joining the
-    group: a group of one has nobody to hand partitions to, and the join costs
-    seconds (the embedded broker waits half a session timeout for other
-    members). Commits still go to the group; with ``--exactly-once`` (which
-    needs the group's generation) or several workers, the group assigns.
+    ``exclusive``: the group is this run's alone (a fresh name); a single
+    worker then reads every refs partition directly (:func:`reads_directly`).
     """
-    direct = exclusive and workers == 1 and not config.exactly_once
+    direct = reads_directly(exclusive, workers, config.exactly_once)
     started = time.monotonic()
     broker = None
     if embedded:

@@ -32,6 +32,18 @@ def worker_command(config: WorkerConfig) -> list[str]:
     return [sys.executable, "-m", "imgstream.cli", "work", *to_args(config)]
 
 
+def reads_directly(exclusive: bool, workers: int, exactly_once: bool) -> bool:
+    """Whether a run's worker reads every refs partition itself instead of joining.
+
+    A group of one that is the run's alone has nobody to hand partitions to,
+    and the join costs seconds (the embedded broker waits half a session
+    timeout for other members). Commits still go to the group; with
+    ``--exactly-once`` (which needs the group's generation) or several
+    workers, the group assigns.
+    """
+    return exclusive and workers == 1 and not exactly_once
+
+
 def wait_for_release() -> bool:
     """In a held worker: block until the run says go; False if it never will."""
     return bool(sys.stdin.readline().strip())

@@ -107,7 +107,7 @@ def run(
     """Process INPUTs end to end: broker, producer, N workers, aggregator, summary."""
     from tqdm import tqdm
 
-    from imgstream.consumers.processes import new_group_name, start_early
+    from imgstream.consumers.processes import new_group_name, reads_directly, start_early
     from imgstream.ops import build_registry
     from imgstream.partitioning import make_partitioner
     from imgstream.pipeline import parse_spec
@@ -169,7 +169,7 @@ def run(
     ).validate()
     early = None
     if embedded:  # the workers load their modules while this process starts the broker
-        direct = workers == 1 and not _given("group")
+        direct = reads_directly(not _given("group"), workers, config.exactly_once)
         config, early = start_early(config, workers, n_partitions, direct)
     from imgstream.consumers.launcher import JobPlan, run_job
 
