@@ -78,19 +78,26 @@ def main() -> None:
     parser.add_argument("--max-wait", type=float, default=0.1, help="worker --max-wait")
     parser.add_argument("--images", type=int, default=32, help="distinct frames, reused")
     parser.add_argument("--rss-every", type=float, default=5.0)
+    parser.add_argument(
+        "--bootstrap",
+        default=None,
+        help="Use this Kafka (e.g. `make kafka`) instead of the embedded broker, whose "
+        "in-memory topics slow down as they grow (a long soak measures that instead).",
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="imgstream-live-"))
     src = work / "in"
     make_set(src, args.images)
     frames = sorted(src.iterdir())
-    with EmbeddedBroker() as broker:
-        b = broker.bootstrap
-        refs, results, dlq = "live.refs", "live.results", "live.dlq"
+    with contextlib.ExitStack() as stack:
+        b = args.bootstrap or stack.enter_context(EmbeddedBroker()).bootstrap
+        run = f"live-{int(time.time())}"  # fresh topics and group on a broker that stays up
+        refs, results, dlq = f"{run}.refs", f"{run}.results", f"{run}.dlq"
         ensure_topics(b, {refs: 2, results: 2, dlq: 1})
         cmd = [sys.executable, "-m", "imgstream.cli", "work", "--bootstrap", b]
         cmd += ["--out", str(work / "out"), "--root", str(src), "--ops", "gray"]
         cmd += ["--topic", refs, "--results-topic", results, "--dlq-topic", dlq]
-        cmd += ["--max-wait", str(args.max_wait), "--group", "live"]
+        cmd += ["--max-wait", str(args.max_wait), "--group", run]
         log = open(work / "worker.log", "wb")  # noqa: SIM115 (closed below)
         worker = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         reader = TopicReader(b, [results], fetch_max_wait_ms=10)  # a latency-minded reader
