@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: bytecode install demo test lint typecheck unit bench bench-live bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml stream/_deflate.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[test]'
