@@ -31,11 +31,11 @@ from imgstream._cv import cv2
 from imgstream.config import DEFAULT_MAX_PIXELS
 from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
 
-_huffman: Callable[[memoryview], bytes | None] | None
+_png_idat: Callable[[np.ndarray, int], bytes | None] | None
 try:  # stream/_deflate.c, built at install time when a C compiler is there
-    from imgstream._deflate import huffman as _huffman
+    from imgstream._deflate import png_idat as _png_idat
 except ImportError:  # pragma: no cover - exercised only on a machine without one
-    _huffman = None
+    _png_idat = None
 
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "jpeg"),
@@ -300,8 +300,8 @@ def _png_chunk(kind: bytes, body: bytes) -> bytes:
 _PNG_COLOUR_TYPE = {1: 0, 3: 2, 4: 6}
 
 
-def _png_rows(img: np.ndarray) -> memoryview:
-    """Scanlines of an 8-bit image in PNG channel order, SUB-filtered.
+def _png_pixels(img: np.ndarray) -> tuple[np.ndarray, int]:
+    """An 8-bit image as PNG rows (height, width * channels) in PNG channel order.
 
     The input may be a (cropped) view: it is read in place, with one extra
     buffer only for colour, where PNG wants RGB(A) and OpenCV holds BGR(A).
@@ -314,9 +314,14 @@ def _png_rows(img: np.ndarray) -> memoryview:
         pixels = cv2.cvtColor(img, cv2.COLOR_BGRA2RGBA)
     else:
         pixels = img
-    rows = pixels.reshape(h, w * c)  # a view: rows may be strided, their bytes are not
-    filtered = np.empty((h, w * c + 1), np.uint8)
-    filtered[:, 0] = 1  # SUB: each byte minus the byte one pixel to its left
+    return pixels.reshape(h, w * c), int(c)  # a view: rows may be strided, their bytes are not
+
+
+def _png_rows(img: np.ndarray) -> memoryview:
+    """Scanlines of an 8-bit image, SUB-filtered (each byte minus the one a pixel left)."""
+    rows, c = _png_pixels(img)
+    filtered = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
+    filtered[:, 0] = 1  # the filter type
     filtered[:, 1 : 1 + c] = rows[:, :c]
     np.subtract(rows[:, c:], rows[:, :-c], out=filtered[:, 1 + c :])
     return filtered.data.cast("B")
@@ -336,21 +341,21 @@ def _png_check(img: np.ndarray) -> int:
     return int(c)
 
 
-def _zlib_stream(rows: memoryview, level: int) -> bytes:
-    """The zlib stream of filtered scanlines.
+def _zlib_stream(img: np.ndarray, level: int) -> bytes:
+    """The zlib stream of an image's SUB-filtered scanlines.
 
-    At level 1 (the default) photo-like rows are Huffman-coded only, by
+    At level 1 (the default) photo-like images are Huffman-coded only, by
     ``imgstream._deflate``: match finding buys nothing on camera noise, and
-    skipping it is ~2-3x faster than ISA-L at the same size. Rows where
+    skipping it is ~2-3x faster than ISA-L at the same size. Images where
     matches pay (masks, edges, flat graphics: under 2 bits per byte) and the
     other levels go to ISA-L.
     """
-    if level == 1 and _huffman is not None:
-        raw = _huffman(rows)
-        if raw is not None:
-            # CMF 0x78 (deflate, 32 KiB window), FLG 0x01 (fastest; CMF*256+FLG % 31 == 0).
-            return b"\x78\x01" + raw + struct.pack(">I", isal_zlib.adler32(rows))
-    return isal_zlib.compress(rows, min(max(level, 0), 3))
+    if level == 1 and _png_idat is not None:
+        rows, c = _png_pixels(img)
+        stream = _png_idat(rows, c)
+        if stream is not None:
+            return stream
+    return isal_zlib.compress(_png_rows(img), min(max(level, 0), 3))
 
 
 def encode_png(img: np.ndarray, level: int = 1) -> bytes:
@@ -364,7 +369,7 @@ def encode_png(img: np.ndarray, level: int = 1) -> bytes:
     """
     c = _png_check(img)
     h, w = img.shape[:2]
-    idat = _zlib_stream(_png_rows(img), level)
+    idat = _zlib_stream(img, level)
     crc = isal_zlib.crc32(idat, isal_zlib.crc32(b"IDAT"))
     return b"".join(
         (
