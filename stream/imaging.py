@@ -31,7 +31,7 @@ from imgstream._cv import cv2
 from imgstream.config import DEFAULT_MAX_PIXELS
 from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
 
-_png_idat: Callable[[np.ndarray, int], bytes | None] | None
+_png_idat: Callable[..., bytes | None] | None
 try:  # stream/_deflate.c, built at install time when a C compiler is there
     from imgstream._deflate import png_idat as _png_idat
 except ImportError:  # pragma: no cover - exercised only on a machine without one
