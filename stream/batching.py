@@ -70,6 +70,11 @@ class MicroBatcher(Generic[T]):
     def __len__(self) -> int:
         return len(self._items)
 
+    @property
+    def items(self) -> Sequence[T]:
+        """The open batch's items so far, in arrival order."""
+        return tuple(self._items)
+
     def _close(self, reason: str, now: float) -> Batch[T]:
         assert self._opened_at is not None
         batch = Batch(tuple(self._items), reason, self._opened_at, now, self._cost)

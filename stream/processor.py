@@ -115,19 +115,29 @@ class ImageProcessor:
         )
 
     def process(
-        self, msg: Message, batch_id: str, wait_s: float = 0.0, batch_start_ms: int | None = None
+        self,
+        msg: Message,
+        batch_id: str,
+        queued_at: float | None = None,
+        queued_ms: int | None = None,
     ) -> Outcome:
-        """Process one message; never raises for bad input."""
+        """Process one message; never raises for bad input.
+
+        ``queued_at`` (monotonic) and ``queued_ms`` (wall) are when the image
+        was queued: its ``wait`` timing is the time until a thread took it,
+        and ``--max-age`` is checked against its age at queueing.
+        """
+        wait_s = 0.0 if queued_at is None else max(0.0, self.clock.monotonic() - queued_at)
         try:
             ref = decode_ref(msg.value, msg.timestamp_ms)
         except ImageError as exc:
             return Outcome(msg, self._failure(msg, exc, batch_id, None))
         max_age = self.config.max_age_s
-        if max_age is not None and batch_start_ms is not None:
-            age_s = (batch_start_ms - ref.ts) / 1000.0
+        if max_age is not None and queued_ms is not None:
+            age_s = (queued_ms - ref.ts) / 1000.0
             if age_s > max_age:
                 stale = ImageError(
-                    STALE, f"ref is {age_s:.1f}s old at batch start, over --max-age {max_age:g}s"
+                    STALE, f"ref is {age_s:.1f}s old when queued, over --max-age {max_age:g}s"
                 )
                 return Outcome(msg, self._failure(msg, stale, batch_id, ref))
         try:

@@ -22,7 +22,6 @@ CLI as itself rather than wrapped by the Kafka client).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import threading
 from collections.abc import Callable
@@ -30,18 +29,19 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from imgstream import batching
-from imgstream.batching import Batch, MicroBatcher
+from imgstream.batching import MicroBatcher
 from imgstream.checkpoint import Checkpoint, TransactionalCheckpoint
 from imgstream.clock import Clock
 from imgstream.config import WorkerConfig
 from imgstream.delivery import Delivery, Sink
-from imgstream.emitter import Emitter, Submitted
+from imgstream.emitter import Emitter
 from imgstream.errors import ImgstreamError
 from imgstream.imagepool import ImagePool
 from imgstream.memory import peak_rss_mb
 from imgstream.metrics import Metrics
 from imgstream.processor import ImageProcessor, Outcome
 from imgstream.records import Message, TopicPartition
+from imgstream.starts import BatchStarts
 from imgstream.transactions import Staging, Transactor
 
 log = logging.getLogger(__name__)
@@ -128,11 +128,11 @@ class Runner:
         )
         self.gate = processor.gate
         self.emitter = Emitter(config, processor, self.delivery, clock, m, self.hooks.observe)
+        self.starts = BatchStarts(config.worker_id, self.pool, processor, self.emitter, clock)
         self._stop = threading.Event()
         self._fatal: ImgstreamError | None = None
         self._paused = False
         self._was_blocked = False
-        self._batch_seq = itertools.count(1)
         self._last_lag = float("-inf")
         self._last_activity = clock.monotonic()
         self._started = clock.monotonic()
@@ -165,7 +165,7 @@ class Runner:
             self.metrics.rebalances.labels(event="revoked").inc()
         log.info("partitions revoked: %s", _fmt_tps(tps))
         try:
-            self._submit(self.batcher.drain(self.clock.monotonic(), batching.REVOKE))
+            self.starts.seal(self.batcher.drain(self.clock.monotonic(), batching.REVOKE))
             # Well inside max.poll.interval.ms: the group must not wait on us.
             self._finish_inflight(self.config.poll_interval_s / 2)
             self.checkpoint.commit(force=True)
@@ -232,12 +232,13 @@ class Runner:
                 self.skipped += 1
                 continue
             for batch in self.batcher.add(msg, now):
-                self._submit(batch)
+                self.starts.seal(batch)
+        self.starts.start(self.batcher.items)  # images start as they join their batch
         if messages:
             self._last_activity = now
             if not self._startup_logged:
                 self._log_startup(now)
-        self._submit(self.batcher.poll(now))
+        self.starts.seal(self.batcher.poll(now))
         self._watch(now)
         self.checkpoint.commit()
         self._maybe_rewind()
@@ -308,18 +309,6 @@ class Runner:
 
     # -- batches -------------------------------------------------------------
 
-    def _submit(self, batch: Batch[Message] | None) -> None:
-        """Queue a closed batch's images now (they overlap earlier batches), then its sends."""
-        if batch is None or not batch.items:
-            return
-        batch_id = f"{self.config.worker_id}-{next(self._batch_seq)}"
-        started = self.clock.monotonic()
-        wait_s = max(0.0, started - batch.opened_at)
-        start_ms = self.clock.wall_ms()
-        process = self.processor.process
-        jobs = [self.pool.submit(process, msg, batch_id, wait_s, start_ms) for msg in batch.items]
-        self.emitter.submit(Submitted(batch, batch_id, jobs, wait_s, started))
-
     def _finish_inflight(self, timeout_s: float | None = None) -> bool:
         """Wait (bounded) for every submitted batch, then every acknowledgement.
 
@@ -345,6 +334,7 @@ class Runner:
         if not isinstance(checkpoint, TransactionalCheckpoint) or not checkpoint.rewind_needed:
             return
         self.batcher.drain(self.clock.monotonic(), batching.REVOKE)  # dropped: read again
+        self.starts.drop()
         grace_s = self.config.poll_interval_s / 2  # like a revocation
         tps = checkpoint.rewind(self.source, self.emitter, self._watch, grace_s, WAIT_STEP_S)
         log.info("rewound %s to the committed offsets", _fmt_tps(tps))
@@ -380,7 +370,7 @@ class Runner:
         try:
             if self.gate.blocked:
                 self.gate.close()  # unwritten images stay uncommitted; do not wait for the store
-            self._submit(self.batcher.drain(self.clock.monotonic(), batching.SHUTDOWN))
+            self.starts.seal(self.batcher.drain(self.clock.monotonic(), batching.SHUTDOWN))
             if not self._finish_inflight(SHUTDOWN_GRACE_S):
                 log.warning("leaving in-flight work uncommitted: it will be redone")
         finally:

@@ -269,6 +269,27 @@ def test_max_age_skips_stale_refs_as_failures(tmp_path) -> None:
     assert source.commits[-1] == {TP: len(fresh)}
 
 
+def test_images_start_as_they_join_the_batch_not_when_it_closes(tmp_path) -> None:
+    """A live batch's first image is done by the time the window closes."""
+    config, processor, messages = _setup(tmp_path, n=3)
+    source = FakeSource(messages[:3])
+    config = replace(config, max_batch=100, max_wait_s=5.0)
+    started: dict[int, float] = {}
+    pipeline = _op(lambda i: started.setdefault(i, source.clock.monotonic()))
+    processor = ImageProcessor(config, pipeline, source.clock)
+    FakeSink.instances = []
+    t0 = source.clock.monotonic()
+    _runner(config, processor, source).run()
+    records = _records()
+    (batch,) = [r for r in records if isinstance(r, BatchSummary)]
+    assert batch.reason == "time" and batch.size == 3
+    assert batch.wait_s == pytest.approx(5.0, abs=0.5)  # the window it stayed open
+    # every image ran in the first second of the five-second window
+    assert sorted(started) == [0, 1, 2] and max(started.values()) - t0 < 1.0
+    assert [int(r.id) for r in records if isinstance(r, Result)] == [0, 1, 2]
+    assert source.commits[-1] == {TP: 3}
+
+
 def test_a_stuck_image_times_out_its_partition_moves_on_and_shutdown_does_not_wait(
     tmp_path,
 ) -> None:

@@ -1,0 +1,80 @@
+"""Images start as they join a batch; a closed batch goes to the emitter.
+
+A batch is the unit of records and commits, not of work: each image is queued
+on the pool the moment it joins the open batch, so the first image of a live
+batch is done by the time the window closes instead of starting then. The
+records still leave in batch order (the emitter waits for each batch's jobs
+in turn), so offsets, commits and exactly-once transactions are unchanged.
+
+The caller keeps one invariant: every batch the :class:`MicroBatcher` closes
+is passed to :meth:`BatchStarts.seal`, in order, or the open batch is
+dropped with :meth:`BatchStarts.drop` when the batcher's is.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from imgstream.batching import Batch
+from imgstream.clock import Clock
+from imgstream.emitter import Emitter, Submitted
+from imgstream.imagepool import ImagePool, Job
+from imgstream.processor import ImageProcessor, Outcome
+from imgstream.records import Message
+
+
+@dataclass
+class _Open:
+    batch_id: str
+    started: float  # monotonic: when its first image was queued
+    jobs: list[Job[Outcome]] = field(default_factory=list)
+
+
+class BatchStarts:
+    """Queues each image of the open batch once; hands closed batches on."""
+
+    def __init__(
+        self,
+        worker_id: str,
+        pool: ImagePool,
+        processor: ImageProcessor,
+        emitter: Emitter,
+        clock: Clock,
+    ) -> None:
+        self._worker_id = worker_id
+        self._pool = pool
+        self._processor = processor
+        self._emitter = emitter
+        self._clock = clock
+        self._seq = itertools.count(1)
+        self._open: _Open | None = None
+
+    def start(self, items: Sequence[Message]) -> list[Job[Outcome]]:
+        """Queue the items of the open batch not queued yet (``items`` in order)."""
+        if not items:
+            return []
+        if self._open is None:
+            batch_id = f"{self._worker_id}-{next(self._seq)}"
+            self._open = _Open(batch_id, self._clock.monotonic())
+        open_ = self._open
+        for msg in items[len(open_.jobs) :]:
+            queued = self._clock.monotonic()
+            args = (msg, open_.batch_id, queued, self._clock.wall_ms())
+            open_.jobs.append(self._pool.submit(self._processor.process, *args))
+        return open_.jobs
+
+    def seal(self, batch: Batch[Message] | None) -> None:
+        """The batcher closed ``batch``: queue what is left of it, then its records."""
+        if batch is None or not batch.items:
+            return
+        jobs = self.start(batch.items)
+        assert self._open is not None
+        open_, self._open = self._open, None
+        window = max(0.0, batch.closed_at - batch.opened_at)
+        self._emitter.submit(Submitted(batch, open_.batch_id, jobs, window, open_.started))
+
+    def drop(self) -> None:
+        """Forget the open batch (its images finish; their records are never sent)."""
+        self._open = None
