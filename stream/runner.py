@@ -46,7 +46,8 @@ from imgstream.transactions import Staging, Transactor
 
 log = logging.getLogger(__name__)
 
-POLL_MAX_S = 0.2
+#: The longest poll: a stop request (SIGTERM) waits for it to return.
+POLL_MAX_S = 0.05
 POLL_BUSY_S = 0.02
 LAG_EVERY_S = 1.0
 JOIN_GRACE_S = 60.0
