@@ -352,6 +352,8 @@ def _zlib_stream(img: np.ndarray, level: int) -> bytes:
     """
     if level == 1 and _png_idat is not None:
         rows, c = _png_pixels(img)
+        if rows.strides[1] != 1:  # the coder reads each row as contiguous bytes
+            rows = np.ascontiguousarray(rows)
         stream = _png_idat(rows, c)
         if stream is not None:
             return stream

@@ -111,6 +111,16 @@ def test_png_idat_of_any_image_inflates_to_the_filtered_rows(h, w, c, seed) -> N
     assert zlib.decompress(stream) == bytes(imaging._png_rows(view if c > 1 else view[:, :, 0]))
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_flipped_and_cropped_views_encode_to_their_pixels(photos, channels) -> None:
+    bgr = cv2.imread(str(photos[0]))
+    img = bgr if channels == 3 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
+    for view in (img[::-1], img[:, ::-1], img[::-2, 5:-7], img[10:-3:3, ::-1]):
+        data = imaging.encode_png(view)
+        back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        assert np.array_equal(back, view)
+
+
 def test_png_idat_refuses_what_is_not_rows() -> None:
     with pytest.raises(ValueError, match="2-D"):
         png_idat(np.zeros((4, 4, 3), np.uint8), 3)
