@@ -47,8 +47,8 @@ class Submitted:
     batch: Batch[Message]
     batch_id: str
     jobs: list[Job[Outcome]]
-    wait_s: float
-    started: float
+    wait_s: float  # how long the batch stayed open, collecting refs
+    started: float  # monotonic: when its first image was queued
 
 
 class Emitter:

@@ -2,10 +2,11 @@
 
 One thread polls (the *poll thread*): it feeds the
 :class:`~imgstream.batching.MicroBatcher`, blocks at most until the open
-batch is due, queues each closed batch's images on the
-:class:`~imgstream.imagepool.ImagePool` and hands the batch to the
-:class:`~imgstream.emitter.Emitter`, which sends records in consumption order
-from its own thread. The poll thread also expires images that ran past
+batch is due, queues each image on the
+:class:`~imgstream.imagepool.ImagePool` as it joins the open batch and hands
+each closed batch to the :class:`~imgstream.emitter.Emitter`
+(:class:`~imgstream.starts.BatchStarts`), which sends records in consumption
+order from its own thread. The poll thread also expires images that ran past
 ``--image-timeout``, watches the output store
 (:class:`~imgstream.outage.OutputGate`), commits what is safe through the
 :class:`~imgstream.checkpoint.Checkpoint`, and pauses the partitions while too
