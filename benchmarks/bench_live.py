@@ -112,7 +112,7 @@ def main() -> None:
         latencies: list[float] = []
         costs: list[float] = []
         made: list[float] = []  # until the worker made the record (its latency_ms)
-        waits: list[float] = []  # in the batch, before the image's work began
+        waits: list[float] = []  # queued, before an image thread took it
         started = time.monotonic()
         next_rss = started
         sent = 0
@@ -169,7 +169,7 @@ def main() -> None:
     cost = statistics.median(costs) if costs else 0.0
     bound = args.max_wait + cost + 0.05
     print(f"rate {args.rate:g}/s for {args.duration:g} s: {sent} refs, {len(latencies)} results")
-    for name, xs in (("made (record latency_ms)", made), ("batch wait", waits)):
+    for name, xs in (("made (record latency_ms)", made), ("queued for a thread", waits)):
         xs = sorted(xs)
         if xs:
             print(
