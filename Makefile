@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bytecode install demo test lint typecheck unit bench bench-live bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp
+.PHONY: bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp
 
 $(STAMP): pyproject.toml stream/_deflate.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -107,6 +107,10 @@ bench: $(STAMP) bytecode
 
 bench-live: $(STAMP) bytecode
 	$(BIN)/python benchmarks/bench_live.py
+
+# A fresh `work` joining a busy group: time to its first result (BOOTSTRAP= for Kafka).
+bench-join: $(STAMP) bytecode
+	$(BIN)/python benchmarks/bench_join.py $(if $(BOOTSTRAP),--bootstrap $(BOOTSTRAP))
 
 bench-ops: $(STAMP) bytecode
 	$(BIN)/python benchmarks/bench_ops.py
