@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from imgstream import imaging
+from imgstream import imaging, png
 from imgstream._cv import cv2
 from imgstream.clock import Clock
 from imgstream.errors import ImageError
@@ -131,7 +131,7 @@ def _stitch(
     channels = 0
     try:
         with os.fdopen(fd, "wb") as fh:
-            writer: imaging.PngStreamWriter | None = None
+            writer: png.PngStreamWriter | None = None
             whole: list[np.ndarray] = []
             for r in range(rows):
                 pieces = []
@@ -150,7 +150,7 @@ def _stitch(
                 channels = 1 if band.ndim == 2 else int(band.shape[2])
                 if ext == "png" and band.dtype == np.uint8:
                     if writer is None:
-                        writer = imaging.PngStreamWriter(fh, width, height, channels)
+                        writer = png.PngStreamWriter(fh, width, height, channels)
                     writer.write(band)
                 else:
                     whole.append(band)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from imgstream import imaging
+from imgstream import imaging, png
 from imgstream.config import MAX_SOURCE_PIXELS
 from imgstream.errors import ImageError
 from imgstream.objstore import is_s3
@@ -62,7 +62,7 @@ def cut_tiles(
     for t in grid(width, height, tile, overlap):
         h = t.halo
         path = join(folder, f"r{t.row:04d}c{t.col:04d}.png")
-        files.write(path, imaging.encode_png(image[h.y : h.y + h.h, h.x : h.x + h.w]))
+        files.write(path, png.encode_png(image[h.y : h.y + h.h, h.x : h.x + h.w]))
         yield ImageRef(
             id=tile_id(parent.id, t.row, t.col),
             uri=absolute(path),

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from isal import isal_zlib
 
-from imgstream import imaging
+from imgstream import png
 
 try:
     from imgstream._deflate import huffman, png_idat
@@ -66,10 +66,10 @@ def test_skewed_histograms_keep_codes_within_deflates_limit() -> None:
 def test_compressible_content_is_handed_back_to_lz77() -> None:
     mask = np.zeros((480, 640), np.uint8)
     cv2.circle(mask, (320, 240), 100, 255, 3)
-    rows = imaging._png_rows(mask)
+    rows = png.filtered_rows(mask)
     assert huffman(rows) is None
     noise = np.random.default_rng(3).integers(0, 256, (480, 640), np.uint8)
-    assert huffman(imaging._png_rows(noise)) is not None
+    assert huffman(png.filtered_rows(noise)) is not None
 
 
 def test_photos_take_the_fast_path_at_about_isals_size(photos) -> None:
@@ -77,8 +77,8 @@ def test_photos_take_the_fast_path_at_about_isals_size(photos) -> None:
     for path in photos:
         bgr = cv2.imread(str(path))
         for img in (cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY), bgr, bgr[7:-5, 3:-9]):
-            rows = imaging._png_rows(img)  # numpy's SUB filter
-            stream = imaging._zlib_stream(img, 1)
+            rows = png.filtered_rows(img)  # numpy's SUB filter
+            stream = png.zlib_stream(img, 1)
             raw = huffman(rows)
             assert zlib.decompress(stream) == bytes(rows)  # header and Adler-32 included
             if raw is not None:  # the C filter agrees with numpy's
@@ -91,8 +91,8 @@ def test_photos_take_the_fast_path_at_about_isals_size(photos) -> None:
 def test_gray_stored_as_colour_goes_to_lz77(photos) -> None:
     gray = cv2.cvtColor(cv2.imread(str(photos[0])), cv2.COLOR_BGR2GRAY)
     as_colour = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    assert huffman(imaging._png_rows(gray)) is not None
-    assert huffman(imaging._png_rows(as_colour)) is None
+    assert huffman(png.filtered_rows(gray)) is not None
+    assert huffman(png.filtered_rows(as_colour)) is None
 
 
 @settings(max_examples=100, deadline=None)
@@ -105,10 +105,10 @@ def test_gray_stored_as_colour_goes_to_lz77(photos) -> None:
 def test_png_idat_of_any_image_inflates_to_the_filtered_rows(h, w, c, seed) -> None:
     img = np.random.default_rng(seed).integers(0, 256, (h + 2, w + 3, c), np.uint8)
     view = img[1 : 1 + h, 2 : 2 + w]  # strided rows
-    rows, bpp = imaging._png_pixels(view if c > 1 else view[:, :, 0])
+    rows, bpp = png.rows_of(view if c > 1 else view[:, :, 0])
     stream = png_idat(rows, bpp, min_bits=0)
     assert stream is not None
-    assert zlib.decompress(stream) == bytes(imaging._png_rows(view if c > 1 else view[:, :, 0]))
+    assert zlib.decompress(stream) == bytes(png.filtered_rows(view if c > 1 else view[:, :, 0]))
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -116,7 +116,7 @@ def test_flipped_and_cropped_views_encode_to_their_pixels(photos, channels) -> N
     bgr = cv2.imread(str(photos[0]))
     img = bgr if channels == 3 else cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY)
     for view in (img[::-1], img[:, ::-1], img[::-2, 5:-7], img[10:-3:3, ::-1]):
-        data = imaging.encode_png(view)
+        data = png.encode_png(view)
         back = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         assert np.array_equal(back, view)
 
@@ -132,7 +132,7 @@ def test_png_idat_refuses_what_is_not_rows() -> None:
 
 def test_other_levels_use_lz77() -> None:
     img = np.random.default_rng(4).integers(0, 256, (64, 64), np.uint8)
-    rows = imaging._png_rows(img)
+    rows = png.filtered_rows(img)
     for level in (0, 2, 3):
-        assert zlib.decompress(imaging._zlib_stream(img, level)) == bytes(rows)
-        assert imaging._zlib_stream(img, level)[2:-4] != huffman(rows)
+        assert zlib.decompress(png.zlib_stream(img, level)) == bytes(rows)
+        assert png.zlib_stream(img, level)[2:-4] != huffman(rows)
