@@ -50,7 +50,10 @@ def rows_of(img: np.ndarray) -> tuple[np.ndarray, int]:
 
 def filtered_rows(img: np.ndarray) -> memoryview:
     """Scanlines of an 8-bit image, SUB-filtered (each byte minus the one a pixel left)."""
-    rows, c = rows_of(img)
+    return _sub_filter(*rows_of(img))
+
+
+def _sub_filter(rows: np.ndarray, c: int) -> memoryview:
     filtered = np.empty((rows.shape[0], rows.shape[1] + 1), np.uint8)
     filtered[:, 0] = 1  # the filter type
     filtered[:, 1 : 1 + c] = rows[:, :c]
@@ -81,14 +84,14 @@ def zlib_stream(img: np.ndarray, level: int) -> bytes:
     matches pay (masks, edges, flat graphics: under 2 bits per byte) and the
     other levels go to ISA-L.
     """
+    rows, c = rows_of(img)
     if level == 1 and _png_idat is not None:
-        rows, c = rows_of(img)
         if rows.strides[1] != 1:  # the coder reads each row as contiguous bytes
             rows = np.ascontiguousarray(rows)
         stream = _png_idat(rows, c)
         if stream is not None:
             return stream
-    return isal_zlib.compress(filtered_rows(img), min(max(level, 0), 3))
+    return isal_zlib.compress(_sub_filter(rows, c), min(max(level, 0), 3))
 
 
 def encode_png(img: np.ndarray, level: int = 1) -> bytes:
