@@ -55,8 +55,10 @@ def test_tiles_across_two_workers_fuse_into_the_whole_image(
         topics.dlq,
         "--db",
         str(db),
+        # Longer than the two workers' joins on the embedded broker (~4 s each)
+        # on a loaded machine: the aggregator must not leave before the first record.
         "--idle-exit",
-        "8",
+        "20",
     )
     assert [w.wait(120) for w in workers] == [0, 0]
     assert aggregator.wait(120) == 0
