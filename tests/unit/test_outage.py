@@ -142,7 +142,8 @@ def test_one_folder_replaced_by_a_file_fails_its_images_while_others_are_written
     gate.close()
     assert not bad.is_alive(), "cam1's writes never gave up"
     assert len(outcomes) == 3
-    assert all(isinstance(e, OSError) and e.errno in (errno.ENOTDIR, errno.EEXIST) for e in outcomes)
+    folder_errors = (errno.ENOTDIR, errno.EEXIST)
+    assert all(isinstance(e, OSError) and e.errno in folder_errors for e in outcomes)
     assert good, "cam2 was never written"
     assert states == []  # the store worked throughout: no outage, no flip-flop
     gate.check()  # and --max-outage has nothing to fire on
@@ -217,4 +218,3 @@ def test_successes_elsewhere_do_not_end_a_full_disk_outage() -> None:
     thread.join(10)
     assert not gate.blocked
     assert states == [True, False]
-
