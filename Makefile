@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp
+.PHONY: bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp iptables
 
 $(STAMP): pyproject.toml stream/_deflate.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -35,6 +35,14 @@ ffmpeg:
 	@command -v ffmpeg >/dev/null 2>&1 || { \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends ffmpeg >/dev/null) \
 	  || echo "warning: could not install ffmpeg"; }
+
+# Debian's package "iptables": tests/netsim.py's Host.cut() drops a simulated host's
+# packets inside its network namespace (a network partition) in
+# tests/integration/test_partition.py.
+iptables:
+	@command -v iptables >/dev/null 2>&1 || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null) \
+	  || echo "warning: could not install iptables"; }
 
 # GStreamer's RTSP server with its GObject bindings, for Debian's python3 (not the
 # venv's): tests/fixtures/rtsp_server.py serves an H.264 test stream with a login
@@ -94,7 +102,7 @@ typecheck: $(STAMP)
 
 # Two pytest processes (pytest-xdist), one test file each at a time: module and
 # session fixtures (each process starts its own brokers) stay within a file.
-test: $(STAMP) bytecode promtool ffmpeg rtsp chromium lint typecheck
+test: $(STAMP) bytecode promtool ffmpeg rtsp chromium iptables lint typecheck
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=30 tests
 
 unit: $(STAMP)

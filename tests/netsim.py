@@ -14,7 +14,10 @@ itself into the host's cgroup and then execs ``ip netns exec`` and
 names the host), so the command and everything it forks are inside before
 the first instruction of the command runs; its pid is the one ``popen``
 returns. :meth:`Host.kill` SIGKILLs every process of the host (the
-cgroup's members): a host that dies.
+cgroup's members): a host that dies. :meth:`Host.cut` drops every packet the
+host sends or receives on its link (``iptables`` inside its namespace), a
+network partition, until :meth:`Host.heal`; its processes run on and its
+connections stay open, unanswered, as when a switch or a route fails.
 
 Clean-up always happens: :meth:`Network.close` (a context manager, and an
 ``atexit`` hook for a process that forgets) kills the hosts' processes and
@@ -26,7 +29,8 @@ without cleaning (SIGKILL) left behind.
 
 cgroup v1 (``cpu.cfs_quota_us``/``cpu.cfs_period_us``) or v2 (``cpu.max``),
 whichever has the cpu controller. Needs root, ``ip`` (iproute2) and ``sh``;
-:func:`available` says why not. Standard library only.
+:func:`available` says why not (and, with ``partitions=True``, whether
+``iptables`` can filter inside a namespace). Standard library only.
 """
 
 from __future__ import annotations
@@ -53,6 +57,9 @@ SHARES_FACTOR = 16  # a host's CPU weight, in default weights (see CpuCgroup)
 _ENTER = 'echo $$ > "$1" && shift && exec "$@"'
 # Inside a new UTS namespace: the host's name ($1) as hostname, then the command.
 _NAME = 'hostname "$1" && shift && exec "$@"'
+#: The rules of a cut link: every packet in and out of the host's eth0 is dropped
+#: (the loopback stays up: a host's processes still reach each other).
+_CUT_RULES = (("INPUT", "-i"), ("OUTPUT", "-o"))
 
 
 def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -159,13 +166,19 @@ def _kill_all(pids: Sequence[int]) -> None:
 # -- availability ----------------------------------------------------------------------------
 
 
-def available() -> tuple[bool, str]:
-    """Whether hosts can be simulated here: (True, "") or (False, the reason)."""
+def available(partitions: bool = False) -> tuple[bool, str]:
+    """Whether hosts can be simulated here: (True, "") or (False, the reason).
+
+    ``partitions``: also whether :meth:`Host.cut` can work (``iptables`` on PATH,
+    and able to add a rule inside a namespace).
+    """
     if os.geteuid() != 0:
         return False, "network namespaces and cgroups need root"
     for tool in ("ip", "sh", "unshare", "hostname"):
         if shutil.which(tool) is None:
             return False, f"no {tool!r} on PATH (iproute2)"
+    if partitions and shutil.which("iptables") is None:
+        return False, "no 'iptables' on PATH (Debian's package iptables; make iptables)"
     try:
         hierarchy = _cpu_hierarchy()
     except OSError as exc:
@@ -176,8 +189,23 @@ def available() -> tuple[bool, str]:
     done = _ip("netns", "add", probe, check=False)
     if done.returncode != 0:
         return False, f"cannot create a network namespace: {done.stderr.strip()}"
-    _ip("netns", "del", probe, check=False)
+    try:
+        if partitions:
+            done = _iptables(probe, "-A", "INPUT", "-i", "lo", "-j", "ACCEPT", check=False)
+            if done.returncode != 0:
+                return False, f"iptables cannot add a rule in a namespace: {done.stderr.strip()}"
+    finally:
+        _ip("netns", "del", probe, check=False)
     return True, ""
+
+
+def _iptables(netns: str, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """``iptables ARGS`` inside ``netns`` (``-w``: wait for the lock, not fail on it)."""
+    argv = ["ip", "netns", "exec", netns, "iptables", "-w", *args]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if check and done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip() or done.returncode}")
+    return done
 
 
 # -- hosts and the network -------------------------------------------------------------------
@@ -192,6 +220,8 @@ class Host:
         self.address = address
         self.cgroup = cgroup
         self.procs: list[subprocess.Popen[bytes]] = []
+        #: Whether the host's link is cut (see :meth:`cut`).
+        self.isolated = False
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """``argv`` wrapped to run inside this host (its namespace and cgroup)."""
@@ -246,8 +276,30 @@ class Host:
                 proc.wait(timeout_s)
         return len(killed)
 
+    def cut(self) -> None:
+        """Drop every packet to and from the rest of the network, both ways (a partition).
+
+        Nothing is refused or reset: a peer's packets vanish, so connections
+        stay open and time out as they would behind a failed switch. Lasts
+        until :meth:`heal`.
+        """
+        if self.isolated:
+            return
+        for chain, side in _CUT_RULES:
+            _iptables(self.netns, "-I", chain, side, "eth0", "-j", "DROP")
+        self.isolated = True
+
+    def heal(self) -> None:
+        """Undo :meth:`cut`: the host's packets flow again."""
+        if not self.isolated:
+            return
+        for chain, side in _CUT_RULES:
+            _iptables(self.netns, "-D", chain, side, "eth0", "-j", "DROP")
+        self.isolated = False
+
     def __repr__(self) -> str:
-        return f"<Host {self.name} {self.address} netns={self.netns}>"
+        cut = " cut" if self.isolated else ""
+        return f"<Host {self.name} {self.address} netns={self.netns}{cut}>"
 
 
 class Network:
