@@ -18,7 +18,7 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 from imgstream.errors import ConfigError, ImageError
-from imgstream.objstore import is_s3, parse_s3
+from imgstream.objstore import check_endpoint, is_s3, parse_s3
 from imgstream.storage import DEFAULT_MAX_BYTES
 from imgstream.topics import TopicSettings, parse_topic_configs, topic_settings
 
@@ -246,7 +246,8 @@ class WorkerConfig:
         return (DEFAULT_MAX_POLL_INTERVAL_MS if ms is None else ms) / 1000.0
 
     def validate(self) -> WorkerConfig:
-        """Check every field; raise ConfigError naming the flag. Returns self."""
+        """Check every field; raise ConfigError naming the flag (or, with s3://, the AWS
+        setting that gave a bad endpoint). Returns self."""
         checks = [
             (
                 bool(self.bootstrap),
@@ -312,6 +313,8 @@ class WorkerConfig:
                 raise ConfigError(f"--root {root!r} is not a directory")
         if is_s3(self.out_dir):
             _check_s3("--out", self.out_dir)
+        if is_s3(self.out_dir) or any(is_s3(root) for root in self.roots):
+            check_endpoint()  # names AWS_ENDPOINT_URL (or where else the endpoint came from)
         return self
 
 

@@ -14,12 +14,17 @@ container credentials obstore finds itself; the region from ``AWS_REGION``,
 ``AWS_DEFAULT_REGION`` or the config file; the endpoint from
 ``AWS_ENDPOINT_URL_S3``, ``AWS_ENDPOINT_URL`` or the profile's
 ``endpoint_url`` (path-style requests, so any S3-compatible store works).
-``AWS_MAX_ATTEMPTS`` bounds the attempts of one request.
+``AWS_MAX_ATTEMPTS`` bounds the attempts of one request. An endpoint that is
+not an ``http(s)://host[:port][/path]`` URL is refused before any request
+(:func:`check_endpoint` at start-up, naming the setting it came from; an
+``io_error`` per image after that): object_store panics on some of them.
 
 Errors are mapped once, here (:func:`image_error`): a missing key is
 ``not_found``, access denied ``forbidden``, and throttling, 5xx answers and
 timeouts are retried with exponential back-off (obstore's retry loop) and
-then ``io_error``. Writes raise :class:`OSError` instead (with an errno the
+then ``io_error``; so is anything else the client raises, pyo3's
+``PanicException`` (a :class:`BaseException`) included: only an interrupt or
+an exit goes on up. Writes raise :class:`OSError` instead (with an errno the
 :class:`~imgstream.outage.OutputGate` treats as an outage), since a store that
 refuses an output is not the image's fault.
 """
@@ -37,8 +42,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-from imgstream.errors import FORBIDDEN, IO_ERROR, NOT_FOUND, TOO_LARGE, ImageError
+from imgstream.errors import FORBIDDEN, IO_ERROR, NOT_FOUND, TOO_LARGE, ConfigError, ImageError
 
 SCHEME = "s3://"
 
@@ -132,14 +138,18 @@ def aws_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     Keys: ``access_key_id``, ``secret_access_key``, ``session_token``,
     ``region``, ``endpoint`` (only those found).
     """
-    env = os.environ if environ is None else environ
+    return _resolve(os.environ if environ is None else environ)[0]
+
+
+def _resolve(env: Mapping[str, str]) -> tuple[dict[str, str], str]:
+    """:func:`aws_settings`, and the name of the setting the endpoint came from."""
     home = os.path.expanduser("~")
     profile = env.get("AWS_PROFILE") or env.get("AWS_DEFAULT_PROFILE") or "default"
     creds_path = env.get("AWS_SHARED_CREDENTIALS_FILE") or os.path.join(home, ".aws", "credentials")
     config_path = env.get("AWS_CONFIG_FILE") or os.path.join(home, ".aws", "config")
-    files: dict[str, str] = {}
-    files.update(_profile(_read_ini(config_path), profile, config_file=True))
-    files.update(_profile(_read_ini(creds_path), profile, config_file=False))
+    in_config = _profile(_read_ini(config_path), profile, config_file=True)
+    in_creds = _profile(_read_ini(creds_path), profile, config_file=False)
+    files: dict[str, str] = {**in_config, **in_creds}
     out: dict[str, str] = {}
     if env.get("AWS_ACCESS_KEY_ID") and env.get("AWS_SECRET_ACCESS_KEY"):
         out["access_key_id"] = env["AWS_ACCESS_KEY_ID"]
@@ -154,15 +164,83 @@ def aws_settings(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or files.get("region")
     if region:
         out["region"] = region
-    endpoint = (
-        env.get("AWS_ENDPOINT_URL_S3")
-        or env.get("AWS_ENDPOINT_URL")
-        or files.get("endpoint_url")
-        or env.get("AWS_ENDPOINT")
-    )
+    from_file = "credentials" if in_creds.get("endpoint_url") else "config"
+    sources = [
+        ("AWS_ENDPOINT_URL_S3", env.get("AWS_ENDPOINT_URL_S3")),
+        ("AWS_ENDPOINT_URL", env.get("AWS_ENDPOINT_URL")),
+        (
+            f"endpoint_url of profile {profile!r} in "
+            f"{creds_path if from_file == 'credentials' else config_path}",
+            files.get("endpoint_url"),
+        ),
+        ("AWS_ENDPOINT", env.get("AWS_ENDPOINT")),
+    ]
+    source, endpoint = next(((name, v) for name, v in sources if v), ("", None))
     if endpoint:
         out["endpoint"] = endpoint
-    return out
+    return out, source
+
+
+#: What an endpoint URL may hold (RFC 3986): no spaces, controls or non-ASCII.
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*")
+#: A host name (or IPv4 address) as a URL writes it; IPv6 literals are checked by urlsplit.
+_HOST = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=%]+")
+
+
+def endpoint_problem(endpoint: str) -> str | None:
+    """Why ``endpoint`` cannot be an S3 endpoint URL (None when it can).
+
+    object_store panics inside a request on URLs the ``http`` crate cannot
+    parse (``::::``, ``http://[bad``, a port over 65535, ``file:///x``, a
+    space), so they are refused before the client is made.
+    """
+    if not _URL_CHARS.fullmatch(endpoint):
+        return "it holds a space, a control or a non-ASCII character"
+    try:
+        parts = urlsplit(endpoint)
+    except ValueError as exc:
+        return f"it is not a URL ({exc})"
+    if parts.scheme.lower() not in ("http", "https"):
+        return "it must start with http:// or https://"
+    if "?" in endpoint or "#" in endpoint:
+        return "it must not have a query or a fragment"
+    host = parts.netloc.rpartition("@")[2]
+    if not parts.hostname:
+        return "it has no host"
+    if not host.startswith("[") and not _HOST.fullmatch(parts.hostname):
+        return "its host is not a host name or an IP address"
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        return "its port must be a number from 1 to 65535"
+    return None
+
+
+def _shown(endpoint: str) -> str:
+    """The endpoint as an error message may show it: a password in it masked."""
+    return re.sub(r"//[^/@]*@", "//***@", endpoint)
+
+
+def check_endpoint(environ: Mapping[str, str] | None = None) -> None:
+    """ConfigError, naming the setting it came from, unless the S3 endpoint is usable.
+
+    Called at start-up by the commands that use ``s3://`` (no endpoint at all
+    is fine: AWS's regional one).
+    """
+    settings, source = _resolve(os.environ if environ is None else environ)
+    problem = _endpoint_error(settings, source)
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def _endpoint_error(settings: Mapping[str, str], source: str) -> str | None:
+    endpoint = settings.get("endpoint")
+    problem = endpoint_problem(endpoint) if endpoint else None
+    if problem is None:
+        return None
+    return f"{source} {_shown(str(endpoint))!r} is not an S3 endpoint URL: {problem}"
 
 
 def _attempts(env: Mapping[str, str]) -> int:
@@ -172,7 +250,11 @@ def _attempts(env: Mapping[str, str]) -> int:
         return DEFAULT_ATTEMPTS
 
 
-def image_error(exc: Exception, url: S3Url | str) -> ImageError:
+#: What a store call lets through untouched: the process is being stopped, not failing.
+_STOPS = (KeyboardInterrupt, SystemExit, GeneratorExit)
+
+
+def image_error(exc: BaseException, url: S3Url | str) -> ImageError:
     """The failure type of an obstore error: not_found, forbidden, else io_error."""
     from obstore import exceptions as obx
 
@@ -192,7 +274,7 @@ def image_error(exc: Exception, url: S3Url | str) -> ImageError:
     return ImageError(IO_ERROR, f"object store error on {url}: {_first_line(text)}")
 
 
-def os_error(exc: Exception, url: S3Url) -> OSError:
+def os_error(exc: BaseException, url: S3Url) -> OSError:
     """The OSError of a failed write (errnos the output gate retries as an outage)."""
     error = image_error(exc, url)
     code = {FORBIDDEN: errno.EACCES, NOT_FOUND: errno.ENXIO}.get(error.type, errno.EIO)
@@ -224,7 +306,8 @@ class ObjectStore:
         max_backoff_s: float = 2.0,
     ) -> None:
         env = os.environ if environ is None else environ
-        self.settings = aws_settings(env)
+        self.settings, source = _resolve(env)
+        self._endpoint_error = _endpoint_error(self.settings, source)
         self.attempts = _attempts(env)
         self._timeout = timeout_s
         self._connect_timeout = connect_timeout_s
@@ -247,12 +330,16 @@ class ObjectStore:
     def _make(self, bucket: str) -> Any:
         from obstore.store import S3Store
 
+        if self._endpoint_error is not None:  # object_store would panic on it in a request
+            raise ImageError(
+                IO_ERROR, f"cannot configure S3 for {bucket!r}: {self._endpoint_error}"
+            )
         settings = dict(self.settings)
         options: dict[str, Any] = {
             "timeout": timedelta(seconds=self._timeout),
             "connect_timeout": timedelta(seconds=self._connect_timeout),
         }
-        if settings.get("endpoint", "").startswith("http://"):
+        if settings.get("endpoint", "").lower().startswith("http://"):
             options["allow_http"] = True
         settings.setdefault("region", "us-east-1")
         first, most = self._backoff
@@ -273,7 +360,9 @@ class ObjectStore:
                 retry_config=retry,  # type: ignore[arg-type]
                 virtual_hosted_style_request=False,
             )
-        except Exception as exc:  # bad settings: every ref of this bucket fails alike
+        except _STOPS:
+            raise
+        except BaseException as exc:  # bad settings: every ref of this bucket fails alike
             raise ImageError(IO_ERROR, f"cannot configure S3 for {bucket!r}: {exc}") from None
 
     def size(self, url: S3Url) -> int:
@@ -282,9 +371,9 @@ class ObjectStore:
 
         try:
             meta = obstore.head(self._client(url.bucket), url.key)
-        except ImageError:
+        except (ImageError, *_STOPS):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # pyo3's PanicException too
             raise image_error(exc, url) from None
         return int(meta["size"])
 
@@ -300,9 +389,9 @@ class ObjectStore:
             if size > max_bytes:
                 raise ImageError(TOO_LARGE, f"{url} is {size} bytes, over the {max_bytes} limit")
             data = bytes(result.bytes())
-        except ImageError:
+        except (ImageError, *_STOPS):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # pyo3's PanicException too
             raise image_error(exc, url) from None
         if len(data) > max_bytes:  # a store that lied about the length
             raise ImageError(TOO_LARGE, f"{url} grew past the {max_bytes}-byte limit")
@@ -316,7 +405,9 @@ class ObjectStore:
             obstore.put(self._client(url.bucket), url.key, data, use_multipart=False)
         except ImageError as exc:
             raise OSError(errno.EIO, exc.message, str(url)) from None
-        except Exception as exc:
+        except _STOPS:
+            raise
+        except BaseException as exc:  # pyo3's PanicException too
             raise os_error(exc, url) from None
 
     def head_bytes(self, url: S3Url, n: int) -> bytes:
@@ -330,9 +421,9 @@ class ObjectStore:
             data = obstore.get_range(
                 self._client(url.bucket), url.key, start=0, length=min(n, size)
             )
-        except ImageError:
+        except (ImageError, *_STOPS):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # pyo3's PanicException too
             raise image_error(exc, url) from None
         return bytes(data)
 
@@ -344,9 +435,9 @@ class ObjectStore:
             obstore.put(self._client(url.bucket), url.key, Path(path))
         except ImageError as exc:
             raise OSError(errno.EIO, exc.message, str(url)) from None
-        except OSError:
+        except (OSError, *_STOPS):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # pyo3's PanicException too
             raise os_error(exc, url) from None
 
     def list(self, prefix: S3Url) -> Iterator[ObjectInfo]:
@@ -356,9 +447,9 @@ class ObjectStore:
         try:
             stream = obstore.list(self._client(prefix.bucket), prefix.key or None, chunk_size=1000)
             metas = [meta for chunk in stream for meta in chunk]
-        except ImageError:
+        except (ImageError, *_STOPS):
             raise
-        except Exception as exc:
+        except BaseException as exc:  # pyo3's PanicException too
             raise image_error(exc, prefix) from None
         metas.sort(key=lambda m: m["path"])
         for meta in metas:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -215,3 +216,56 @@ def test_capture_uploads_frames_to_s3(
     assert w.wait(timeout=120) == 0
     assert all(isinstance(r, Result) for r in stream.records), stream.records
     assert len(s3_server.keys(b, "out/")) == len(frames)
+
+
+def _no_aws_env(tmp_path: Path, **env: str) -> dict[str, str]:
+    empty = tmp_path / "empty.ini"
+    empty.write_text("")
+    base = {k: "" for k in os.environ if k.startswith("AWS_")}
+    return {
+        **base,
+        "AWS_ACCESS_KEY_ID": "k",
+        "AWS_SECRET_ACCESS_KEY": "s",
+        "AWS_SHARED_CREDENTIALS_FILE": str(empty),
+        "AWS_CONFIG_FILE": str(empty),
+        **env,
+    }
+
+
+@pytest.mark.parametrize(
+    ("command", "setting", "endpoint"),
+    [
+        ("work", "AWS_ENDPOINT_URL", "::::"),
+        ("work", "AWS_ENDPOINT_URL", "http://[bad"),
+        ("work", "AWS_ENDPOINT_URL", "http://h:99999999"),
+        ("work", "AWS_ENDPOINT_URL", "file:///x"),
+        ("work", "AWS_ENDPOINT_URL_S3", "http://h:99999999"),
+        ("run", "AWS_ENDPOINT_URL", "::::"),
+        ("work", "endpoint_url", "http://[bad"),
+    ],
+)
+def test_a_bad_s3_endpoint_is_one_line_and_exit_2(
+    tmp_path: Path, command: str, setting: str, endpoint: str
+) -> None:
+    """object_store panicked on these inside the first request; now refused at start-up."""
+    if setting == "endpoint_url":
+        config = tmp_path / "aws-config"
+        config.write_text(f"[default]\nendpoint_url = {endpoint}\n")
+        env = _no_aws_env(tmp_path, AWS_CONFIG_FILE=str(config))
+    else:
+        env = _no_aws_env(tmp_path, **{setting: endpoint})
+    with socket.socket() as closed:  # bound, not listening: no broker is reached
+        closed.bind(("127.0.0.1", 0))
+        bootstrap = f"127.0.0.1:{closed.getsockname()[1]}"
+        if command == "work":
+            args = ["work", "--root", "s3://b/in", "--out", str(tmp_path / "out")]
+            args += ["--bootstrap", bootstrap, "--connect-timeout", "2"]
+        else:
+            args = ["run", "s3://b/in", "--out", "s3://b/out", "--root", "s3://b/in"]
+        proc = _imgstream(*args, env=env, cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "panicked" not in proc.stdout + proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1, lines
+    assert setting in lines[0] and "endpoint" in lines[0], lines[0]

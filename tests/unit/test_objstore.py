@@ -17,6 +17,7 @@ from imgstream.objstore import (
     ObjectStore,
     S3Url,
     aws_settings,
+    check_endpoint,
     image_error,
     is_s3,
     os_error,
@@ -194,3 +195,123 @@ def test_listed_objects_get_stable_ids_and_sources() -> None:
     assert default_source(info.url) == "front"
     assert default_source(S3Url("b", "top.jpg")) == "b"
     assert folder(info.url) == S3Url("b", "cams/front")
+
+
+#: Endpoints that made object_store panic inside a request (pyo3's PanicException, a
+#: BaseException that went through every ``except Exception``).
+PANICKING_ENDPOINTS = ["::::", "http://[bad", "http://h:99999999", "file:///x"]
+KEYS = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s", "AWS_MAX_ATTEMPTS": "1"}
+
+
+@pytest.mark.parametrize("endpoint", PANICKING_ENDPOINTS)
+def test_a_bad_endpoint_fails_reads_as_io_errors_and_writes_as_os_errors(
+    endpoint: str, tmp_path: Path
+) -> None:
+    store = ObjectStore({**KEYS, "AWS_ENDPOINT_URL": endpoint}, timeout_s=2, connect_timeout_s=1)
+    url = S3Url("b", "k.jpg")
+    for read in (
+        lambda: store.get(url, 100),
+        lambda: store.size(url),
+        lambda: store.head_bytes(url, 10),
+        lambda: list(store.list(S3Url("b", ""))),
+    ):
+        with pytest.raises(ImageError) as err:
+            read()
+        assert err.value.type == "io_error"
+        assert "AWS_ENDPOINT_URL" in err.value.message
+    local = tmp_path / "f"
+    local.write_bytes(b"x")
+    for write in (lambda: store.put(url, b"x"), lambda: store.put_file(url, str(local))):
+        with pytest.raises(OSError) as oserr:
+            write()
+        assert oserr.value.errno == errno.EIO
+
+
+class _Panic(BaseException):
+    """What pyo3 raises when the Rust code under obstore panics."""
+
+
+def test_any_exception_from_the_store_client_is_an_image_failure(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import obstore
+
+    def panic(*args: object, **kwargs: object) -> None:
+        raise _Panic("called `Result::unwrap()` on an `Err` value: InvalidPort")
+
+    for name in ("get", "put", "head", "get_range", "list"):
+        monkeypatch.setattr(obstore, name, panic)
+    store = ObjectStore({**KEYS, "AWS_ENDPOINT_URL": "http://127.0.0.1:1"})
+    url = S3Url("b", "k.jpg")
+    for read in (
+        lambda: store.get(url, 100),
+        lambda: store.size(url),
+        lambda: store.head_bytes(url, 10),
+        lambda: list(store.list(S3Url("b", ""))),
+    ):
+        with pytest.raises(ImageError) as err:
+            read()
+        assert err.value.type == "io_error"
+        assert "InvalidPort" in err.value.message
+    local = tmp_path / "f"
+    local.write_bytes(b"x")
+    for write in (lambda: store.put(url, b"x"), lambda: store.put_file(url, str(local))):
+        with pytest.raises(OSError) as oserr:
+            write()
+        assert oserr.value.errno == errno.EIO
+    # an interrupt or an exit is not the store's failure: it goes on up
+    for stop in (KeyboardInterrupt, SystemExit):
+
+        def stopping(*args: object, stop: type[BaseException] = stop, **kw: object) -> None:
+            raise stop()
+
+        monkeypatch.setattr(obstore, "get", stopping)
+        with pytest.raises(stop):
+            store.get(url, 100)
+
+
+@pytest.mark.parametrize("endpoint", [*PANICKING_ENDPOINTS, "http://h/a b", "http://h?x=1"])
+def test_a_bad_endpoint_is_a_config_error_naming_the_setting(endpoint: str) -> None:
+    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        with pytest.raises(ConfigError) as err:
+            check_endpoint({name: endpoint})
+        assert str(err.value).startswith(name + " "), str(err.value)
+
+
+def test_an_endpoint_from_the_config_file_names_the_file(tmp_path: Path) -> None:
+    config = tmp_path / "config"
+    config.write_text("[profile minio]\nendpoint_url = http://[bad\n")
+    env = {"AWS_CONFIG_FILE": str(config), "AWS_PROFILE": "minio"}
+    with pytest.raises(ConfigError) as err:
+        check_endpoint({**env, "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"})
+    assert "endpoint_url" in str(err.value) and str(config) in str(err.value)
+    assert "minio" in str(err.value)
+
+
+def test_good_endpoints_pass_and_secrets_in_them_are_not_shown() -> None:
+    for endpoint in (
+        "http://127.0.0.1:9000",
+        "https://s3.eu-west-1.amazonaws.com",
+        "http://[::1]:9000",
+        "HTTPS://minio.internal/s3",
+        "http://minio:9000/",
+    ):
+        check_endpoint({"AWS_ENDPOINT_URL": endpoint})
+    check_endpoint(
+        {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    )
+    with pytest.raises(ConfigError) as err:
+        check_endpoint({"AWS_ENDPOINT_URL": "http://user:hunter2@h:99999999"})
+    assert "hunter2" not in str(err.value)
+
+
+def test_s3_roots_and_outputs_check_the_endpoint_at_start_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "::::")
+    for bad in ({"roots": ("s3://b/in",)}, {"roots": (str(tmp_path),), "out_dir": "s3://b/out"}):
+        with pytest.raises(ConfigError) as err:
+            WorkerConfig(**{"bootstrap": "x", "out_dir": "o", **bad}).validate()
+        assert "AWS_ENDPOINT_URL" in str(err.value)
+    # no s3:// anywhere: the endpoint is not used, so not checked
+    WorkerConfig(bootstrap="x", out_dir="o", roots=(str(tmp_path),)).validate()
