@@ -67,6 +67,7 @@ class Source(Protocol):
     def pause(self, tps: list[TopicPartition]) -> None: ...
     def resume(self, tps: list[TopicPartition]) -> None: ...
     def highwater(self, tp: TopicPartition) -> int | None: ...
+    def committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]: ...
     def rewind(self, tps: list[TopicPartition]) -> None: ...
     def close(self) -> None: ...
 
@@ -132,6 +133,9 @@ class Runner:
         self.emitter = Emitter(config, processor, self.delivery, clock, m, self.hooks.observe)
         self.starts = BatchStarts(config.worker_id, self.pool, processor, self.emitter, clock)
         self._stop = threading.Event()
+        #: Set by the stop: kafka-python's ``close()`` revokes the assignment, and
+        #: that revocation must not wait for in-flight work a second time.
+        self._closing = False
         self._fatal: ImgstreamError | None = None
         self._paused = False
         self._was_blocked = False
@@ -139,6 +143,10 @@ class Runner:
         self._last_activity = clock.monotonic()
         self._started = clock.monotonic()
         self._assigned_once = False
+        #: Assigned partitions whose group-committed offset is not read yet (for the lag).
+        self._unread_commits: set[TopicPartition] = set()
+        #: The group's committed offset of each assigned partition when it was assigned.
+        self._group_commits: dict[TopicPartition, int] = {}
         self.skipped = 0
         #: Start-up phases in seconds, logged once with the first fetch: the
         #: process fills in what came before the runner (``process``, ``topics``),
@@ -168,14 +176,17 @@ class Runner:
         log.info("partitions revoked: %s", _fmt_tps(tps))
         try:
             self.starts.seal(self.batcher.drain(self.clock.monotonic(), batching.REVOKE))
-            # Well inside max.poll.interval.ms: the group must not wait on us.
-            self._finish_inflight(self.config.poll_interval_s / 2)
+            if not self._closing:  # closing: the stop already waited its grace
+                # Well inside max.poll.interval.ms: the group must not wait on us.
+                self._finish_inflight(self.config.poll_interval_s / 2)
             self.checkpoint.commit(force=True)
         except ImgstreamError as exc:
             # The Kafka client would wrap it in a KafkaError; keep it for after poll().
             self._fatal = exc
         self.checkpoint.forget(tps)
         for tp in tps:
+            self._unread_commits.discard(tp)
+            self._group_commits.pop(tp, None)
             for gauge in (self.metrics.lag, self.metrics.lag_seconds):
                 with contextlib.suppress(KeyError):
                     gauge.remove(tp.topic, str(tp.partition))
@@ -185,6 +196,8 @@ class Runner:
         """Log and count the new assignment."""
         self.metrics.rebalances.labels(event="assigned").inc()
         log.info("partitions assigned: %s", _fmt_tps(tps))
+        # Read on the poll thread once poll() returns: the client is busy in here.
+        self._unread_commits.update(tps)
         if tps:
             if not self._assigned_once:
                 self.startup["join"] = self.clock.monotonic() - self._started
@@ -344,13 +357,37 @@ class Runner:
     # -- lag -----------------------------------------------------------------
 
     def _lags(self) -> list[tuple[TopicPartition, int]]:
-        """Messages between the committed offset and the last fetch's high-watermark."""
+        """Messages between the committed offset and the last fetch's high-watermark.
+
+        The committed offset is this worker's latest commit, else the group's as
+        read on assignment (a restarted worker on a caught-up partition has no
+        lag), else 0 (nothing was ever committed: the whole partition is to do).
+        """
+        self._read_group_commits()
         out = []
         for tp in self.source.assignment():
             hw = self.source.highwater(tp)
             if hw is not None:
-                out.append((tp, max(0, hw - (self.checkpoint.committed(tp) or 0))))
+                committed = self.checkpoint.committed(tp)
+                if committed is None:
+                    committed = self._group_commits.get(tp, 0)
+                out.append((tp, max(0, hw - committed)))
         return out
+
+    def _read_group_commits(self) -> None:
+        """The group's committed offsets of newly assigned partitions (one request)."""
+        if not self._unread_commits:
+            return
+        tps = sorted(self._unread_commits)
+        try:
+            found = self.source.committed(tps)
+        except ImgstreamError as exc:  # the lag is an estimate: try again at the next update
+            log.debug("cannot read the committed offsets of %s: %s", _fmt_tps(tps), exc)
+            return
+        self._unread_commits.difference_update(tps)
+        for tp, offset in found.items():
+            if offset is not None:
+                self._group_commits[tp] = offset
 
     def _update_lag(self, now: float) -> None:
         if now - self._last_lag < LAG_EVERY_S:
@@ -369,6 +406,7 @@ class Runner:
 
     def _shutdown(self) -> None:
         log.info("stopping: finishing in-flight work")
+        self._closing = True
         try:
             if self.gate.blocked:
                 self.gate.close()  # unwritten images stay uncommitted; do not wait for the store

@@ -172,6 +172,18 @@ class KafkaSource:
                 else:
                     self._consumer.seek(ktp, committed)
 
+    def committed(
+        self, tps: Iterable[TopicPartition], timeout_s: float = 5.0
+    ) -> dict[TopicPartition, int | None]:
+        """The group's committed offsets (next to read) of these partitions; None: none yet."""
+        out: dict[TopicPartition, int | None] = {}
+        with broker_errors(self._bootstrap, self._settings, action="read"):
+            for tp in tps:
+                ktp = KTP(tp.topic, tp.partition)
+                offset = self._consumer.committed(ktp, timeout_ms=int(timeout_s * 1000))
+                out[tp] = None if offset is None else int(offset)
+        return out
+
     def assignment(self) -> list[TopicPartition]:
         """Partitions currently assigned."""
         return [TopicPartition(tp.topic, tp.partition) for tp in self._consumer.assignment()]

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 import pytest
 
-from imgstream.clock import FakeClock
+from imgstream import runner as runner_module
+from imgstream.clock import FakeClock, SystemClock
 from imgstream.codec import encode
 from imgstream.config import WorkerConfig
 from imgstream.decoding import decode_record, decode_ref
@@ -81,6 +82,9 @@ class FakeSource:
 
     def highwater(self, tp):
         return 0
+
+    def committed(self, tps):
+        return dict.fromkeys(tps)
 
     def close(self):
         pass
@@ -476,3 +480,94 @@ def test_an_outage_past_max_outage_stops_the_worker_with_its_code(tmp_path) -> N
     assert info.value.exit_code == 5
     assert all(TP not in c for c in source.commits)
     assert not [r for r in _records() if isinstance(r, (Result, Failure))]
+
+
+class CaughtUpSource(FakeSource):
+    """A partition a million messages long, all committed by the group before this worker."""
+
+    END = 1_000_000
+
+    def __init__(self) -> None:
+        super().__init__([])
+        self.asked: list[list[TopicPartition]] = []
+
+    def highwater(self, tp):
+        return self.END
+
+    def committed(self, tps):
+        self.asked.append(list(tps))
+        return dict.fromkeys(tps, self.END)
+
+
+def test_a_worker_restarted_on_a_caught_up_partition_reports_no_lag(tmp_path) -> None:
+    """The lag is counted from the group's committed offset, not from 0.
+
+    Before: the ledger knew only this worker's own commits, so a fresh worker
+    reported the whole topic (1,000,000) as lag and adaptive batching took it
+    for a backlog.
+    """
+    config, processor, _messages = _setup(tmp_path)
+    config = replace(config, idle_exit_s=2.0, max_batch=16, target_latency_s=2.0)
+    source = CaughtUpSource()
+    runner = _runner(config, processor, source)
+    runner.run()
+    assert runner.metrics.lag.labels("refs", "0")._value.get() == 0
+    assert runner.metrics.batch_target._value.get() == 1  # no backlog: small batches
+    assert source.asked == [[TP]]  # read once, on assignment
+
+
+class ClosingSource(FakeSource):
+    """Real time; ``close()`` revokes the assignment, as kafka-python's does."""
+
+    def __init__(self, messages) -> None:
+        super().__init__(messages)
+        self.clock = SystemClock()
+        self.revoked_on_close = False
+
+    def poll(self, timeout_s):
+        self.polls += 1
+        if self.polls == 1:
+            self.handler.on_assigned([TP])
+        out, self.pending = self.pending[:5], self.pending[5:]
+        if not out:
+            time.sleep(min(timeout_s, 0.01))
+        return out
+
+    def close(self):
+        self.revoked_on_close = True
+        self.handler.on_revoked([TP])
+
+
+def test_a_stop_with_a_stuck_image_waits_the_grace_once(tmp_path, monkeypatch) -> None:
+    """kafka-python's close() calls on_revoked: it must not wait for the stuck image again.
+
+    Before: the shutdown grace, then half of max.poll.interval.ms more in the
+    revocation (about 61 s with the defaults instead of 30).
+    """
+    config, processor, messages = _setup(tmp_path, n=1)
+    monkeypatch.setattr(runner_module, "SHUTDOWN_GRACE_S", 1.0)
+    config = replace(config, image_timeout_s=None, idle_exit_s=None, max_poll_interval_ms=16_000)
+    entered, release = threading.Event(), threading.Event()
+
+    def stuck(_i: int) -> None:
+        entered.set()
+        release.wait(60)
+
+    clock = SystemClock()
+    processor = ImageProcessor(config, _op(stuck), clock)
+    source = ClosingSource(messages[:1])
+    runner = source.bind(Runner(config, processor, source, FakeSink, clock, Metrics()))
+    thread = threading.Thread(target=runner.run)
+    thread.start()
+    try:
+        assert entered.wait(10)
+        began = time.monotonic()
+        runner.stop()
+        thread.join(30)
+        took = time.monotonic() - began
+    finally:
+        release.set()
+        thread.join(10)
+    assert source.revoked_on_close
+    assert took < 4.0, f"the stop took {took:.1f}s: the grace (1 s) was waited twice"
+    assert all(TP not in c for c in source.commits)  # the stuck image stays uncommitted
