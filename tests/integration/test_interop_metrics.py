@@ -106,3 +106,37 @@ def test_metrics_pass_promtool(topics, worker, write_images, tmp_path) -> None:
     assert 'imgstream_rebalances_total{event="assigned"} 1.0' in text
     # No ids or paths in label values (DESIGN: Observability).
     assert str(root) not in text and "img00000" not in text
+
+
+def test_a_restarted_worker_on_caught_up_partitions_reports_no_lag(
+    topics, worker, write_images, tmp_path
+) -> None:
+    """The lag is counted from the group's committed offsets, read on assignment.
+
+    Before: a worker counted only its own commits, so one restarted on a
+    caught-up topic reported every partition's whole length as lag.
+    """
+    root = tmp_path / "in"
+    paths = write_images(root, 8)
+    topics.produce(refs_for(paths))
+    first = worker(tmp_path / "out", root)
+    topics.stream().wait_for({p.stem for p in paths}, timeout_s=60)
+    assert first.stop() == 0  # everything committed by the group
+    port = free_port()
+    second = worker(tmp_path / "out", root, "--metrics-port", str(port))
+    lag = re.compile(
+        rf'imgstream_consumer_lag_messages\{{partition="(\d+)",topic="{topics.refs}"\}} (\S+)'
+    )
+    seen: list[dict[int, float]] = []
+
+    def all_reported() -> bool:
+        try:
+            gauges = {int(p): float(v) for p, v in lag.findall(scrape(port))}
+        except OSError:  # the metrics server is not up yet
+            return False
+        seen.append(gauges)
+        return sorted(gauges) == [0, 1, 2, 3]
+
+    wait_until(all_reported, 60, interval=0.2, what="lag gauges for all 4 partitions")
+    assert second.stop() == 0
+    assert all(v == 0.0 for gauges in seen for v in gauges.values()), seen
