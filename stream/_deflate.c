@@ -15,7 +15,10 @@
  * the function returns None and the caller deflates with LZ77 instead.
  *
  * The output is a raw deflate stream (RFC 1951); the caller adds the zlib
- * header and Adler-32. The GIL is released while coding.
+ * header and Adler-32. The GIL is released while coding, so the inputs are
+ * never read twice from memory another thread can write: huffman() copies any
+ * buffer but bytes, png_idat() filters the rows into its own buffer in one pass
+ * (tests/unit/test_deflate.py runs both under ASan and UBSan).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -399,16 +402,28 @@ static PyObject *huffman(PyObject *self, PyObject *args, PyObject *kwargs) {
     static char *keywords[] = {"data", "min_bits", NULL};
     Py_buffer view;
     double min_bits = 2.0;
-    Plan plan;
+    Plan plan = {0};
     PyObject *result = NULL;
+    uint8_t *copy = NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "y*|d:huffman", keywords, &view, &min_bits))
         return NULL;
-    const uint8_t *data = view.buf;
-    if (!plan_alloc(&plan, (size_t)view.len)) {
+    /* The output is sized from the first pass and filled by the second, both
+     * without the GIL: a buffer another thread can write to (bytearray, numpy,
+     * even a read-only view of a writable one) is copied first, or a change
+     * between the passes writes past the end. Only bytes cannot change. */
+    int immutable = view.obj != NULL && PyBytes_CheckExact(view.obj);
+    size_t n = (size_t)view.len;
+    if (!immutable && !(copy = malloc(n ? n : 1))) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const uint8_t *data = immutable ? view.buf : copy;
+    if (!plan_alloc(&plan, n)) {
         PyErr_NoMemory();
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
+    if (copy) memcpy(copy, view.buf, n);
     plan_code(&plan, data);
     Py_END_ALLOW_THREADS
     if (hand_back(&plan, min_bits)) {
@@ -424,6 +439,7 @@ static PyObject *huffman(PyObject *self, PyObject *args, PyObject *kwargs) {
     _PyBytes_Resize(&result, (Py_ssize_t)size);
 done:
     plan_free(&plan);
+    free(copy);
     PyBuffer_Release(&view);
     return result;
 }
@@ -501,7 +517,8 @@ static PyMethodDef methods[] = {
      "A raw deflate stream of data, Huffman-coded only (a dynamic code per 64 KiB\n"
      "block, no matches), or None where LZ77 pays: the code would spend fewer\n"
      "than min_bits bits per byte, or half of the bytes repeat the byte\n"
-     "before. min_bits=0 always codes."},
+     "before. min_bits=0 always codes. Any buffer but bytes is copied first\n"
+     "(another thread may change it while the GIL is released)."},
     {"png_idat", (PyCFunction)(void (*)(void))png_idat, METH_VARARGS | METH_KEYWORDS,
      "png_idat(rows, bpp, min_bits=2.0) -> bytes | None\n\n"
      "The zlib stream of a PNG's IDAT: rows (2-D, height x width * bpp bytes, each\n"
