@@ -1,15 +1,23 @@
-"""Image sizes read from the headers of the less common formats OpenCV decodes.
+"""Image sizes read from the headers of the less common formats, and what a file can hold.
 
-:func:`imgstream.imaging.header_size` reads JPEG, PNG, GIF, BMP, TIFF and
-WebP itself and asks :func:`size` here for the rest: Radiance HDR, JPEG 2000
-(raw codestream and JP2 boxes), OpenEXR, PNM (P1-P6), PAM (P7), PFM and Sun
-raster. Several of these compress well (run-length HDR, wavelet JPEG 2000,
+:func:`imgstream.imaging.header_size` reads JPEG, PNG, GIF, BMP and WebP
+itself and asks :func:`size` here for the rest: TIFF, Radiance HDR, JPEG
+2000 (raw codestream and JP2 boxes), OpenEXR, PNM (P1-P6), PAM (P7), PFM and
+Sun raster. Several of these compress well (run-length HDR, wavelet JPEG 2000,
 zip/piz EXR), so a small file can claim a huge image; reading the size first
 lets the caller refuse the bomb before OpenCV allocates anything. Each parser
 returns ``(width, height)`` or ``None`` when the header cannot be read (the
 caller refuses such files rather than decoding them blind), and raises
 ``too_large`` for headers that are dangerous in ways other than pixel count
 (for example a JPEG 2000 codestream with thousands of components).
+
+A size under the pixel limit can still be a lie that costs time and memory:
+decoders allocate for the claim, then fill what the data does not cover with
+zeros. :func:`png_chunks_fit` refuses a PNG chunk longer than the rest of
+the file, and :func:`tiff_min_bytes` says how few bytes a TIFF's compression
+can expand into its claimed pixels (the JPEG floor is in
+:mod:`imgstream.imaging`, beside its marker walk). Hostile files found these:
+``tests/fixtures/mutate.py`` makes them.
 """
 
 from __future__ import annotations
@@ -17,7 +25,7 @@ from __future__ import annotations
 import re
 import struct
 
-from imgstream.errors import TOO_LARGE, ImageError
+from imgstream.errors import DECODE_ERROR, TOO_LARGE, ImageError
 
 #: How far into a file a text header (HDR, PNM, PAM, PFM) is searched.
 _TEXT_HEADER_BYTES = 64 << 10
@@ -172,6 +180,87 @@ def _exr(data: bytes) -> tuple[int, int] | None:
     return None
 
 
+#: Tags read from a TIFF's first IFD: width, height, bits per sample,
+#: compression, samples per pixel, tile width, tile length.
+_TIFF_TAGS = frozenset((256, 257, 258, 259, 277, 322, 323))
+
+#: The most bytes of pixels one byte of data becomes, by TIFF compression:
+#: none; LZW (a code of at least 9 bits names at most 4096 bytes); deflate
+#: (1032:1, a 258-byte match coded in 2 bits); PackBits (128 bytes from 2).
+#: Compressions missing here (JPEG, CCITT fax, ...) are not checked.
+_TIFF_MAX_RATIO = {1: 1, 5: 3641, 8: 1032, 32946: 1032, 32773: 64}
+
+
+def _tiff_tags(data: bytes) -> dict[int, int]:
+    """The first value of each tag of :data:`_TIFF_TAGS` in the first IFD."""
+    order = "<" if data[:2] == b"II" else ">"
+    (ifd,) = struct.unpack(order + "I", data[4:8])
+    (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
+    found: dict[int, int] = {}
+    for k in range(count):
+        entry = data[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+        tag, typ, n = struct.unpack(order + "HHI", entry[:8])
+        if tag in _TIFF_TAGS:
+            fmt = order + ("H" if typ == 3 else "I")
+            field = entry[8:12]
+            if n * struct.calcsize(fmt) > 4:  # the values are elsewhere: the field is their offset
+                (at,) = struct.unpack(order + "I", field)
+                field = data[at : at + 4]
+            (found[tag],) = struct.unpack(fmt, field[: struct.calcsize(fmt)])
+    return found
+
+
+def _tiff(data: bytes) -> tuple[int, int] | None:
+    try:
+        tags = _tiff_tags(data)
+    except struct.error:
+        return None
+    if 256 not in tags or 257 not in tags:
+        return None
+    # libtiff allocates whole tiles, and a tile may be larger than the image:
+    # the size to check is what gets allocated.
+    return max(tags[256], tags.get(322, 0)), max(tags[257], tags.get(323, 0))
+
+
+def tiff_min_bytes(data: bytes) -> int:
+    """The fewest bytes a TIFF can hold its pixels in (0 where we cannot tell).
+
+    libtiff decodes an LZW or deflate strip that ends early with a warning,
+    and OpenCV returns the image: a 16 KB file whose width and height were
+    set to 9000 decoded to 81 Mpx of zeros.
+    """
+    try:
+        tags = _tiff_tags(data)
+    except struct.error:
+        return 0
+    ratio = _TIFF_MAX_RATIO.get(tags.get(259, 1))
+    if ratio is None or 256 not in tags or 257 not in tags:
+        return 0
+    bits = tags[256] * tags[257] * tags.get(277, 1) * tags.get(258, 1)
+    return bits // 8 // ratio
+
+
+def png_chunks_fit(data: bytes) -> None:
+    """Refuse a PNG whose chunk claims more bytes than the file has left.
+
+    OpenCV's PNG reader allocates a chunk's declared length before reading
+    it: an IDAT length set to 2^31-1 in a 15 KB file cost 2 GB and 4 s.
+    """
+    i, n = 8, len(data)
+    while i + 8 <= n:
+        (length,) = struct.unpack(">I", data[i : i + 4])
+        kind = data[i + 4 : i + 8]
+        if length > n - i - 12:
+            raise ImageError(
+                DECODE_ERROR,
+                f"truncated or damaged PNG: chunk {kind!r} at byte {i} claims {length} bytes,"
+                f" {max(0, n - i - 12)} are left",
+            )
+        if kind == b"IEND":
+            return
+        i += 12 + length
+
+
 _PARSERS = {
     "hdr": _hdr,
     "jp2": _jp2,
@@ -180,6 +269,7 @@ _PARSERS = {
     "pam": _pam,
     "pfm": _pfm,
     "sunras": _sunras,
+    "tiff": _tiff,
 }
 
 

@@ -4,9 +4,12 @@
 ``unsupported_format``), :func:`header_size` reads width and height from the
 header without decoding pixels (the common formats here, the rest in
 :mod:`imgstream.headers`), so a decompression bomb is refused as
-``too_large`` in microseconds. Every format :func:`sniff` accepts has its
-size read first; a file whose size cannot be read from its header is a
-``decode_error`` and is never handed to OpenCV blind. OpenEXR is size-checked
+``too_large`` in microseconds. A file too small to hold the pixels its
+header claims (a JPEG, PNG or TIFF whose size fields were enlarged, a PNG
+chunk longer than the file) is a ``decode_error`` before OpenCV allocates.
+Every format :func:`sniff` accepts has its size read first; a file whose
+size cannot be read from its header is a ``decode_error`` and is never
+handed to OpenCV blind. OpenEXR is size-checked
 and then refused as ``unsupported_format``: OpenCV ships its EXR decoder
 disabled (``OPENCV_IO_ENABLE_OPENEXR``) because of its security record, and
 we keep it so. Decoding goes through
@@ -87,18 +90,24 @@ def _exif_orientation(segment: bytes) -> int | None:
     return None
 
 
-def _jpeg_info(data: bytes) -> tuple[tuple[int, int] | None, int | None]:
-    """Walk the JPEG markers up to the first scan: frame size, and a truncation check.
+def _jpeg_info(data: bytes) -> tuple[tuple[int, int] | None, int | None, int]:
+    """Walk the JPEG markers up to the first scan: frame size, orientation, bytes needed.
 
     libjpeg decodes a truncated file with a warning and grey rows at the
     bottom; we refuse it. In entropy-coded data 0xFF is always stuffed, so an
     end-of-image marker after the first scan exists only if the file is whole.
     A marker structure we cannot follow is left to the decoder to judge.
+
+    The third value is the fewest bytes a whole file with this frame can
+    have (see :func:`_jpeg_min_bits`): a frame enlarged in a damaged or
+    hostile file decodes, with warnings, to an image of grey rows as large
+    as the header says (a 4 KB file made 81 Mpx and 700 MB that way).
     """
     i, n = 2, len(data)
     size: tuple[int, int] | None = None
     sos: int | None = None
     orientation: int | None = None
+    need_bits = 0
     while i + 4 <= n and data[i] == 0xFF:
         marker = data[i + 1]
         if marker == 0xFF:  # fill byte
@@ -111,6 +120,10 @@ def _jpeg_info(data: bytes) -> tuple[tuple[int, int] | None, int | None]:
         if marker in _SOF and i + 9 <= n:
             h, w = struct.unpack(">HH", data[i + 5 : i + 9])
             size = (w, h)
+            # Components from byte 10 on, 3 bytes each: id, H<<4 | V, table.
+            nf = data[i + 9] if i + 9 < n else 0
+            factors = [(b >> 4, b & 15) for b in data[i + 11 : i + 10 + 3 * nf : 3]]
+            need_bits = _jpeg_min_bits(marker, w, h, factors) if length == 8 + 3 * nf else 0
         if marker == 0xE1 and orientation is None:
             orientation = _exif_orientation(data[i + 4 : i + 2 + length])
         if marker == 0xDA:
@@ -119,40 +132,33 @@ def _jpeg_info(data: bytes) -> tuple[tuple[int, int] | None, int | None]:
         i += 2 + length
     if data.rfind(b"\xff\xd9") < (sos if sos is not None else 2):
         raise ImageError(DECODE_ERROR, "truncated JPEG: no end-of-image marker")
-    return size, orientation
+    return size, orientation, -(-need_bits // 8)
 
 
 _SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
 
 
-def _tiff(data: bytes) -> tuple[int, int] | None:
-    order = "<" if data[:2] == b"II" else ">"
-    try:
-        (ifd,) = struct.unpack(order + "I", data[4:8])
-        (count,) = struct.unpack(order + "H", data[ifd : ifd + 2])
-        w = h = None
-        tw = th = 0
-        for k in range(count):
-            entry = data[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
-            tag, typ = struct.unpack(order + "HH", entry[:4])
-            if tag in (256, 257, 322, 323):
-                fmt = "H" if typ == 3 else "I"
-                (value,) = struct.unpack(order + fmt, entry[8 : 8 + struct.calcsize(fmt)])
-                if tag == 256:
-                    w = value
-                elif tag == 257:
-                    h = value
-                elif tag == 322:
-                    tw = value
-                else:
-                    th = value
-        if w is None or h is None:
-            return None
-        # libtiff allocates whole tiles, and a tile may be larger than the image:
-        # the size to check is what gets allocated.
-        return max(w, tw), max(h, th)
-    except struct.error:
-        return None
+def _jpeg_min_bits(marker: int, w: int, h: int, factors: list[tuple[int, int]]) -> int:
+    """The fewest bits of Huffman-coded data that fill a ``w`` x ``h`` frame.
+
+    Every scan codes each 8x8 block of its components with at least one
+    Huffman code of at least one bit (a DC scan: one code per block; a
+    sequential scan: DC and end-of-block), and a lossless frame (SOF3) codes
+    every sample. So a whole file holds at least one bit per block (sample)
+    of its smallest component. Arithmetic coding has no such floor (0 here),
+    nor do hierarchical frames, which we leave to libjpeg.
+    """
+    if marker not in (0xC0, 0xC1, 0xC2, 0xC3) or not factors:
+        return 0
+    h_max = max(f[0] for f in factors)
+    v_max = max(f[1] for f in factors)
+    if min(min(f) for f in factors) == 0:
+        return 0  # invalid sampling: libjpeg refuses it
+    units = []
+    for fh, fv in factors:
+        cw, ch = -(-w * fh // h_max), -(-h * fv // v_max)
+        units.append(cw * ch if marker == 0xC3 else -(-cw // 8) * -(-ch // 8))
+    return min(units)
 
 
 def _webp(data: bytes) -> tuple[int, int] | None:
@@ -186,10 +192,11 @@ def header_size(data: bytes, fmt: str) -> tuple[int, int] | None:
             w, h = struct.unpack("<HH", data[6:10])
             return int(w), int(h)
         if fmt == "bmp":
+            if data[14:18] == b"\x0c\x00\x00\x00":  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+                w, h = struct.unpack("<HH", data[18:22])
+                return int(w), int(h)
             w, h = struct.unpack("<ii", data[18:26])
             return abs(w), abs(h)
-        if fmt == "tiff":
-            return _tiff(data)
         if fmt == "webp":
             return _webp(data)
         return headers.size(data, fmt)
@@ -228,8 +235,9 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode image bytes to 8-bit BGR, refusing bombs and broken files."""
     fmt = sniff(data)
     orientation: int | None = None
+    need = 0  # the fewest bytes that can hold the pixels the header claims
     if fmt == "jpeg":
-        size, orientation = _jpeg_info(data)
+        size, orientation, need = _jpeg_info(data)
     else:
         size = header_size(data, fmt)
     if size is None:
@@ -244,6 +252,16 @@ def decode(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
         raise ImageError(DECODE_ERROR, f"{fmt.upper()} header says {w}x{h}")
     if fmt == "exr":
         raise ImageError(UNSUPPORTED_FORMAT, "OpenEXR decoding is disabled in OpenCV here")
+    if fmt == "png":
+        headers.png_chunks_fit(data)
+    elif fmt == "tiff":
+        need = headers.tiff_min_bytes(data)
+    if len(data) < need:
+        raise ImageError(
+            DECODE_ERROR,
+            f"truncated or damaged {fmt.upper()}: {w}x{h} pixels need at least {need} bytes"
+            f" of data, the file has {len(data)}",
+        )
     if fmt == "jpeg" and orientation in (None, 1):
         fast = _decode_turbo(data)
         if fast is not None:

@@ -9,6 +9,7 @@ normal small image of the same format must still decode to exactly what
 from __future__ import annotations
 
 import json
+import resource
 import struct
 import subprocess
 import sys
@@ -31,9 +32,9 @@ def small_image() -> np.ndarray:
     return rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
 
 
-def encoded(ext: str, img: np.ndarray | None = None) -> bytes:
+def encoded(ext: str, img: np.ndarray | None = None, params: tuple[int, ...] = ()) -> bytes:
     img = small_image() if img is None else img
-    ok, buf = cv2.imencode(ext, img)
+    ok, buf = cv2.imencode(ext, img, list(params))
     assert ok, ext
     return bytes(buf)
 
@@ -267,3 +268,104 @@ def test_bombs_are_refused_in_bounded_memory() -> None:
         assert kind == TOO_LARGE, (name, kind)
         assert seconds < 0.05, (name, seconds)
         assert grown_kib < 50 * 1024, (name, grown_kib)
+
+
+# Files too small for the pixels their header claims (tests/fixtures/mutate.py
+# found them): width and height set to 9000, 81 Mpx, under the default limit,
+# so only the data check refuses them; a PNG chunk length set to 2^31-1.
+LIE = 9000
+
+
+def with_jpeg_size(data: bytes, w: int, h: int) -> bytes:
+    out = bytearray(data)
+    sof = max(out.find(b"\xff\xc0"), out.find(b"\xff\xc2"))
+    out[sof + 5 : sof + 9] = struct.pack(">HH", h, w)
+    return bytes(out)
+
+
+def with_tiff_size(data: bytes, w: int, h: int) -> bytes:
+    """Width, height and rows per strip set (as LONGs) in a little-endian TIFF."""
+    out = bytearray(data)
+    (ifd,) = struct.unpack("<I", out[4:8])
+    (count,) = struct.unpack("<H", out[ifd : ifd + 2])
+    for k in range(count):
+        at = ifd + 2 + 12 * k
+        tag = struct.unpack("<H", out[at : at + 2])[0]
+        if tag in (256, 257, 278):
+            struct.pack_into("<HII", out, at + 2, 4, 1, w if tag == 256 else h)
+    return bytes(out)
+
+
+def refused_fast(data: bytes) -> ImageError:
+    started = time.perf_counter()
+    with pytest.raises(ImageError) as info:
+        decode(data)
+    assert time.perf_counter() - started < 0.05
+    return info.value
+
+
+JPEG_KINDS = {
+    "baseline": (),
+    "progressive": (cv2.IMWRITE_JPEG_PROGRESSIVE, 1),
+    "optimized-444": (
+        cv2.IMWRITE_JPEG_OPTIMIZE,
+        1,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(JPEG_KINDS))
+def test_jpeg_frame_larger_than_its_data_is_refused(kind: str) -> None:
+    # Before: OpenCV decoded it, with warnings, to 9000x9000 of grey (1-2 s, 700 MB).
+    data = with_jpeg_size(encoded(".jpg", params=JPEG_KINDS[kind]), LIE, LIE)
+    error = refused_fast(data)
+    assert error.type == DECODE_ERROR
+    assert "9000x9000 pixels need at least" in error.message
+
+
+@pytest.mark.parametrize("kind", sorted(JPEG_KINDS))
+@pytest.mark.parametrize("shape", [(2048, 2048), (1000, 3000, 3), (9, 17, 3)])
+def test_whole_jpegs_at_their_most_compressible_still_decode(kind, shape) -> None:
+    # One flat colour, optimised Huffman codes: the fewest bits per block a
+    # whole file has (about 2 per block, twice the floor).
+    data = encoded(".jpg", np.full(shape, 255, np.uint8), JPEG_KINDS[kind])
+    assert decode(data).image.shape[:2] == shape[:2]
+
+
+TIFF_KINDS = {
+    "lzw": cv2.IMWRITE_TIFF_COMPRESSION_LZW,
+    "deflate": cv2.IMWRITE_TIFF_COMPRESSION_ADOBE_DEFLATE,
+    "packbits": cv2.IMWRITE_TIFF_COMPRESSION_PACKBITS,
+    "none": cv2.IMWRITE_TIFF_COMPRESSION_NONE,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(TIFF_KINDS))
+def test_tiff_size_larger_than_its_data_is_refused(kind: str) -> None:
+    # Before: LZW and deflate decoded to 9000x9000 of zeros (0.6-0.9 s, 700 MB).
+    data = encoded(".tiff", params=(cv2.IMWRITE_TIFF_COMPRESSION, TIFF_KINDS[kind]))
+    error = refused_fast(with_tiff_size(data, LIE, LIE))
+    assert error.type == DECODE_ERROR
+
+
+@pytest.mark.parametrize("kind", sorted(TIFF_KINDS))
+def test_whole_tiffs_at_their_most_compressible_still_decode(kind: str) -> None:
+    # Zeros in one strip: deflate at its 1032:1 limit comes within 2% of the floor.
+    params = (cv2.IMWRITE_TIFF_COMPRESSION, TIFF_KINDS[kind], cv2.IMWRITE_TIFF_ROWSPERSTRIP, 3000)
+    for shape in ((3000, 3000), (3000, 3000, 3)):
+        data = encoded(".tiff", np.zeros(shape, np.uint8), params)
+        assert decode(data).image.shape[:2] == shape[:2]
+
+
+def test_png_chunk_longer_than_the_file_is_refused_before_allocating() -> None:
+    # Before: OpenCV allocated the chunk's 2 GB and zeroed it (3-5 s).
+    data = bytearray(encoded(".png"))
+    idat = data.find(b"IDAT") - 4
+    data[idat : idat + 4] = struct.pack(">I", 2**31 - 1)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    error = refused_fast(bytes(data))
+    assert error.type == DECODE_ERROR
+    assert "chunk b'IDAT'" in error.message
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB

@@ -57,6 +57,18 @@ def test_other_formats_have_header_sizes() -> None:
         assert header_size(data, sniff(data)) == (53, 37), ext
 
 
+def test_os2_bmp_has_16_bit_sizes() -> None:
+    # BITMAPCOREHEADER (12 bytes): width and height are 16-bit. Read as the
+    # 32-bit fields of the Windows header, 5x3 became 196613x1572865: too_large.
+    w, h = 5, 3
+    rows = bytes(range(16)) * h  # 3 bytes a pixel, rows padded to a multiple of 4
+    info = struct.pack("<IHHHH", 12, w, h, 1, 24)
+    data = b"BM" + struct.pack("<IHHI", 26 + len(rows), 0, 0, 26) + info + rows
+    assert header_size(data, "bmp") == (w, h)
+    expected = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    assert np.array_equal(decode(data).image, expected)
+
+
 def test_non_images_are_unsupported() -> None:
     assert error_type(b"hello, world") == UNSUPPORTED_FORMAT
     assert error_type(b"") == UNSUPPORTED_FORMAT
