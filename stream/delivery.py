@@ -9,7 +9,11 @@ again: a send may block for the producer's ``max_block_ms``, and on the poll
 thread that could cost the member its place in the group. After
 ``MAX_SEND_ATTEMPTS`` a record is given up: :meth:`drain` raises
 :class:`~imgstream.errors.DeliveryError` on the poll thread, and the
-record's offset is never committed.
+record's offset is never committed. A replaced sink is always closed, in
+bounded time: a close that waits ``RETIRE_TIMEOUT_S`` for its records, and
+if that raises (kafka-python's close raises when it cannot flush, before it
+stops its I/O thread) a close that does not wait; otherwise each restart
+would leak a producer and its thread.
 
 Ownership: ``_sink`` is swapped by the resend thread under ``_lock``;
 ``_outstanding`` (records tied to an offset, not yet acknowledged) and
@@ -32,6 +36,9 @@ log = logging.getLogger(__name__)
 
 MAX_SEND_ATTEMPTS = 4
 
+#: How long a replaced sink may take to flush before it is closed without waiting.
+RETIRE_TIMEOUT_S = 0.5
+
 Ack = Callable[[BaseException | None], None]
 
 
@@ -41,7 +48,9 @@ class Sink(Protocol):
     def send(self, topic: str, key: bytes | None, value: bytes, ack: Ack) -> None: ...
     def push(self) -> None: ...
     def flush(self, timeout_s: float | None = None) -> None: ...
-    def close(self, timeout_s: float = 5.0) -> None: ...
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Flush for up to ``timeout_s``, then stop; ``0``: stop now, dropping what is unsent."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -180,11 +189,12 @@ class Delivery:
         with self._lock:
             old, self._sink = self._sink, new
             self._generation += 1
-        self._on_restart()
         try:
-            old.close(0.5)
-        except Exception as exc:  # a broken producer may fail to close too
-            log.debug("closing the old producer failed: %s", exc)
+            self._on_restart()
+        except Exception as exc:  # a counter that failed must not stop the re-send
+            log.warning("the producer-restart callback failed: %s", exc)
+        finally:
+            _retire(old)
         return True
 
     def seal(self) -> None:
@@ -226,3 +236,14 @@ class Delivery:
         with self._lock:
             sink = self._sink
         sink.close(timeout_s)
+
+
+def _retire(sink: Sink) -> None:
+    """Close a replaced sink for good, in bounded time (see the module docstring)."""
+    for timeout_s in (RETIRE_TIMEOUT_S, 0.0):
+        try:
+            sink.close(timeout_s)
+            return
+        except Exception as exc:  # a broken producer may fail to close too
+            log.debug("closing the old producer (timeout %ss) failed: %s", timeout_s, exc)
+    log.warning("the old producer could not be closed; its I/O thread may be left running")

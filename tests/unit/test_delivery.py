@@ -1,0 +1,79 @@
+"""Delivery: a failed send recreates the sink, and the replaced sink is closed for good."""
+
+from __future__ import annotations
+
+import threading
+
+from imgstream.delivery import Ack, Delivery
+from imgstream.records import TopicPartition
+
+TP = TopicPartition("refs", 0)
+
+
+class FakeSink:
+    """A sink with an I/O thread, closed the way kafka-python's producer is.
+
+    ``stuck``: records it holds cannot be flushed, so a close that waits raises
+    (kafka-python's ``KafkaTimeoutError``) before it stops the thread; a close
+    with no time to wait (0) stops it at once, dropping what is unsent.
+    """
+
+    def __init__(self, failing: bool = False, stuck: bool = False) -> None:
+        self.failing = failing
+        self.stuck = stuck
+        self.sent: list[bytes] = []
+        self.closes: list[float] = []
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._stop.wait, name="fake-io", daemon=True)
+        self.thread.start()
+
+    def send(self, topic: str, key: bytes | None, value: bytes, ack: Ack) -> None:
+        self.sent.append(value)
+        ack(ConnectionError("broker gone") if self.failing else None)
+
+    def push(self) -> None:
+        pass
+
+    def flush(self, timeout_s: float | None = None) -> None:
+        pass
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        self.closes.append(timeout_s)
+        if self.stuck and timeout_s > 0:
+            raise TimeoutError("Timeout waiting for future")
+        self._stop.set()
+        self.thread.join()
+
+
+def _deliver_once(
+    sinks: list[FakeSink], on_restart=lambda: None
+) -> list[tuple[TopicPartition, int]]:
+    made = iter(sinks)
+    delivery = Delivery(lambda: next(made), on_restart)
+    try:
+        delivery.send("results", None, b"record", (TP, 7))
+        assert delivery.wait_idle(10.0)
+        done: list[tuple[TopicPartition, int]] = []
+        delivery.drain(lambda tp, offset: done.append((tp, offset)))
+        return done
+    finally:
+        delivery.close(1.0)
+
+
+def test_a_replaced_sink_whose_close_raises_is_still_closed() -> None:
+    old, new = FakeSink(failing=True, stuck=True), FakeSink()
+    assert _deliver_once([old, new]) == [(TP, 7)]
+    assert new.sent == [b"record"]  # the new sink took the record
+    assert old.closes and old.closes[0] > 0  # a graceful close first, bounded
+    assert old.closes[-1] == 0  # then one that does not wait
+    assert not old.thread.is_alive()  # its I/O thread is gone, not leaked
+
+
+def test_a_replaced_sink_is_closed_even_when_the_restart_callback_fails() -> None:
+    old, new = FakeSink(failing=True), FakeSink()
+
+    def on_restart() -> None:
+        raise RuntimeError("metrics are gone")
+
+    assert _deliver_once([old, new], on_restart) == [(TP, 7)]
+    assert old.closes and not old.thread.is_alive()
