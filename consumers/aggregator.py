@@ -9,10 +9,16 @@ and detections) and emits one ``result`` for the parent. A parent whose tile
 failed, or that is still incomplete after ``tile_timeout_s``, becomes a
 ``failure`` of type ``incomplete`` naming the missing tiles. Offsets are
 committed after the store has committed.
+
+Anyone can write to the results topic, so the aggregator trusts no record: a
+message that is not a valid record, or whose ``tile`` (or a failure's
+``parent``) is malformed, is logged, counted and skipped, and the good records
+of its batch are stored and committed as usual. One bad record never stops it.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 from collections.abc import Mapping, Sequence
@@ -24,11 +30,11 @@ from imgstream.codec import encode, failure_to_dict, result_to_dict
 from imgstream.consumers import mosaic
 from imgstream.decoding import parse_json_object, record_from_dict
 from imgstream.delivery import Sink
-from imgstream.errors import INCOMPLETE, ImageError
+from imgstream.errors import BAD_MESSAGE, INCOMPLETE, ImageError
 from imgstream.records import Failure, Message, Record, Result, TopicPartition
 from imgstream.store import SQLiteStore
 from imgstream.stores import Outputs
-from imgstream.tiling import tile_id
+from imgstream.tiling import Tile, tile_from_meta, tile_id
 
 log = logging.getLogger("imgstream.aggregator")
 
@@ -60,7 +66,8 @@ class Aggregator:
         self.pending: dict[tuple[str, str], float] = {}
         self.fused = 0
         self.incomplete = 0
-        #: Messages that were not valid records, and records the store refused.
+        #: Messages that were not valid records (a malformed ``tile`` included),
+        #: and records the store refused: each was logged and skipped.
         self.rejected = 0
 
     # -- records -------------------------------------------------------------
@@ -69,40 +76,61 @@ class Aggregator:
         """Store a batch of messages; fuse parents they complete. Returns new records.
 
         A message that is not a valid record (not JSON, a field missing, a
-        ``ts`` past year 3000) is logged, counted in :attr:`rejected` and
-        skipped: one bad record never stops the aggregator or its batch.
+        ``ts`` past year 3000, a malformed ``tile``) is logged, counted in
+        :attr:`rejected` and skipped: one bad record never stops the
+        aggregator or its batch.
         """
         parsed = parse_records(messages)
         self.rejected += len(messages) - len(parsed)
         return self.handle_records(parsed)
 
     def handle_records(self, parsed: Sequence[Mapping[str, Any]]) -> int:
-        """Like :meth:`handle`, for record objects already parsed and validated."""
-        records = [r for r in parsed if r.get("kind") in ("result", "failure")]
+        """Like :meth:`handle`, for record objects already parsed.
+
+        Their tile fields are checked again (a caller may not have decoded them
+        through :func:`decode_messages`); invalid ones are logged and counted.
+        """
+        records = []
+        for r in parsed:
+            if r.get("kind") not in ("result", "failure"):
+                continue
+            try:
+                check_tile_fields(r)
+            except ImageError as exc:
+                self.rejected += 1
+                log.warning("skipping record %s: %s", str(r.get("id"))[:200], exc.message[:300])
+                continue
+            records.append(r)
         before = self.store.rejected
         new = self.store.add_many(records)
         self.rejected += self.store.rejected - before
         for record in records:
-            if record["kind"] == "result" and record.get("tile"):
-                self._tile_done(record)
-            elif record["kind"] == "failure" and record.get("parent"):
-                self._tile_failed(record)
+            try:
+                if record["kind"] == "result" and record.get("tile") is not None:
+                    self._tile_done(record)
+                elif record["kind"] == "failure" and record.get("parent"):
+                    self._tile_failed(record)
+            except (KeyError, TypeError, ValueError, OverflowError):
+                # Checked records do not get here; should one (a bug), it must
+                # not crash-loop the aggregator on the same batch for ever.
+                log.exception("cannot follow up tile record %s", str(record.get("id"))[:200])
         return new
 
     def _tile_done(self, record: Mapping[str, Any]) -> None:
+        like = tile_from_meta(record["tile"])  # checked by check_tile_fields
         parent, phash = record["tile"]["parent"], record["pipeline_hash"]
         if self.store.get(parent, phash) is not None:
             self.pending.pop((parent, phash), None)
             return
-        tiles = self._tile_results(parent, phash)
-        total = int(record["tile"]["rows"]) * int(record["tile"]["cols"])
-        if len({t.id for t in tiles}) < total:
+        cells = self._grid_cells(parent, like, self._tile_results(parent, phash))
+        total = like.rows * like.cols
+        if len(cells) < total:
             self.pending.setdefault((parent, phash), self.clock.monotonic())
             return
         self.pending.pop((parent, phash), None)
         try:
-            fused = self.fuse(parent, phash, tiles)
-        except (OSError, ValueError, cv2.error) as exc:
+            fused = self.fuse(parent, phash, [cells[k] for k in sorted(cells)])
+        except (OSError, ValueError, KeyError, cv2.error) as exc:
             self._incomplete(
                 parent,
                 record.get("source"),
@@ -116,13 +144,43 @@ class Aggregator:
         log.info("fused %s from %d tiles -> %s", parent, total, fused.output_uri)
 
     def _tile_results(self, parent: str, phash: str) -> list[Result]:
-        """The stored tile results of a parent, decoded (the store validated them)."""
+        """The stored tile results of a parent, decoded; any malformed one left out.
+
+        Records are checked when they arrive, but a store written by an older
+        version may hold tiles with malformed fields: they are skipped here.
+        """
         out = []
         for obj in self.store.tiles(parent, phash):
-            record = record_from_dict(obj)
-            if isinstance(record, Result) and record.tile:
-                out.append(record)
+            try:
+                record = record_from_dict(obj)
+                if not isinstance(record, Result) or record.tile is None:
+                    continue
+                tile_from_meta(record.tile)
+            except (ImageError, ValueError) as exc:
+                reason = exc.message if isinstance(exc, ImageError) else str(exc)
+                log.warning("stored tile %s of %s left out: %s", obj.get("id"), parent, reason)
+                continue
+            out.append(record)
         return out
+
+    @staticmethod
+    def _grid_cells(
+        parent: str, like: Tile, tiles: Sequence[Result]
+    ) -> dict[tuple[int, int], Result]:
+        """The tiles of ``like``'s grid by (row, col), each named as its position says.
+
+        A stored tile of another grid of the same parent (its rows or cols
+        differ) or a second record for one position is left out, so fusion
+        sees exactly one tile per cell of one grid.
+        """
+        cells: dict[tuple[int, int], Result] = {}
+        for t in tiles:
+            tile = tile_from_meta(t.tile)  # _tile_results checked it
+            if (tile.rows, tile.cols) != (like.rows, like.cols):
+                continue
+            if t.id == tile_id(parent, tile.row, tile.col):
+                cells.setdefault((tile.row, tile.col), t)
+        return cells
 
     def _tile_failed(self, record: Mapping[str, Any]) -> None:
         error = record.get("error") or {}
@@ -141,21 +199,24 @@ class Aggregator:
                 continue
             del self.pending[(parent, phash)]
             tiles = self._tile_results(parent, phash)
-            have = {t.id for t in tiles}
             meta: Mapping[str, Any] = (tiles[0].tile or {}) if tiles else {}
-            rows, cols = int(meta.get("rows", 0)), int(meta.get("cols", 0))
-            missing = [
-                f"r{r}c{c}"
-                for r in range(rows)
-                for c in range(cols)
-                if tile_id(parent, r, c) not in have
-            ]
+            rows = cols = 0
+            have: set[tuple[int, int]] = set()
+            if tiles:
+                like = tile_from_meta(meta)  # _tile_results checked it
+                rows, cols = like.rows, like.cols
+                have = set(self._grid_cells(parent, like, tiles))
+            # The first few missing cells only: a grid may have billions of cells.
+            missing = itertools.islice(
+                (f"r{r}c{c}" for r in range(rows) for c in range(cols) if (r, c) not in have),
+                20,
+            )
             self._incomplete(
                 parent,
                 tiles[0].source if tiles else None,
                 meta.get("parent_uri"),
-                f"{len(missing)} of {rows * cols} tiles missing after "
-                f"{self.tile_timeout_s:.0f}s: {', '.join(missing[:20])}",
+                f"{rows * cols - len(have)} of {rows * cols} tiles missing after "
+                f"{self.tile_timeout_s:.0f}s: {', '.join(missing)}",
             )
 
     def _incomplete(self, parent: str, source: str | None, uri: str | None, message: str) -> None:
@@ -216,6 +277,7 @@ def decode_messages(messages: Sequence[Message]) -> list[tuple[dict[str, Any], R
         try:
             obj = parse_json_object(msg.value)
             record = record_from_dict(obj)
+            check_tile_fields(obj)
         except ImageError as exc:
             log.warning(
                 "skipping %s/%d@%d: %s", msg.topic, msg.partition, msg.offset, exc.message[:200]
@@ -223,6 +285,27 @@ def decode_messages(messages: Sequence[Message]) -> list[tuple[dict[str, Any], R
             continue
         out.append((obj, record))
     return out
+
+
+def check_tile_fields(obj: Mapping[str, Any]) -> None:
+    """Raise ``bad_message`` if a result's ``tile`` or a failure's ``parent`` is malformed.
+
+    The aggregator fuses tiles by these fields; :func:`imgstream.decoding.record_from_dict`
+    checks a record's own fields only, so the aggregator checks these before it
+    stores a record (a tile result is what its worker's ref was, and workers
+    refuse refs whose ``tile`` is malformed: only other writers get here).
+    """
+    kind = obj.get("kind")
+    if kind == "result" and obj.get("tile") is not None:
+        try:
+            tile_from_meta(obj["tile"])
+        except ValueError as exc:
+            raise ImageError(BAD_MESSAGE, f"invalid 'tile' field: {exc}") from None
+    elif kind == "failure" and not isinstance(obj.get("parent"), (str, type(None))):
+        # An empty parent is no parent: a worker writes the one its ref named.
+        raise ImageError(
+            BAD_MESSAGE, f"invalid 'parent' field: must be a string, got {obj['parent']!r:.40}"
+        )
 
 
 def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:

@@ -101,10 +101,78 @@ def tile_meta(
     }
 
 
-def tile_from_meta(meta: Mapping[str, Any]) -> Tile:
-    """The Tile described by a ref's ``tile`` field (raises KeyError/TypeError/ValueError)."""
-    core = Box(*(int(v) for v in meta["core"]))
-    halo = Box(*(int(v) for v in meta["halo"]))
+#: Longest parent id a ``tile`` field may name (as long as a ref's id may be).
+MAX_PARENT_CHARS = 4096
+
+#: Largest image side a ``tile`` field may describe (OpenCV's sizes are C ints).
+MAX_SIDE = 2**31 - 1
+
+
+def _int(meta: Mapping[str, Any], name: str, low: int, high: int) -> int:
+    """``meta[name]``, an int in ``[low, high]``; ValueError naming the field."""
+    if name not in meta:
+        raise ValueError(f"tile field {name!r} is missing")
+    value = meta[name]
+    # ``type() is int`` also refuses bools, floats and numerals in strings:
+    # imgstream writes ints, and anything else is not a tile field it wrote.
+    if type(value) is not int:
+        raise ValueError(f"tile field {name!r} must be an integer, got {_show(value)}")
+    if not low <= value <= high:
+        raise ValueError(f"tile field {name!r} must be in [{low}, {high}], got {_show(value)}")
+    return value
+
+
+def _box(meta: Mapping[str, Any], name: str) -> Box:
+    value = meta.get(name)
+    if not (
+        isinstance(value, (list, tuple))
+        and len(value) == 4
+        and all(type(v) is int and 0 <= v <= MAX_SIDE for v in value)
+    ):
+        raise ValueError(
+            f"tile field {name!r} must be [x, y, w, h] of integers in [0, {MAX_SIDE}],"
+            f" got {_show(value)}"
+        )
+    return Box(*value)
+
+
+def _show(value: object) -> str:
+    return repr(value)[:40]
+
+
+def tile_from_meta(meta: object) -> Tile:
+    """The Tile a ``tile`` field describes, every field checked; else ValueError.
+
+    The field is what :func:`tile_meta` writes: ``parent`` (a non-empty
+    string), ``row``/``col`` inside a ``rows`` x ``cols`` grid of an image of
+    ``width`` x ``height`` pixels (at most one tile per pixel), ``core`` inside
+    ``halo`` inside the image, optional ``overlap`` (not negative) and
+    ``parent_uri`` (a string). Anything else raises ValueError with the first
+    reason: a worker makes the ref a ``bad_message`` failure, the aggregator
+    skips the result. Nothing else is raised, whatever the input.
+    """
+    if not isinstance(meta, Mapping):
+        raise ValueError(f"tile field must be an object, got {type(meta).__name__}")
+    parent = meta.get("parent")
+    if not isinstance(parent, str) or not parent:
+        raise ValueError(f"tile field 'parent' must be a non-empty string, got {_show(parent)}")
+    if len(parent) > MAX_PARENT_CHARS:
+        raise ValueError(
+            f"tile field 'parent' is {len(parent)} characters, over {MAX_PARENT_CHARS}"
+        )
+    parent_uri = meta.get("parent_uri")
+    if parent_uri is not None and not isinstance(parent_uri, str):
+        raise ValueError(f"tile field 'parent_uri' must be a string, got {_show(parent_uri)}")
+    width = _int(meta, "width", 1, MAX_SIDE)
+    height = _int(meta, "height", 1, MAX_SIDE)
+    # Every core holds at least one pixel: no grid has more rows than the image.
+    rows = _int(meta, "rows", 1, height)
+    cols = _int(meta, "cols", 1, width)
+    row = _int(meta, "row", 0, rows - 1)
+    col = _int(meta, "col", 0, cols - 1)
+    if "overlap" in meta:
+        _int(meta, "overlap", 0, MAX_SIDE)
+    core, halo = _box(meta, "core"), _box(meta, "halo")
     if not (
         halo.x <= core.x
         and halo.y <= core.y
@@ -114,9 +182,9 @@ def tile_from_meta(meta: Mapping[str, Any]) -> Tile:
         and core.h > 0
     ):
         raise ValueError(f"tile core {core.as_list()} is not inside its halo {halo.as_list()}")
-    return Tile(
-        int(meta["row"]), int(meta["col"]), int(meta["rows"]), int(meta["cols"]), core, halo
-    )
+    if halo.x + halo.w > width or halo.y + halo.h > height:
+        raise ValueError(f"tile halo {halo.as_list()} is not inside the {width}x{height} image")
+    return Tile(row, col, rows, cols, core, halo)
 
 
 def tile_id(parent: str, row: int, col: int) -> str:

@@ -110,7 +110,8 @@ def aggregate(
         sink.close()
         store.close()
     click.echo(
-        f"stored {loop.records} new records; stitched {agg.fused}; incomplete {agg.incomplete}"
+        f"stored {loop.records} new records; stitched {agg.fused}; incomplete {agg.incomplete};"
+        f" skipped {agg.rejected} invalid records"
     )
 
 

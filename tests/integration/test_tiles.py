@@ -8,7 +8,11 @@ import cv2
 import numpy as np
 import pytest
 
+from imgstream.codec import encode
+from imgstream.kafka_io import KafkaSink, topic_state
+from imgstream.records import Lineage, Result
 from imgstream.store import Query, SQLiteStore
+from imgstream.tiling import grid, tile_meta
 
 
 def test_tiles_across_two_workers_fuse_into_the_whole_image(
@@ -108,3 +112,88 @@ def test_tiles_across_two_workers_fuse_into_the_whole_image(
     assert again.returncode == 0, again.stdout + again.stderr
     assert "stored 0 new records; stitched 0" in again.stdout
     assert run_cli("query", "--db", str(db), "--summary").stdout == summary.stdout
+
+
+def _result(ref_id: str, ts: int, tile: object = None) -> dict:
+    record = Result(
+        id=ref_id,
+        uri=f"/{ref_id}.png",
+        output_uri=f"/o/{ref_id}.png",
+        pipeline="gray",
+        pipeline_hash="h",
+        width=8,
+        height=8,
+        channels=1,
+        outputs={},
+        timings={},
+        batch_id="b",
+        worker="w",
+        source="cam",
+        ts=ts,
+        latency_ms=1,
+        lineage=Lineage("refs", 0, 0, None, {}),
+    )
+    return {**json.loads(encode(record)), "tile": tile}
+
+
+def test_aggregate_skips_results_with_malformed_tiles_and_commits_the_batch(
+    topics, run_cli, tmp_path
+) -> None:
+    # Anyone may write to the results topic. Each of these tile fields once
+    # raised out of the aggregator before its commit: `imgstream aggregate`
+    # exited 1, and again on every restart, never storing the good records.
+    [t] = [t for t in grid(250, 130, 100, 5) if (t.row, t.col) == (0, 1)]
+    meta = tile_meta("big", t, 250, 130, 5, "/big.png")
+    bad_tiles = [
+        {k: v for k, v in meta.items() if k != "parent"},
+        {**meta, "rows": "x"},
+        {**meta, "rows": None},
+        {**meta, "rows": 10**30},
+        {**meta, "rows": 0},
+        [meta],
+        "big",
+    ]
+    values = [json.dumps(_result("a", 1_000)).encode()]
+    values += [
+        json.dumps(_result(f"big~bad{i}", 1_500, tile)).encode() for i, tile in enumerate(bad_tiles)
+    ]
+    values.append(json.dumps(_result("big~r0c1", 1_600, meta)).encode())  # a good tile
+    values.append(json.dumps(_result("b", 2_000)).encode())
+    sink = KafkaSink(topics.bootstrap)
+    for value in values:  # one partition: one batch (or a few), in this order
+        sink.send_partition(topics.results, 0, None, value).get(30)
+    sink.close()
+    db = tmp_path / "r.db"
+    args = (
+        "aggregate",
+        "--bootstrap",
+        topics.bootstrap,
+        "--group",
+        topics.group,
+        "--results-topic",
+        topics.results,
+        "--dlq-topic",
+        topics.dlq,
+        "--db",
+        str(db),
+        "--idle-exit",
+        "6",
+    )
+    done = run_cli(*args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "stored 3 new records" in done.stdout, done.stdout
+    assert f"skipped {len(bad_tiles)} invalid records" in done.stdout, done.stdout
+    assert done.stderr.count("invalid 'tile' field") == len(bad_tiles), done.stderr[-3000:]
+    store = SQLiteStore(str(db))
+    try:
+        assert sorted(r["id"] for r in store.query(Query())) == ["a", "b", "big~r0c1"]
+    finally:
+        store.close()
+    [state] = [
+        s for s in topic_state(topics.bootstrap, topics.results, topics.group) if s.partition == 0
+    ]
+    assert state.committed == len(values)
+    # A restart finds the batch committed: nothing read again, nothing to trip on.
+    again = run_cli(*args)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "stored 0 new records" in again.stdout and "skipped 0" in again.stdout

@@ -18,6 +18,7 @@ from imgstream.png import encode_png
 from imgstream.records import Message, Result
 from imgstream.store import Query, SQLiteStore
 from imgstream.tiling import grid, tile_meta
+from tests.unit.test_tiling import BAD_TILES
 
 
 class Sink:
@@ -254,3 +255,80 @@ def test_the_aggregator_keeps_running_over_a_batch_with_bad_records(tmp_path, st
     assert agg.rejected == 4
     # and it goes on: the next batch is stored as usual
     assert agg.handle([msg(result("c", ts=3000), 9)]) == 1
+
+
+@pytest.mark.parametrize("tile", BAD_TILES.values(), ids=BAD_TILES.keys())
+def test_a_result_with_a_malformed_tile_is_skipped_and_the_batch_goes_on(store, tile) -> None:
+    # Any client can write to the results topic: such a record once raised
+    # KeyError/TypeError/ValueError out of handle() before the commit, and the
+    # aggregator crash-looped on it, never committing the good records around it.
+    sink = Sink()
+    agg = Aggregator(store, sink, "results", "dlq", FakeClock(), "agg")
+    batch = [result("a", ts=1000), result("big~r0c1", tile=tile), result("b", ts=2000)]
+    assert agg.handle([msg(r, i) for i, r in enumerate(batch)]) == 2
+    assert [r["id"] for r in store.query(Query())] == ["a", "b"]
+    assert agg.rejected == 1
+    assert agg.pending == {} and sink.sent == []
+    assert agg.handle_records(batch) == 0  # the launcher's path: already decoded
+    assert agg.rejected == 2
+
+
+@pytest.mark.parametrize("parent", [7, ["big"], {"id": "big"}, True])
+def test_a_failure_with_a_malformed_parent_is_skipped(store, parent) -> None:
+    sink = Sink()
+    agg = Aggregator(store, sink, "results", "dlq", FakeClock(), "agg")
+    batch = [failure("big~r0c1", parent=parent), result("a", ts=1000)]
+    assert agg.handle([msg(r, i) for i, r in enumerate(batch)]) == 1
+    assert [r["id"] for r in store.query(Query())] == ["a"]
+    assert agg.rejected == 1 and sink.sent == []
+
+
+def test_a_failure_with_an_empty_parent_is_stored_as_no_tile(store) -> None:
+    # A worker echoes the parent its ref named: "" for a ref whose tile said "".
+    sink = Sink()
+    agg = Aggregator(store, sink, "results", "dlq", FakeClock(), "agg")
+    assert agg.handle([msg(failure("big~r0c1", kind="bad_message", parent=""))]) == 1
+    assert agg.rejected == 0 and sink.sent == []
+
+
+def test_a_malformed_tile_already_in_the_store_does_not_stop_the_timeouts(store) -> None:
+    # Stored by a version that did not check tile fields: tile r0c0 says rows "x".
+    tiles = grid(250, 130, 100, 5)
+    metas = {(t.row, t.col): tile_meta("big", t, 250, 130, 5, "/big.png") for t in tiles}
+    legacy = result("big~r0c0", tile={**metas[(0, 0)], "rows": "x"})
+    assert store.add_many([legacy]) == 1
+    clock = FakeClock()
+    sink = Sink()
+    agg = Aggregator(store, sink, "results", "dlq", clock, "agg", tile_timeout_s=10)
+    assert agg.handle([msg(result("big~r0c1", tile=metas[(0, 1)]))]) == 1
+    clock.advance(11)
+    agg.check_timeouts()
+    [(topic, record)] = sink.sent
+    assert topic == "dlq" and record["id"] == "big"
+    assert record["error"]["message"].startswith("5 of 6 tiles missing")
+    assert "r0c0" in record["error"]["message"]
+
+
+def test_a_tile_whose_grid_is_huge_times_out_without_listing_the_whole_grid(store) -> None:
+    # A 1 px tile grid of a 40000 x 40000 image: 1.6e9 positions, one present.
+    meta = {
+        "parent": "big",
+        "row": 0,
+        "col": 0,
+        "rows": 40_000,
+        "cols": 40_000,
+        "core": [0, 0, 1, 1],
+        "halo": [0, 0, 1, 1],
+        "overlap": 0,
+        "width": 40_000,
+        "height": 40_000,
+    }
+    clock = FakeClock()
+    sink = Sink()
+    agg = Aggregator(store, sink, "results", "dlq", clock, "agg", tile_timeout_s=10)
+    assert agg.handle([msg(result("big~r0c0", tile=meta))]) == 1
+    clock.advance(11)
+    agg.check_timeouts()
+    [(_topic, record)] = sink.sent
+    assert record["error"]["message"].startswith("1599999999 of 1600000000 tiles missing")
+    assert "r0c1, r0c2" in record["error"]["message"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -48,3 +49,71 @@ def test_tile_ids_and_indexes_follow_the_grid() -> None:
     assert tile_parent(metas[0]) == "big"
     assert tile_parent(None) is None
     assert tile_parent({"parent": 7}) is None
+
+
+def _meta(**changes: object) -> dict:
+    """A valid ``tile`` field (tile r0c1 of a 2 x 3 grid), with ``changes`` applied."""
+    [t] = [t for t in grid(250, 130, 100, 5) if (t.row, t.col) == (0, 1)]
+    meta = tile_meta("big", t, 250, 130, 5, "/big.png")
+    for name, value in changes.items():
+        if value is DROP:
+            del meta[name]
+        else:
+            meta[name] = value
+    return meta
+
+
+DROP = object()
+
+#: Every way a ``tile`` field seen on the wire has been, or could be, malformed.
+BAD_TILES = {
+    "not an object (list)": [1, 2, 3],
+    "not an object (string)": "big",
+    "not an object (number)": 5,
+    "empty object": {},
+    "parent missing": _meta(parent=DROP),
+    "parent not a string": _meta(parent=7),
+    "parent empty": _meta(parent=""),
+    "parent too long": _meta(parent="p" * 5000),
+    "parent_uri not a string": _meta(parent_uri=["x"]),
+    "rows missing": _meta(rows=DROP),
+    "rows a word": _meta(rows="x"),
+    "rows a numeral string": _meta(rows="2"),
+    "rows null": _meta(rows=None),
+    "rows a float": _meta(rows=2.0),
+    "rows a bool": _meta(rows=True),
+    "rows zero": _meta(rows=0),
+    "rows negative": _meta(rows=-2),
+    "rows huge": _meta(rows=10**30),
+    "cols huge": _meta(cols=2**63),
+    "cols a list": _meta(cols=[3]),
+    "row negative": _meta(row=-1),
+    "col past the grid": _meta(col=3),
+    "row past the grid": _meta(row=2),
+    "width zero": _meta(width=0),
+    "width a string": _meta(width="250"),
+    "height missing": _meta(height=DROP),
+    "more rows than pixels": _meta(height=1),
+    "overlap negative": _meta(overlap=-1),
+    "overlap a string": _meta(overlap="5"),
+    "core missing": _meta(core=DROP),
+    "core three numbers": _meta(core=[100, 0, 100]),
+    "core a string": _meta(core="0,0,1,1"),
+    "core with a float": _meta(core=[100, 0, 100.5, 100]),
+    "core empty box": _meta(core=[100, 0, 0, 100]),
+    "core outside its halo": _meta(core=[0, 0, 100, 100]),
+    "halo outside the image": _meta(halo=[95, 0, 1000, 105], core=[100, 0, 100, 100]),
+    "halo at a negative x": _meta(halo=[-5, 0, 210, 105]),
+}
+
+
+@pytest.mark.parametrize("meta", BAD_TILES.values(), ids=BAD_TILES.keys())
+def test_every_malformed_tile_field_is_a_value_error_naming_it(meta) -> None:
+    with pytest.raises(ValueError, match=r"tile|parent|row|col|width|height|core|halo|overlap"):
+        tile_from_meta(meta)
+
+
+def test_a_valid_tile_field_passes_with_its_optional_fields_absent() -> None:
+    t = tile_from_meta(_meta(overlap=DROP, parent_uri=DROP))
+    assert (t.row, t.col, t.rows, t.cols) == (0, 1, 2, 3)
+    assert tile_from_meta(_meta(parent_uri=None)) == t
