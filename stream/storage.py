@@ -32,8 +32,8 @@ import errno
 import hashlib
 import os
 import re
+import secrets
 import stat
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -307,19 +307,70 @@ def output_path(out_dir: str, pipeline_hash: str, source: str | None, ref_id: st
 
 
 def write_atomic(path: str, data: bytes, fsync: bool = False) -> None:
-    """Write a file so readers see the old content or the new, never a mix."""
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=directory)
+    """Write a file so readers see the old content or the new, never a mix.
+
+    The temporary file, the rename and (with ``fsync``) the directory's sync all
+    go through one descriptor of the directory, so a directory swapped by name
+    meanwhile cannot take the write or the sync. With ``fsync`` the output
+    survives a power loss once this returns: the bytes are synced before the
+    rename, the directory after it (the rename is an entry in the directory),
+    and so is the parent of every directory this call created.
+    """
+    directory, name = os.path.split(path)
+    _makedirs(directory or ".", fsync)
+    dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
     try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            if fsync:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        tmp, fd = _temp_file(dir_fd)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                os.fchmod(fh.fileno(), 0o644)
+                if fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp, dir_fd=dir_fd)
+            raise
+        if fsync:
+            os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _temp_file(dir_fd: int) -> tuple[str, int]:
+    """A new ``.tmp-*`` file in the directory (name, writable descriptor)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | _CLOEXEC
+    for _ in range(100):
+        name = f".tmp-{secrets.token_hex(8)}"
+        try:
+            return name, os.open(name, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no unused temporary file name")
+
+
+def _makedirs(directory: str, fsync: bool) -> None:
+    """``makedirs``; with ``fsync``, each new directory's entry is synced in its parent."""
+    created = []
+    missing = os.path.abspath(directory)
+    while not os.path.isdir(missing):
+        created.append(missing)
+        parent = os.path.dirname(missing)
+        if parent == missing:
+            break
+        missing = parent
+    os.makedirs(directory, exist_ok=True)
+    if fsync:
+        for new in reversed(created):
+            fsync_directory(os.path.dirname(new))
+
+
+def fsync_directory(directory: str) -> None:
+    """Make the entries of ``directory`` (created, renamed, removed files) durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -105,7 +105,9 @@ class Inputs:
 
 
 class LocalOutputs:
-    """Files, written atomically (``fsync`` optional)."""
+    """Files, written atomically; with ``fsync`` (``--fsync``) the file and its directory
+    entry are on disk before :meth:`write` returns, so a committed output survives a
+    power loss (:func:`~imgstream.storage.write_atomic`)."""
 
     def __init__(self, fsync: bool = False) -> None:
         self.fsync = fsync

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import os
+import stat
 import threading
 
 import pytest
 
 from imgstream.errors import FORBIDDEN, NOT_FOUND, TOO_LARGE, ImageError
 from imgstream.storage import SafeStore, output_path, safe_name, write_atomic
+from imgstream.stores import LocalOutputs
 
 
 @pytest.fixture
@@ -147,3 +149,69 @@ def test_no_descriptor_is_left_open(tree) -> None:
             with pytest.raises(ImageError):
                 store.read(bad)
     assert len(os.listdir("/proc/self/fd")) == before
+
+
+@pytest.fixture
+def syncs(monkeypatch):
+    """Every fsync and rename, in order: ("fsync", (dev, inode), is_dir) / ("replace", name)."""
+    events: list[tuple] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        st = os.fstat(fd)
+        events.append(("fsync", (st.st_dev, st.st_ino), stat.S_ISDIR(st.st_mode)))
+        return real_fsync(fd)
+
+    def replace(src, dst, *args, **kwargs):
+        events.append(("replace", os.path.basename(os.fsdecode(dst))))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    return events
+
+
+def _ident(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_dev, st.st_ino
+
+
+def test_fsync_syncs_the_directory_after_the_rename(tmp_path, syncs) -> None:
+    """Without it a committed output can vanish on power loss: the rename lives in the directory."""
+    out = tmp_path / "out"
+    out.mkdir()
+    LocalOutputs(fsync=True).write(str(out / "a.png"), b"one")
+    assert (out / "a.png").read_bytes() == b"one"
+    kinds = [e[0] if e[0] == "replace" else ("dir" if e[2] else "file") for e in syncs]
+    assert kinds == ["file", "replace", "dir"], syncs
+    assert syncs[2][1] == _ident(out)  # the directory the file was renamed in
+    assert syncs[0][1] == _ident(out / "a.png")  # the bytes, before the rename
+
+
+def test_fsync_also_syncs_the_directories_it_created(tmp_path, syncs) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    write_atomic(str(out / "hash" / "cam" / "a.png"), b"x", fsync=True)
+    synced_dirs = {e[1] for e in syncs if e[0] == "fsync" and e[2]}
+    # each new entry is durable: out's entry "hash", hash's "cam", cam's "a.png"
+    assert {_ident(out), _ident(out / "hash"), _ident(out / "hash" / "cam")} <= synced_dirs
+    assert syncs[-1] == ("fsync", _ident(out / "hash" / "cam"), True)
+
+
+def test_no_fsync_unless_asked(tmp_path, syncs) -> None:
+    write_atomic(str(tmp_path / "new" / "a.png"), b"x")
+    LocalOutputs().write(str(tmp_path / "b.png"), b"y")
+    assert [e for e in syncs if e[0] == "fsync"] == []
+    assert (tmp_path / "new" / "a.png").read_bytes() == b"x"
+    assert sorted(os.listdir(tmp_path / "new")) == ["a.png"]
+    assert stat.S_IMODE(os.stat(tmp_path / "b.png").st_mode) == 0o644
+
+
+def test_a_failed_atomic_write_leaves_no_temporary_file(tmp_path, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError):
+        write_atomic(str(tmp_path / "a.png"), b"x", fsync=True)
+    assert os.listdir(tmp_path) == []
