@@ -14,13 +14,14 @@ folder, or the object key's prefix):
   counts the whole of it.
 - **One destination** (its folder was replaced by a file, or lost its
   permissions): the write is retried :data:`PATH_TRIES` times. If another
-  destination took a write meanwhile, the store works and this path does
-  not: the OSError is raised, and the image becomes an ``io_error`` failure
-  (later images to that destination fail after the same bounded retries,
-  until a write there succeeds). If nothing succeeded anywhere, the whole
+  destination took a write meanwhile, or the caller's *probe* (a small write
+  at the top of the store: the pipeline's output folder) succeeds, the store
+  works and this path does not: the OSError is raised, and the image becomes
+  an ``io_error`` failure (later images to that destination fail after the
+  same bounded retries, until a write there succeeds). Otherwise the whole
   store refuses writes (say ``out/`` lost its permissions): the write waits
-  out an outage like the first kind, and gives up once another destination
-  succeeds.
+  out an outage like the first kind, probing at each retry, and gives up
+  once the probe or another destination succeeds.
 
 One log line and the ``imgstream_sink_blocked`` gauge mark each change of the
 gate's state; one line marks a destination that fails alone (and one its
@@ -87,6 +88,17 @@ def destination(path: str) -> str:
     return posixpath.dirname(path)
 
 
+def _works(probe: Callable[[], None] | None) -> bool:
+    """True when ``probe()`` writes: the store takes writes above a failing folder."""
+    if probe is None:
+        return False
+    try:
+        probe()
+    except OSError:
+        return False
+    return True
+
+
 class OutputGate:
     """Runs output writes, retrying infrastructure failures with back-off."""
 
@@ -118,8 +130,15 @@ class OutputGate:
         """True while a write waits out an outage of the output store."""
         return self._since is not None
 
-    def write(self, path: str, write: Callable[[], None]) -> None:
-        """Run ``write()``: retry it while the store is out; raise OSError for this path's own."""
+    def write(
+        self, path: str, write: Callable[[], None], probe: Callable[[], None] | None = None
+    ) -> None:
+        """Run ``write()``: retry it while the store is out; raise OSError for this path's own.
+
+        ``probe()`` writes somewhere above ``path`` in the same store (raising
+        OSError if it cannot): it tells a folder failing alone from a store
+        that refuses everything when no other write is under way.
+        """
         dest = destination(path)
         delay = self._first
         tries = 0
@@ -139,7 +158,7 @@ class OutputGate:
                         wait = True
                     elif tries < self._path_tries:
                         wait = False
-                    elif self._successes > seen or dest in self._bad:
+                    elif self._successes > seen or dest in self._bad or _works(probe):
                         self._alone(dest, exc)
                         raise
                     else:

@@ -15,6 +15,7 @@ neither dead-lettered nor committed.
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import threading
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +44,9 @@ from imgstream.records import Failure, ImageRef, Lineage, Message, Result
 from imgstream.storage import output_path
 from imgstream.stores import Inputs, Outputs, absolute
 from imgstream.tiling import Tile, tile_from_meta
+
+#: The empty file the output gate writes in ``{out}/{pipeline_hash}/`` to test the store.
+PROBE_NAME = ".imgstream-probe"
 
 
 def library_versions() -> dict[str, str]:
@@ -88,6 +92,10 @@ class ImageProcessor:
         )
         self.versions = library_versions()
         self._tile_slot = threading.Lock()
+        probe_path = posixpath.join(config.out_dir, pipeline.hash, PROBE_NAME)
+        #: A write at the top of the pipeline's outputs: tells a folder that fails
+        #: alone (its images fail) from a store that refuses everything (an outage).
+        self._probe = lambda: self.outputs.write(probe_path, b"")
 
     def failure(
         self, msg: Message, error: ImageError, batch_id: str, ref: ImageRef | None
@@ -219,7 +227,7 @@ class ImageProcessor:
             self.config.out_dir, self.pipeline.hash, ref.source, ref.id, self.config.output_format
         )
         try:
-            self.gate.write(path, lambda: self.outputs.write(path, encoded))
+            self.gate.write(path, lambda: self.outputs.write(path, encoded), self._probe)
         except OSError as exc:
             raise ImageError(IO_ERROR, f"cannot write {path}: {exc.strerror or exc}") from None
         t5 = mono()

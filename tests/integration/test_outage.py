@@ -26,6 +26,8 @@ from imgstream.broker import free_port
 from imgstream.codec import encode
 from imgstream.decoding import decode_record
 from imgstream.kafka_io import KafkaSink, TopicReader, topic_state
+from imgstream.ops import build_registry
+from imgstream.pipeline import parse_spec
 from imgstream.records import Failure, ImageRef, Result
 
 N = 30
@@ -175,3 +177,59 @@ def test_sigterm_while_the_disk_is_full_stops_promptly_without_committing(
         assert _read(reader, 2.0) == []
     finally:
         reader.close()
+
+
+def test_one_unwritable_camera_folder_fails_its_images_while_the_rest_flow(
+    topics, tmp_path
+) -> None:
+    """out/<hash>/cam1 is a file: cam1's images are io_error failures, cam2's are written.
+
+    Before, the output gate was one global flag: cam2's successes cleared it
+    while cam1's write kept failing, so it flipped (pausing and resuming the
+    partitions, a log line each time), cam1's images were never settled and
+    ``--max-outage`` never fired.
+    """
+    root = tmp_path / "in"
+    root.mkdir()
+    rng = np.random.default_rng(3)
+    refs = []
+    for i in range(16):
+        source = "cam1" if i % 2 else "cam2"
+        path = root / f"{source}-{i:02d}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (64, 64, 3), dtype=np.uint8))
+        refs.append(
+            ImageRef(id=path.stem, uri=str(path), ts=int(time.time() * 1000), source=source)
+        )
+    out = tmp_path / "out"
+    phash = parse_spec("gray", build_registry()).hash
+    (out / phash).mkdir(parents=True)
+    (out / phash / "cam1").write_bytes(b"not a folder")
+    topics.produce(refs)
+    port = free_port()
+    worker = topics.start_worker(
+        out,
+        root,
+        "--ops",
+        "gray",
+        "--max-outage",
+        "5",
+        "--metrics-port",
+        str(port),
+        log=tmp_path / "w.log",
+    )
+    try:
+        stream = topics.stream().wait_for({r.id for r in refs}, timeout_s=90)
+        assert worker.poll() is None, "the worker stopped"
+        assert _gauge(port, "imgstream_sink_blocked") == 0.0
+    finally:
+        code = worker.stop()
+    assert code == 0
+    records = stream.records
+    failed = {r.id: r for r in records if isinstance(r, Failure)}
+    written = {r.id for r in records if isinstance(r, Result)}
+    assert set(failed) == {r.id for r in refs if r.source == "cam1"}
+    assert {f.error_type for f in failed.values()} == {"io_error"}
+    assert written == {r.id for r in refs if r.source == "cam2"}
+    log = worker.output()
+    assert log.count("output store unavailable") <= 1, "the output gate flip-flopped"
+    assert log.count("refuses writes") == 1  # one line for the folder, not one per image

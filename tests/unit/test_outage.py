@@ -218,3 +218,38 @@ def test_successes_elsewhere_do_not_end_a_full_disk_outage() -> None:
     thread.join(10)
     assert not gate.blocked
     assert states == [True, False]
+
+
+def test_with_no_other_writes_the_probe_tells_a_lone_folder_from_a_dead_store(
+    tmp_path: Path,
+) -> None:
+    """Nothing else is being written: a probe at the top of the store decides."""
+    states: list[bool] = []
+    gate = OutputGate(FakeClock(), states.append, first_backoff_s=0.001)
+    (tmp_path / "h").mkdir()
+    (tmp_path / "h" / "cam1").write_bytes(b"not a folder")
+    bad = tmp_path / "h" / "cam1" / "0.png"
+    probe = tmp_path / "h" / ".probe"
+    with pytest.raises(OSError):
+        gate.write(str(bad), lambda: _write_file(bad), lambda: _write_file(probe))
+    assert states == [] and probe.exists()  # the store works: cam1 alone fails
+
+    def dead_probe() -> None:
+        raise OSError(errno.EACCES, "Permission denied")
+
+    outcome: list[BaseException] = []
+
+    def writer() -> None:
+        try:
+            gate.write("/x/h/c/0.png", dead_probe, dead_probe)
+        except BaseException as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    while not gate.blocked:
+        thread.join(0.01)
+    gate.close()  # the whole store refuses: an outage, until shutdown
+    thread.join(10)
+    assert states == [True, False]
+    assert [type(e) for e in outcome] == [OutputUnavailable]
