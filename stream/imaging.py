@@ -162,16 +162,23 @@ def _jpeg_min_bits(marker: int, w: int, h: int, factors: list[tuple[int, int]]) 
 
 
 def _webp(data: bytes) -> tuple[int, int] | None:
+    """The size in the first chunk, if it is what its name says.
+
+    libwebp refuses a ``VP8 `` chunk without its start code, a ``VP8L``
+    without its signature byte and a ``VP8X`` whose length is not 10: such a
+    file is damaged, and the bytes where its size would be mean nothing (a
+    lossy WebP whose chunk was renamed ``VP8X`` "was" 6302210x16385).
+    """
     chunk = data[12:16]
     try:
-        if chunk == b"VP8 ":
+        if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
             w, h = struct.unpack("<HH", data[26:30])
             return w & 0x3FFF, h & 0x3FFF
-        if chunk == b"VP8L":
+        if chunk == b"VP8L" and data[20:21] == b"\x2f":
             b = data[21:25]
             bits = int.from_bytes(b, "little")
             return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-        if chunk == b"VP8X":
+        if chunk == b"VP8X" and data[16:20] == b"\x0a\x00\x00\x00":
             w = int.from_bytes(data[24:27], "little") + 1
             h = int.from_bytes(data[27:30], "little") + 1
             return w, h

@@ -219,3 +219,20 @@ def test_damaged_jpeg_decodes_as_opencv_recovers_it(photos) -> None:
     expected = cv2.imdecode(np.frombuffer(bytes(data), np.uint8), cv2.IMREAD_COLOR)
     assert expected is not None
     assert np.array_equal(decode(bytes(data)).image, expected)
+
+
+@pytest.mark.parametrize("quality", [80, 101], ids=["lossy", "lossless"])
+def test_webp_chunk_that_is_not_what_its_name_says_is_damaged_not_large(quality) -> None:
+    # Renamed VP8X, the first chunk's bytes were read as a 24-bit canvas size
+    # and the file refused as too_large; libwebp refuses it as malformed.
+    img = np.random.default_rng(3).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, quality])
+    assert ok
+    data = bytes(buf)
+    assert header_size(data, "webp") == (30, 40)
+    for name in (b"VP8X", b"VP8 ", b"VP8L"):
+        renamed = data[:12] + name + data[16:]
+        if renamed == data:
+            continue
+        assert header_size(renamed, "webp") is None, name
+        assert error_type(renamed) == DECODE_ERROR, name
