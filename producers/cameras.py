@@ -14,17 +14,23 @@ optionally, ``fps``, ``max_width`` and ``quality``::
 
 ``${VAR}`` in a string is replaced by the environment variable ``VAR`` (the
 environment is passed in, so parsing stays pure), which keeps passwords out
-of the file. Every URL leaves this module through :func:`redact_url` when it
-is logged, printed or recorded.
+of the file. In a URL, a value put into the user info is percent-encoded (as
+is a query parameter's value), so a password holding ``/``, ``#``, ``?``,
+``@``, ``:``, ``%`` or any non-ASCII character reaches the server as it is
+(FFmpeg, and so OpenCV, percent-decodes user info for Basic and Digest
+logins) instead of ending the host early. Those values are the camera's
+secrets: :meth:`Camera.secrets` lists every form of them to mask in logs, and
+every URL leaves this module through :func:`redact_url` when it is logged,
+printed or recorded.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
 import tomllib
 
@@ -50,52 +56,156 @@ class Camera:
     fps: float = 5.0
     max_width: int | None = None
     quality: int = 90
+    #: The values ``${VAR}`` put into the URL's user info or query (see
+    #: :func:`expand_url`): secrets, masked wherever they appear. Not compared:
+    #: they are inside ``url`` already.
+    hidden: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def safe_url(self) -> str:
-        """The URL with its password hidden, for logs and messages."""
-        return redact_url(self.url)
+        """The URL with its password (and every substituted secret) hidden, for logs."""
+        return redact_url(self.url, self.hidden)
+
+    def secrets(self) -> list[str]:
+        """Every secret of the camera in every form it may take in a log line.
+
+        The substituted values as they are and percent-encoded, and the URL's
+        own password and secret query values, encoded and decoded.
+        """
+        return _unique([*_forms(self.hidden), *secrets_of(self.url)])
 
     def __repr__(self) -> str:
         # A dataclass repr would print the password in a traceback or a log.
         return f"Camera(name={self.name!r}, url={self.safe_url!r}, fps={self.fps})"
 
 
-def redact_url(url: str) -> str:
-    """``url`` with the password of its user info and secret query values as ``***``."""
-    redacted = _SECRET_QUERY.sub(r"\1***", url)
+def _unique(values: Iterable[str | None]) -> list[str]:
+    """The non-empty values, each once, in order."""
+    return list(dict.fromkeys(v for v in values if v))
+
+
+def _forms(values: Iterable[str]) -> list[str]:
+    """Each value as it is and percent-encoded (as it stands in a URL)."""
+    return _unique(form for v in values for form in (v, quote(v, safe="")))
+
+
+def _cut_short(url: str) -> tuple[str, str, str] | None:
+    """A URL whose unencoded password ends its host early, as (head, password, tail).
+
+    ``rtsp://viewer:s3/cr#t@10.0.0.5/s`` parses as host ``viewer:s3`` and the
+    rest as path and fragment, so no parser sees a password in it. Such a URL
+    is taken to hold user info up to its last ``@``; this may hide more than
+    the password (never less), and the URL does not open anyway.
+    """
     try:
-        parts = urlsplit(redacted)
-        password = parts.password
-    except ValueError:  # not a URL we can take apart: hide everything between :// and @
-        return re.sub(r"://[^/@]*@", "://***@", redacted)
-    if not password:
-        return redacted
-    host = parts.netloc.rpartition("@")[2]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+        parts = urlsplit(url)
+    except ValueError:
+        return None
+    start = url.find("://")
+    if start < 0 or "@" in parts.netloc or ":" not in parts.netloc:
+        return None
+    start += 3
+    at = url.rfind("@")
+    if at < start + len(parts.netloc):
+        return None
+    colon = url.index(":", start)
+    return url[: colon + 1], url[colon + 1 : at], url[at:]
+
+
+def redact_url(url: str, secrets: Iterable[str] = ()) -> str:
+    """``url`` with the password of its user info, secret query values and ``secrets``
+    (as they are or percent-encoded) as ``***``."""
+    redacted = _SECRET_QUERY.sub(r"\1***", url)
+    cut = _cut_short(redacted)
+    if cut is not None:
+        redacted = f"{cut[0]}***{cut[2]}"
+    else:
+        try:
+            parts = urlsplit(redacted)
+            password = parts.password
+        except ValueError:  # not a URL we can take apart: hide everything between :// and @
+            redacted = re.sub(r"://[^/@]*@", "://***@", redacted)
+        else:
+            if password:
+                host = parts.netloc.rpartition("@")[2]
+                user = parts.username or ""
+                redacted = urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
+    # Longest first, so that a secret inside another is not left half shown.
+    for secret in sorted(_forms(secrets), key=len, reverse=True):
+        redacted = redacted.replace(secret, "***")
+    return redacted
 
 
 def secrets_of(url: str) -> list[str]:
-    """The secret parts of a URL (its password, secret query values), to mask in logs."""
+    """The secret parts of a URL (its password, secret query values), to mask in logs:
+    each as written in the URL and, where that differs, percent-decoded."""
     found = [m[0][len(m[1]) :] for m in _SECRET_QUERY.finditer(url)]
+    cut = _cut_short(url)
     try:
-        password = urlsplit(url).password
+        password = cut[1] if cut is not None else urlsplit(url).password
     except ValueError:
         password = None
-    return [s for s in (password, *found) if s]
+    return _unique(form for s in (password, *found) if s for form in (s, unquote(s)))
 
 
 def expand(value: str, env: Mapping[str, str], where: str) -> str:
     """``value`` with each ``${VAR}`` replaced from ``env``; a missing one is a ConfigError."""
+    return _VAR.sub(lambda match: _lookup(match[1], env, where), value)
 
-    def lookup(match: re.Match[str]) -> str:
-        name = match[1]
-        if name not in env:
-            raise ConfigError(f"{where}: environment variable {name} is not set")
-        return env[name]
 
-    return _VAR.sub(lookup, value)
+def _lookup(name: str, env: Mapping[str, str], where: str) -> str:
+    if name not in env:
+        raise ConfigError(f"{where}: environment variable {name} is not set")
+    return env[name]
+
+
+def _url_spans(template: str) -> tuple[range, range]:
+    """Where a URL template's user info and query are, by its own characters.
+
+    A ``${VAR}`` holds no ``/``, ``?``, ``#`` or ``@``, so the template's
+    structure is the URL's, whatever the values.
+    """
+    start = template.find("://")
+    if start < 0:
+        return range(0), range(0)
+    start += 3
+    delimiter = re.compile(r"[/?#]").search(template, start)
+    end = delimiter.start() if delimiter else len(template)
+    at = template.rfind("@", start, end)
+    userinfo = range(start, at) if at >= 0 else range(0)
+    fragment = template.find("#", end)
+    fragment = len(template) if fragment < 0 else fragment
+    question = template.find("?", end, fragment)
+    query = range(question + 1, fragment) if question >= 0 else range(0)
+    return userinfo, query
+
+
+def expand_url(template: str, env: Mapping[str, str], where: str) -> tuple[str, tuple[str, ...]]:
+    """A URL with its ``${VAR}`` s replaced from ``env``, and the values that are secrets.
+
+    A value put into the user info is percent-encoded whole, as is one that
+    is a query parameter's value (``?token=${TOKEN}``): a ``/``, ``#``, ``?``,
+    ``@``, ``:`` or ``%`` in a password would otherwise end the host early or
+    change it. Values elsewhere (host, port, path) go in as they are. The
+    values in the user info or the query are returned as secrets (as they
+    were in the environment); text written in the template is left alone.
+    """
+    userinfo, query = _url_spans(template)
+    secrets: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        value = _lookup(match[1], env, where)
+        at = match.start()
+        if at in userinfo:
+            secrets.append(value)
+            return quote(value, safe="")
+        if at in query:
+            secrets.append(value)
+            return quote(value, safe="") if template[at - 1] == "=" else value
+        return value
+
+    url = _VAR.sub(substitute, template)
+    return url, tuple(_unique(secrets))
 
 
 def _number(table: Mapping[str, Any], key: str, where: str) -> Any:
@@ -149,7 +259,8 @@ def parse_cameras(text: str, env: Mapping[str, str], origin: str = "cameras file
             )
         if any(c.name == name for c in cameras):
             raise ConfigError(f"{origin}: two cameras are named {name!r}")
-        fields.update(name=name, url=expand(fields["url"], env, f"{origin} camera {name!r}"))
+        url, hidden = expand_url(fields["url"], env, f"{origin} camera {name!r}")
+        fields.update(name=name, url=url, hidden=hidden)
         cameras.append(Camera(**fields))
     return cameras
 

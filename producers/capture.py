@@ -205,6 +205,7 @@ def run_cameras(
             stop.wait,
             opts.timeouts,
             Backoff(opts.backoff_initial_s, opts.backoff_max_s),
+            secrets=camera.secrets(),
         )
         writer = FrameWriter(camera.name, store_dir, emit, camera.quality, camera.max_width, sink)
 

@@ -17,7 +17,7 @@ import http.client
 import logging
 import random
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -223,10 +223,13 @@ class StreamReader:
         backoff: Backoff | None = None,
         opener: Callable[[str, Timeouts], Any] = open_stream,
         diagnose: Callable[[str, float, Timeouts], str] = why_not_opened,
+        secrets: Sequence[str] = (),
     ) -> None:
         self.name = name
         self.url = url
-        self.safe_url = redact_url(url)
+        #: The URL as logged: its password, and ``secrets`` (the values
+        #: substituted into it, see :meth:`Camera.secrets`), as ``***``.
+        self.safe_url = redact_url(url, secrets)
         self.clock = clock
         self.health = health
         self.stopped = stopped

@@ -135,7 +135,7 @@ def capture(
     from imgstream.metrics import CameraMetrics
     from imgstream.partitioning import BySource, partition_key
     from imgstream.producers import capture as cap
-    from imgstream.producers.cameras import Camera, load_cameras, redact_url, secrets_of
+    from imgstream.producers.cameras import Camera, load_cameras, redact_url
     from imgstream.producers.stream_reader import Timeouts
     from imgstream.signals import stop_on_signals
     from imgstream.stores import Outputs, absolute
@@ -150,7 +150,7 @@ def capture(
         cameras = load_cameras(cameras_path, os.environ)
     elif video is not None and cap.is_live(video):
         cameras = [Camera(name or "cam", video, fps, max_width, quality)]
-    hide_in_logs([s for c in cameras for s in secrets_of(c.url)])
+    hide_in_logs([s for c in cameras for s in c.secrets()])
     if cameras and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # Each failure is logged once with its reason: OpenCV's own warnings for the
         # same event (a timeout, "can't be used to capture by name") only add noise.

@@ -1,21 +1,24 @@
 """`imgstream capture` of RTSP streams from GStreamer's RTSP server (Debian's packages).
 
 The server asks for a login: one camera has the right password (from the
-environment), one a wrong one. The server is killed for 4 s mid-capture and
-started again on the same port.
+environment), one a wrong one. The password holds ``/ # ? @ % :`` and
+non-ASCII: imgstream percent-encodes it into the URL and FFmpeg decodes it
+back for the login. The server is killed for 4 s mid-capture and started
+again on the same port.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from urllib.parse import quote
 
 from imgstream.metrics import camera_health
 from tests.fixtures.deploy import scrape
 from tests.helpers import wait_until
 from tests.integration.test_live_capture import metrics_url, stored, ts_of
 
-PASSWORD = "Rtsp-Secret-9917"
+PASSWORD = "Rtsp/Se#cret?9917@%:ü"
 
 
 def test_rtsp_cameras_with_a_login_an_outage_and_a_wrong_password(
@@ -64,4 +67,5 @@ def test_rtsp_cameras_with_a_login_an_outage_and_a_wrong_password(
     assert re.search(r"camera yard: frames are back after a \d+\.\ds gap", log), log
     refs = topics.read_refs()
     assert sorted(r.id for r in refs) == sorted(f"yard-{f.stem}" for f in frames)
-    assert not [t for t in (log, exposition, repr(refs)) if PASSWORD in t]
+    for secret in (PASSWORD, quote(PASSWORD, safe=""), "Rtsp/Se", "cret?9917"):
+        assert not [t for t in (log, exposition, repr(refs)) if secret in t], secret

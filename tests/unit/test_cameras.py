@@ -3,8 +3,10 @@ the camera metrics (fakes and a fake clock; no streams, no sleeps)."""
 
 from __future__ import annotations
 
+import logging
 import random
 from typing import Any
+from urllib.parse import quote, unquote, urlsplit
 
 import numpy as np
 import pytest
@@ -93,6 +95,98 @@ def test_redact_url(url: str, shown: str) -> None:
 def test_secrets_of() -> None:
     assert secrets_of("rtsp://a:b@h/") == ["b"] and secrets_of("rtsp://h/") == []
     assert secrets_of("http://u:p@h/x?token=t1&pwd=t2&n=1") == ["p", "t1", "t2"]
+    # as written in the URL, and as the server (or a library's log) sees it
+    assert secrets_of("rtsp://u:p%40ss%C3%BC@h/") == ["p%40ss%C3%BC", "p@ssü"]
+
+
+#: Passwords (and user names) that end the host early, or break the URL, unless encoded.
+NASTY = ["s3/cr#t", "pa?ss", "p@ss@", "100%", "pa:ss:", "pässwörd€", "a/b?c#d@e%f:g ü"]
+
+
+def _one_camera(url: str, env: dict[str, str]) -> Camera:
+    [camera] = parse_cameras(f'[[camera]]\nname = "gate"\nurl = "{url}"\n', env)
+    return camera
+
+
+def _shown(camera: Camera) -> list[str]:
+    """What of a camera reaches logs, errors and tracebacks."""
+    return [repr(camera), camera.safe_url, str(camera)]
+
+
+@pytest.mark.parametrize("password", NASTY)
+def test_a_substituted_password_is_encoded_in_the_url_and_shown_nowhere(password) -> None:
+    camera = _one_camera(
+        "rtsp://viewer:${GATE_PASSWORD}@10.0.0.5/stream1", {"GATE_PASSWORD": password}
+    )
+    # The URL OpenCV/FFmpeg get: the user info percent-encoded, as URL parsers expect.
+    assert camera.url == f"rtsp://viewer:{quote(password, safe='')}@10.0.0.5/stream1"
+    parts = urlsplit(camera.url)
+    assert (parts.hostname, parts.path) == ("10.0.0.5", "/stream1")
+    assert (unquote(parts.username or ""), unquote(parts.password or "")) == ("viewer", password)
+    assert camera.safe_url == "rtsp://viewer:***@10.0.0.5/stream1"
+    for text in _shown(camera):
+        assert password not in text and quote(password, safe="") not in text
+    assert {password, quote(password, safe="")} <= set(camera.secrets())
+
+
+@pytest.mark.parametrize("user", NASTY)
+def test_a_substituted_user_name_is_encoded_and_hidden_too(user) -> None:
+    env = {"CAM_USER": user, "CAM_PASSWORD": "pw#1"}
+    camera = _one_camera("rtsp://${CAM_USER}:${CAM_PASSWORD}@10.0.0.5:8554/s", env)
+    assert camera.url == f"rtsp://{quote(user, safe='')}:pw%231@10.0.0.5:8554/s"
+    parts = urlsplit(camera.url)
+    assert (parts.hostname, parts.port, unquote(parts.username or "")) == ("10.0.0.5", 8554, user)
+    assert camera.safe_url == "rtsp://***:***@10.0.0.5:8554/s"
+    for text in _shown(camera):
+        assert user not in text and "pw#1" not in text
+
+
+def test_literal_user_info_and_the_rest_of_the_url_are_left_as_written() -> None:
+    env = {"HOST": "10.0.0.5", "P": "a/b", "CH": "2", "TOKEN": "t&k#n"}
+    camera = _one_camera("http://me:x%2Fy${P}@${HOST}:8080/live/${CH}.ts?token=${TOKEN}&n=1", env)
+    assert camera.url == "http://me:x%2Fya%2Fb@10.0.0.5:8080/live/2.ts?token=t%26k%23n&n=1"
+    assert camera.safe_url == "http://me:***@10.0.0.5:8080/live/2.ts?token=***&n=1"
+    hidden = ("a/b", "a%2Fb", "t&k#n", "t%26k%23n")
+    assert not [s for s in hidden for text in _shown(camera) if s in text]
+    assert "10.0.0.5" not in camera.secrets()  # only credentials and query values are secret
+
+
+def test_a_reader_refused_with_a_substituted_password_logs_no_part_of_it(caplog) -> None:
+    # The report: "camera gate: cannot open rtsp://viewer:s3/cr#t@10.0.0.5/stream1: ..."
+    camera = _one_camera(
+        "rtsp://viewer:${GATE_PASSWORD}@10.0.0.5/stream1", {"GATE_PASSWORD": "s3/cr#t"}
+    )
+    clock = FakeClock()
+    script = Script(clock, [FakeCapture(False, 0)], 0.1)
+    reader = StreamReader(
+        camera.name, camera.url, clock, CameraMetrics().camera("gate", clock.monotonic),
+        lambda: False, script.wait, backoff=Backoff(1.0, 1.0, jitter=0.0),
+        opener=script.open, diagnose=lambda url, elapsed, t: "connection refused",
+        secrets=camera.secrets(),
+    )  # fmt: skip
+    with caplog.at_level(logging.INFO, logger="imgstream.capture"):
+        assert list(reader.frames()) == []
+    assert "camera gate: cannot open rtsp://viewer:***@10.0.0.5/stream1: connection refused" in (
+        caplog.text
+    )
+    assert "s3" not in caplog.text and "cr" not in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("url", "shown", "secret"),
+    [
+        # Typed on the command line without encoding: the host ends early, at the
+        # '/', '#' or '?' in the password, and its rest lands in the path.
+        ("rtsp://viewer:s3/cr#t@10.0.0.5/stream1", "rtsp://viewer:***@10.0.0.5/stream1", "s3/cr#t"),
+        ("rtsp://viewer:12/x@10.0.0.5/s", "rtsp://viewer:***@10.0.0.5/s", "12/x"),
+        ("http://u:p?a@h/live.ts", "http://u:***@h/live.ts", "p?a"),
+        ("http://u:p#a@h:80/live.ts", "http://u:***@h:80/live.ts", "p#a"),
+    ],
+)
+def test_a_password_that_breaks_its_url_is_still_hidden(url, shown, secret) -> None:
+    assert redact_url(url) == shown
+    assert secret in secrets_of(url)
+    assert secret not in repr(Camera("gate", url))
 
 
 def test_backoff_doubles_up_to_its_ceiling_with_jitter() -> None:
