@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
-from imgstream.imaging import decode, header_size, sniff
+from imgstream.imaging import MAX_JPEG_SCANS, decode, header_size, sniff
 
 BIG = 12000
 
@@ -369,3 +369,29 @@ def test_png_chunk_longer_than_the_file_is_refused_before_allocating() -> None:
     assert error.type == DECODE_ERROR
     assert "chunk b'IDAT'" in error.message
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 50_000  # KiB
+
+
+def with_last_scan_repeated(data: bytes, times: int) -> bytes:
+    """A progressive JPEG whose last scan (header and data) comes ``times`` more times."""
+    last = data.rfind(b"\xff\xda")
+    return data[:-2] + data[last:-2] * times + b"\xff\xd9"
+
+
+def test_jpeg_with_thousands_of_scans_is_refused() -> None:
+    # libjpeg visits every block once per scan: 2000x2000 and 2006 scans in
+    # 113 KB took 9.6 s to decode before (6 scans: 0.017 s).
+    blocks = np.random.default_rng(1).integers(0, 256, (250, 250), dtype=np.uint8)
+    img = cv2.resize(blocks, (2000, 2000), interpolation=cv2.INTER_NEAREST)
+    data = encoded(".jpg", img, (cv2.IMWRITE_JPEG_PROGRESSIVE, 1))
+    error = refused_fast(with_last_scan_repeated(data, 2000))
+    assert error.type == TOO_LARGE
+    assert "2006 scans" in error.message
+
+
+def test_jpeg_scan_limit_is_exact() -> None:
+    data = encoded(".jpg", params=(cv2.IMWRITE_JPEG_PROGRESSIVE, 1))
+    scans = data.count(b"\xff\xda")
+    at_limit = with_last_scan_repeated(data, MAX_JPEG_SCANS - scans)
+    assert decode(at_limit).image.shape == (48, 64, 3)
+    over = with_last_scan_repeated(data, MAX_JPEG_SCANS - scans + 1)
+    assert refused_fast(over).type == TOO_LARGE
