@@ -20,7 +20,7 @@ from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka import TopicPartition as KTP
-from kafka.errors import TopicAlreadyExistsError, TopicAuthorizationFailedError
+from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
@@ -66,6 +66,28 @@ def new_producer(
                 "producer", KafkaProducer.DEFAULT_CONFIG, bootstrap, settings, tuned, **fixed
             )
         )
+
+
+def close_producer(producer: KafkaProducer, timeout_s: float) -> None:
+    """Close ``producer``, waiting up to ``timeout_s`` for its unsent records; abandon the rest.
+
+    kafka-python's ``close()`` flushes first and raises KafkaTimeoutError when
+    records are still unsent at the timeout (a broker out of reach), before it
+    stops its I/O thread: the producer would live on, thread and connections,
+    and its ``__del__`` would try again later and print a traceback. Here the
+    records left are failed instead (their callbacks report it) and the
+    producer is closed.
+    """
+    try:
+        producer.close(timeout=timeout_s)
+        return
+    except KafkaTimeoutError:
+        log.debug("closing a producer with records unsent: abandoning them")
+    producer._sender.force_close()  # fails what is left, then stops the I/O thread
+    try:
+        producer.close(timeout=max(timeout_s, 1.0))
+    except KafkaTimeoutError as exc:  # the I/O thread did not even fail them in time
+        log.debug("closing a producer: %s", exc)
 
 
 def new_admin(
@@ -259,8 +281,8 @@ class KafkaSink:
         self._producer.flush(timeout=timeout_s)
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Flush and close."""
-        self._producer.close(timeout=timeout_s)
+        """Flush (up to ``timeout_s``) and close; records still unsent then fail."""
+        close_producer(self._producer, timeout_s)
 
 
 def wait_for_broker(

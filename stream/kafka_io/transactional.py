@@ -10,7 +10,13 @@ results itself. A transaction that fails is aborted and raised as
 :class:`~imgstream.errors.TransactionFailed`; a fenced producer, or one whose
 commit or abort did not finish in time, is closed and replaced (the new one's
 ``init_transactions`` completes or aborts whatever the old one left open) and
-raised as :class:`~imgstream.errors.ProducerFenced`.
+raised as :class:`~imgstream.errors.ProducerFenced`. A replacement that cannot
+reach the broker (a network partition, a broker restarting) is not fatal:
+the transactor stays without a producer and makes one at the next commit,
+which fails with :class:`~imgstream.errors.TransactionFailed` until the broker
+answers again (the worker rewinds and redoes the work meanwhile). Only the
+first producer, at start-up, turns an unreachable broker into a
+:class:`~imgstream.errors.BrokerError`.
 
 :func:`refuse_unreliable_transactions` stops ``--exactly-once`` on the
 embedded Tansu broker, which advertises the transaction APIs without keeping
@@ -33,8 +39,13 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
-from imgstream.errors import ProducerFenced, TransactionFailed, UnreliableTransactions
-from imgstream.kafka_io.clients import new_admin, new_producer
+from imgstream.errors import (
+    BrokerError,
+    ProducerFenced,
+    TransactionFailed,
+    UnreliableTransactions,
+)
+from imgstream.kafka_io.clients import close_producer, new_admin, new_producer
 from imgstream.kafka_io.settings import ClientSettings, broker_errors
 from imgstream.records import TopicPartition
 from imgstream.transactions import COMMIT_TIMEOUT_S, TRANSACTION_TIMEOUT_S, Staged
@@ -67,7 +78,8 @@ class KafkaTransactor:
         self._group_metadata = group_metadata
         self._timeout_ms = int(timeout_s * 1000)
         self._on_restart = on_restart
-        self._producer = self._new_producer()
+        #: None after a replacement could not reach the broker: made at the next commit.
+        self._producer: KafkaProducer | None = self._new_producer()
         #: Producers replaced after a fence or a stuck commit.
         self.restarts = 0
 
@@ -93,7 +105,7 @@ class KafkaTransactor:
         the consumer's group metadata; 4. commit, waiting at most the timeout.
         On failure the transaction is aborted (or the producer replaced).
         """
-        producer = self._producer
+        producer = self._ready()
         try:
             producer.begin_transaction()
             for r in records:
@@ -116,7 +128,22 @@ class KafkaTransactor:
             self._abort(exc)
             raise TransactionFailed(str(exc)) from exc
 
+    def _ready(self) -> KafkaProducer:
+        """The producer; made now if the last replacement could not reach the broker.
+
+        Raises TransactionFailed while the broker still does not answer (each
+        try waits up to the connect timeout).
+        """
+        if self._producer is None:
+            try:
+                self._producer = self._new_producer()
+            except BrokerError as exc:
+                raise TransactionFailed(f"no transactional producer yet: {exc}") from None
+            log.warning("the transactional producer is back")
+        return self._producer
+
     def _wait(self, result: Any, what: str) -> None:
+        assert self._producer is not None
         self._producer._sender.wakeup()
         if not result.wait(timeout_ms=self._timeout_ms):
             raise KafkaTimeoutError(f"{what} took over {self._timeout_ms} ms")
@@ -124,6 +151,7 @@ class KafkaTransactor:
     def _abort(self, cause: BaseException) -> None:
         """Abort the open transaction; replace the producer if even that fails."""
         log.warning("transaction failed (%s): aborting it", cause)
+        assert self._producer is not None
         manager = self._producer._transaction_manager
         try:
             if manager.has_fatal_error():
@@ -133,20 +161,30 @@ class KafkaTransactor:
             self._replace(f"the abort failed too: {exc}")
 
     def _replace(self, why: str) -> None:
+        """Close the producer and make a new one (its ``init_transactions`` fences the old).
+
+        A broker that does not answer within the connect timeout leaves the
+        transactor without a producer (see :meth:`_ready`), never raises.
+        """
         log.warning("recreating the transactional producer: %s", why)
-        old = self._producer
-        try:
-            old.close(timeout=0)
-        except Exception as exc:  # a broken producer may fail to close too
-            log.debug("closing the old producer failed: %s", exc)
-        self._producer = self._new_producer()
+        old, self._producer = self._producer, None
+        if old is not None:
+            try:
+                close_producer(old, 0)
+            except Exception as exc:  # a broken producer may fail to close too
+                log.debug("closing the old producer failed: %s", exc)
         self.restarts += 1
         if self._on_restart is not None:
             self._on_restart()
+        try:
+            self._producer = self._new_producer()
+        except BrokerError as exc:
+            log.warning("no transactional producer until the broker answers again: %s", exc)
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Close the producer (an open transaction is aborted by the broker)."""
-        self._producer.close(timeout=timeout_s)
+        if self._producer is not None:
+            close_producer(self._producer, timeout_s)
 
 
 def refuse_unreliable_transactions(bootstrap: str, settings: ClientSettings | None = None) -> None:
