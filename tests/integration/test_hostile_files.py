@@ -1,12 +1,12 @@
 """Hundreds of hostile image files through one worker on a real broker (issue 20).
 
-``tests/fixtures/mutate.py`` makes 645 damaged files from the sample photos
+``tests/fixtures/mutate.py`` makes 649 damaged files from the sample photos
 (JPEG, PNG, TIFF, WebP, BMP and GIF, each with bits flipped, cut short,
 header fields edited: sizes zero, huge, or large but allowed, wrong magic,
 chunk, segment and IFD lengths, counts and offsets; junk inserted, chunks
-repeated), plus the 24 undamaged originals. One ``imgstream work`` process,
-the real CLI with the default limits and a realistic pipeline, takes them
-all. What must hold:
+repeated, a JPEG scan 150 more times), plus the 24 undamaged originals.
+One ``imgstream work`` process, the real CLI with the default limits and a
+realistic pipeline, takes them all. What must hold:
 
 - every ref ends as exactly one result or one failure, and every failure has
   a type a damaged file deserves (``decode_error``, ``too_large``,
@@ -50,8 +50,8 @@ PIPELINE = "gray|clahe|canny"
 #: is time queued for a thread).
 WORK_STAGES = ("load", "decode", "ops", "encode", "store")
 IMAGE_LIMIT_S = 2.0
-#: Two image threads on up to 16 Mpx each (the largest a mutant may decode
-#: to) plus the worker's Kafka clients: measured 250-300 MB.
+#: Two image threads on up to 9 Mpx each (the largest a mutant may decode
+#: to, mutate.LARGE squared) plus the worker's clients: measured 260-280 MB.
 MAX_PEAK_MB = 1024
 EXPECTED_TYPES = {DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT}
 
