@@ -14,11 +14,13 @@ from imgstream.errors import (
     SpecError,
 )
 from imgstream.offsets import OffsetTracker
+from imgstream.ops.decorator import Arg, op
 from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Arg",
     "Batch",
     "BatchSummary",
     "BrokerError",
@@ -35,4 +37,5 @@ __all__ = [
     "SpecError",
     "TopicPartition",
     "__version__",
+    "op",
 ]

@@ -13,6 +13,7 @@ from imgstream.cli.options import kafka_options, option_for, time_ms
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
+    from imgstream.ops import Operation
 
 
 @cli.command()
@@ -37,22 +38,33 @@ def broker(port: int | None) -> None:
 @cli.command()
 @click.argument("name", required=False)
 def ops(name: str | None) -> None:
-    """List the operations (or show one in detail)."""
+    """List the operations, built-in and from plugins (or show one in detail)."""
     from imgstream.ops import build_registry
 
     registry = build_registry()
     if name:
         op = registry.get(name)
-        click.echo(f"{op.name}  ({op.kind})  {op.help}")
+        where = op.kind if op.dist is None else f"{op.kind}, {op.origin}"
+        click.echo(f"{op.name}  ({where})  {op.help}")
         for p in op.params:
             click.echo(f"  {p.describe()}")
         if op.details:
             click.echo("")
             click.echo(op.details.strip())
         return
+    width = max([10, *(len(op.name) for op in registry)])
+    groups: dict[str, list[Operation]] = {}  # "" holds the built-ins, listed first
     for op in registry:
-        params = ",".join(f"{p.name}={'' if p.default is None else p.default}" for p in op.params)
-        click.echo(f"{op.name:<10} {params:<44} {op.help}")
+        groups.setdefault("" if op.dist is None else op.origin, []).append(op)
+    for origin in sorted(groups):
+        if origin:
+            click.echo(f"\nfrom the plugin {origin}:")
+        for op in groups[origin]:
+            params = ",".join(
+                f"{p.name}={'' if p.default is None else p.default}" for p in op.params
+            )
+            kind = f"({op.kind}) " if origin and op.kind != "image" else ""
+            click.echo(f"{op.name:<{width}} {params:<44} {kind}{op.help}")
 
 
 @cli.command()

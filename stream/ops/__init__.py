@@ -1,15 +1,43 @@
-"""Image operations: the registry and one module per family."""
+"""Image operations: the registry, the decorator, plugins, and one module per family.
+
+Built-ins and plugins are one registry, filled by one path: each family
+module's functions are marked with ``@imgstream.op``, exactly as a plugin's
+are, and :func:`build_registry` turns the marked functions of the families
+and of every installed plugin into operations. The families (OpenCV) are
+imported when a registry is built, not when this package is: ``import
+imgstream`` re-exports the decorator and stays cheap.
+"""
 
 from __future__ import annotations
 
-from imgstream.ops import analysis, color, detect, edges, enhance, filters, geometry, segment
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from imgstream.ops.decorator import Arg, op
 from imgstream.ops.registry import Image, Operation, Param, Registry
 
-__all__ = ["Image", "Operation", "Param", "Registry", "build_registry"]
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
-_FAMILIES = (color, enhance, geometry, filters, edges, segment, analysis, detect)
+__all__ = ["Arg", "Image", "Operation", "Param", "Registry", "build_registry", "op"]
 
 
-def build_registry() -> Registry:
-    """A registry holding every built-in operation."""
-    return Registry(tuple(op for family in _FAMILIES for op in family.OPERATIONS))
+def build_registry(plugins: Iterable[EntryPoint] | None = None) -> Registry:
+    """A registry of every built-in operation and those of the plugins.
+
+    ``plugins``: the entry points to load (default: the installed
+    ``imgstream.ops`` ones; ``()`` for the built-ins only). A plugin that
+    cannot be loaded, or an operation name defined twice, raises ConfigError.
+    """
+    from imgstream.ops import analysis, color, detect, edges, enhance, filters, geometry, segment
+    from imgstream.ops.adapters import operations_in
+    from imgstream.ops.plugins import load_plugins
+
+    registry = Registry()
+    for family in (color, enhance, geometry, filters, edges, segment, analysis, detect):
+        for operation in operations_in(family):
+            registry.add(operation)
+    for plugin in load_plugins(plugins):
+        for operation in plugin.operations:
+            registry.add(operation)
+    return registry

@@ -7,17 +7,24 @@ digits. Near-duplicates (re-encoded, resized) are a few bits apart.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 
 from imgstream._cv import cv2
 from imgstream.ops.color import as_gray, channels, to_uint8
-from imgstream.ops.registry import Image, Operation, Param, whole_image
+from imgstream.ops.decorator import Arg, op
+from imgstream.ops.registry import Image
 
 
-def stats(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any]]:
+@op(
+    "stats",
+    kind="analysis",
+    help="per-channel mean/std/min/max, brightness, contrast, sharpness",
+    footprint=0,
+    tiles="core",
+)
+def stats(img: Image) -> dict[str, Any]:
     """Per-channel mean/std/min/max; brightness, contrast and sharpness of the gray image."""
     u8 = to_uint8(img)
     planes = [u8] if channels(u8) == 1 else cv2.split(u8)
@@ -31,7 +38,7 @@ def stats(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, An
     gray = as_gray(u8)
     g_mean, g_std = cv2.meanStdDev(gray)
     sharpness = float(cv2.Laplacian(gray, cv2.CV_64F).var())
-    return img, {
+    return {
         "channels": per_channel,
         "brightness": float(g_mean[0, 0]),
         "contrast": float(g_std[0, 0]),
@@ -39,16 +46,18 @@ def stats(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, An
     }
 
 
-def hist(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any]]:
+@op("hist", kind="analysis", help="per-channel histogram", footprint=0, tiles="core")
+def hist(
+    img: Image, *, bins: Annotated[int, Arg("number of bins", min=1, max=256)] = 32
+) -> dict[str, Any]:
     """``cv2.calcHist`` per channel with ``bins`` bins over 0..256."""
     u8 = to_uint8(img)
-    bins = params["bins"]
     n = channels(u8)
     out = [
         cv2.calcHist([u8], [c], None, [bins], [0, 256]).ravel().astype(np.int64).tolist()
         for c in range(n)
     ]
-    return img, {"bins": bins, "channels": out}
+    return {"bins": bins, "channels": out}
 
 
 def phash_bits(img: Image) -> int:
@@ -59,37 +68,12 @@ def phash_bits(img: Image) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-def phash(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any]]:
+@op("phash", kind="analysis", help="64-bit DCT perceptual hash (hex)")
+def phash(img: Image) -> dict[str, Any]:
     """64-bit perceptual hash as 16 hex digits."""
-    return img, {"hash": f"{phash_bits(img):016x}"}
+    return {"hash": f"{phash_bits(img):016x}"}
 
 
 def hamming(a: str, b: str) -> int:
     """Bits that differ between two hex hashes."""
     return (int(a, 16) ^ int(b, 16)).bit_count()
-
-
-OPERATIONS = (
-    Operation(
-        "stats",
-        stats,
-        "per-channel mean/std/min/max, brightness, contrast, sharpness",
-        kind="analysis",
-        tiles="core",
-    ),
-    Operation(
-        "hist",
-        hist,
-        "per-channel histogram",
-        (Param("bins", int, 32, "number of bins", min=1, max=256),),
-        kind="analysis",
-        tiles="core",
-    ),
-    Operation(
-        "phash",
-        phash,
-        "64-bit DCT perceptual hash (hex)",
-        kind="analysis",
-        footprint=whole_image,
-    ),
-)

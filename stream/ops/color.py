@@ -14,13 +14,11 @@ Input policy:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import numpy as np
 
 from imgstream._cv import cv2
-from imgstream.ops.registry import Image, Operation
+from imgstream.ops.decorator import op
+from imgstream.ops.registry import Image
 
 
 def to_uint8(img: Image) -> Image:
@@ -34,25 +32,30 @@ def to_uint8(img: Image) -> Image:
     raise ValueError(f"unsupported pixel type {img.dtype}")
 
 
-def gray(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op(
+    "gray",
+    help="BT.601 luma (cv2.COLOR_BGR2GRAY); gray passes through, alpha dropped, 16-bit >> 8",
+    details=__doc__ or "",
+    footprint=0,
+)
+def gray(img: Image) -> Image:
     """BT.601 luma of a BGR(A) image; 1-channel images pass through."""
     img = to_uint8(img)
     if img.ndim == 2:
-        return img, None
+        return img
     channels = img.shape[2]
     if channels == 1:
-        return img[:, :, 0], None
+        return img[:, :, 0]
     if channels == 3:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY), None
+        return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
     if channels == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY), None
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
     raise ValueError(f"cannot convert a {channels}-channel image to gray")
 
 
 def as_gray(img: Image) -> Image:
     """A 2-D 8-bit luma image under the policy above (for operations defined on gray)."""
-    out, _ = gray(img, {})
-    return out
+    return gray(img)
 
 
 def channels(img: Image) -> int:
@@ -60,17 +63,7 @@ def channels(img: Image) -> int:
     return 1 if img.ndim == 2 else int(img.shape[2])
 
 
-def identity(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op("identity", help="pass the image through unchanged", footprint=0)
+def identity(img: Image) -> Image:
     """The image, unchanged."""
-    return img, None
-
-
-OPERATIONS = (
-    Operation("identity", identity, "pass the image through unchanged"),
-    Operation(
-        "gray",
-        gray,
-        "BT.601 luma (cv2.COLOR_BGR2GRAY); gray passes through, alpha dropped, 16-bit >> 8",
-        details=__doc__ or "",
-    ),
-)
+    return img

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
 from imgstream._cv import cv2
 from imgstream.ops.color import as_gray, channels, to_uint8
-from imgstream.ops.registry import Image, Operation, Param
+from imgstream.ops.decorator import Arg, op
+from imgstream.ops.registry import Image
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 PLATE_CASCADE = "haarcascade_russian_plate_number.xml"
@@ -65,52 +65,48 @@ def apply_action(img: Image, boxes: list[list[int]], action: str) -> Image:
     return out
 
 
-def _detector(name: str) -> Any:
-    def run(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any]]:
-        boxes = detect_boxes(img, name, params["scale"], params["neighbors"], params["min"])
-        return apply_action(img, boxes, params["action"]), {"count": len(boxes), "boxes": boxes}
-
-    return run
+Scale = Annotated[float, Arg("scaleFactor between pyramid levels", min=1.001, max=3.0)]
+Neighbors = Annotated[int, Arg("minNeighbors", min=0, max=100)]
+MinSize = Annotated[int, Arg("minSize (square, pixels)", min=1)]
+Action = Annotated[Literal["none", "draw", "blur"], Arg("none, draw boxes, or blur them")]
 
 
-def qr(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any]]:
+def _detect(
+    img: Image, name: str, scale: float, neighbors: int, min_size: int, action: str
+) -> tuple[Image, dict[str, Any]]:
+    boxes = detect_boxes(img, name, scale, neighbors, min_size)
+    return apply_action(img, boxes, action), {"count": len(boxes), "boxes": boxes}
+
+
+@op("faces", kind="analysis", help="frontal faces (Haar cascade)", footprint=0, tiles="boxes")
+def faces(
+    img: Image,
+    *,
+    scale: Scale = 1.1,
+    neighbors: Neighbors = 5,
+    min: MinSize = 30,
+    action: Action = "none",
+) -> tuple[Image, dict[str, Any]]:
+    """Frontal faces: the face cascade's boxes, drawn or blurred on request."""
+    return _detect(img, FACE_CASCADE, scale, neighbors, min, action)
+
+
+@op("plates", kind="analysis", help="licence plates (Haar cascade)", footprint=0, tiles="boxes")
+def plates(
+    img: Image,
+    *,
+    scale: Scale = 1.1,
+    neighbors: Neighbors = 3,
+    min: MinSize = 20,
+    action: Action = "none",
+) -> tuple[Image, dict[str, Any]]:
+    """Licence plates: the plate cascade's boxes, drawn or blurred on request."""
+    return _detect(img, PLATE_CASCADE, scale, neighbors, min, action)
+
+
+@op("qr", kind="analysis", help="QR code: decoded text and corners", footprint=0, tiles="boxes")
+def qr(img: Image) -> dict[str, Any]:
     """``cv2.QRCodeDetector().detectAndDecode``: decoded text and corner points."""
     text, points, _ = cv2.QRCodeDetector().detectAndDecode(to_uint8(img))
     corners = [] if points is None else np.asarray(points).reshape(-1, 2).round(2).tolist()
-    return img, {"found": points is not None, "text": text or "", "points": corners}
-
-
-def _params(neighbors: int, min_size: int) -> tuple[Param, ...]:
-    return (
-        Param("scale", float, 1.1, "scaleFactor between pyramid levels", min=1.001, max=3.0),
-        Param("neighbors", int, neighbors, "minNeighbors", min=0, max=100),
-        Param("min", int, min_size, "minSize (square, pixels)", min=1),
-        Param(
-            "action",
-            str,
-            "none",
-            "none, draw boxes, or blur them",
-            choices=("none", "draw", "blur"),
-        ),
-    )
-
-
-OPERATIONS = (
-    Operation(
-        "faces",
-        _detector(FACE_CASCADE),
-        "frontal faces (Haar cascade)",
-        _params(5, 30),
-        kind="analysis",
-        tiles="boxes",
-    ),
-    Operation(
-        "plates",
-        _detector(PLATE_CASCADE),
-        "licence plates (Haar cascade)",
-        _params(3, 20),
-        kind="analysis",
-        tiles="boxes",
-    ),
-    Operation("qr", qr, "QR code: decoded text and corners", kind="analysis", tiles="boxes"),
-)
+    return {"found": points is not None, "text": text or "", "points": corners}

@@ -7,28 +7,15 @@ Sobel and Laplacian are computed in 16-bit signed and returned as
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from imgstream._cv import cv2
 from imgstream.errors import SpecError
 from imgstream.ops.color import as_gray
-from imgstream.ops.registry import Image, Operation, Param, whole_image
+from imgstream.ops.decorator import Arg, op
+from imgstream.ops.registry import Image, whole_image
 
-
-def canny(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
-    """``cv2.Canny(gray, lo, hi)``."""
-    return cv2.Canny(as_gray(img), params["lo"], params["hi"]), None
-
-
-def sobel(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
-    """``convertScaleAbs(cv2.Sobel(gray, CV_16S, dx, dy, ksize=k))``."""
-    grad = cv2.Sobel(as_gray(img), cv2.CV_16S, params["dx"], params["dy"], ksize=params["k"])
-    return cv2.convertScaleAbs(grad), None
-
-
-def laplacian(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
-    """``convertScaleAbs(cv2.Laplacian(gray, CV_16S, ksize=k))``."""
-    return cv2.convertScaleAbs(cv2.Laplacian(as_gray(img), cv2.CV_16S, ksize=params["k"])), None
+Kernel = Annotated[Literal[1, 3, 5, 7], Arg("kernel size")]
 
 
 def _check_canny(params: Mapping[str, Any]) -> None:
@@ -45,35 +32,44 @@ def _check_sobel(params: Mapping[str, Any]) -> None:
         raise SpecError("operation 'sobel': derivative order must be below the kernel size k")
 
 
-OPERATIONS = (
-    Operation(
-        "canny",
-        canny,
-        "Canny edges on gray",
-        (
-            Param("lo", float, 100.0, "low hysteresis threshold", min=0.0),
-            Param("hi", float, 200.0, "high hysteresis threshold", min=0.0),
-        ),
-        check=_check_canny,
-        footprint=whole_image,  # hysteresis follows edges across the image
-    ),
-    Operation(
-        "sobel",
-        sobel,
-        "Sobel derivative on gray (absolute, 8-bit)",
-        (
-            Param("dx", int, 1, "x derivative order", min=0, max=2),
-            Param("dy", int, 0, "y derivative order", min=0, max=2),
-            Param("k", int, 3, "kernel size", choices=(1, 3, 5, 7)),
-        ),
-        check=_check_sobel,
-        footprint=lambda p: max(1, p["k"] // 2),
-    ),
-    Operation(
-        "laplacian",
-        laplacian,
-        "Laplacian on gray (absolute, 8-bit)",
-        (Param("k", int, 3, "kernel size", choices=(1, 3, 5, 7)),),
-        footprint=lambda p: max(1, p["k"] // 2),
-    ),
+@op(
+    "canny",
+    help="Canny edges on gray",
+    check=_check_canny,
+    footprint=whole_image,  # hysteresis follows edges across the image
 )
+def canny(
+    img: Image,
+    *,
+    lo: Annotated[float, Arg("low hysteresis threshold", min=0.0)] = 100.0,
+    hi: Annotated[float, Arg("high hysteresis threshold", min=0.0)] = 200.0,
+) -> Image:
+    """``cv2.Canny(gray, lo, hi)``."""
+    return cv2.Canny(as_gray(img), lo, hi)
+
+
+@op(
+    "sobel",
+    help="Sobel derivative on gray (absolute, 8-bit)",
+    check=_check_sobel,
+    footprint=lambda p: max(1, p["k"] // 2),
+)
+def sobel(
+    img: Image,
+    *,
+    dx: Annotated[int, Arg("x derivative order", min=0, max=2)] = 1,
+    dy: Annotated[int, Arg("y derivative order", min=0, max=2)] = 0,
+    k: Kernel = 3,
+) -> Image:
+    """``convertScaleAbs(cv2.Sobel(gray, CV_16S, dx, dy, ksize=k))``."""
+    return cv2.convertScaleAbs(cv2.Sobel(as_gray(img), cv2.CV_16S, dx, dy, ksize=k))
+
+
+@op(
+    "laplacian",
+    help="Laplacian on gray (absolute, 8-bit)",
+    footprint=lambda p: max(1, p["k"] // 2),
+)
+def laplacian(img: Image, *, k: Kernel = 3) -> Image:
+    """``convertScaleAbs(cv2.Laplacian(gray, CV_16S, ksize=k))``."""
+    return cv2.convertScaleAbs(cv2.Laplacian(as_gray(img), cv2.CV_16S, ksize=k))

@@ -7,14 +7,14 @@ of Lab, so hues are kept; on 1-channel images both work on the image itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from typing import Annotated
 
 import numpy as np
 
 from imgstream._cv import cv2
 from imgstream.ops.color import channels, to_uint8
-from imgstream.ops.registry import Image, Operation, Param, whole_image
+from imgstream.ops.decorator import Arg, op
+from imgstream.ops.registry import Image, whole_image
 
 
 def _bgr(img: Image) -> Image:
@@ -30,27 +30,38 @@ def _one_channel(img: Image) -> Image | None:
     return None
 
 
-def equalize(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op("equalize", help="histogram equalisation (gray, or Y of YCrCb)", footprint=whole_image)
+def equalize(img: Image) -> Image:
     """``cv2.equalizeHist`` on gray; on colour, on the Y of YCrCb."""
     img = to_uint8(img)
     single = _one_channel(img)
     if single is not None:
-        return cv2.equalizeHist(single), None
+        return cv2.equalizeHist(single)
     ycc = cv2.cvtColor(_bgr(img), cv2.COLOR_BGR2YCrCb)
     ycc[:, :, 0] = cv2.equalizeHist(ycc[:, :, 0])
-    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR), None
+    return cv2.cvtColor(ycc, cv2.COLOR_YCrCb2BGR)
 
 
-def clahe(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op(
+    "clahe",
+    help="contrast-limited adaptive equalisation (gray, or L of Lab)",
+    footprint=whole_image,
+)
+def clahe(
+    img: Image,
+    *,
+    clip: Annotated[float, Arg("clip limit", min=0.0)] = 2.0,
+    tile: Annotated[int, Arg("tile grid size (tile x tile)", min=1, max=256)] = 8,
+) -> Image:
     """``cv2.createCLAHE(clipLimit=clip, tileGridSize=(tile, tile))`` on gray or L of Lab."""
     img = to_uint8(img)
-    tool = cv2.createCLAHE(clipLimit=params["clip"], tileGridSize=(params["tile"], params["tile"]))
+    tool = cv2.createCLAHE(clipLimit=clip, tileGridSize=(tile, tile))
     single = _one_channel(img)
     if single is not None:
-        return tool.apply(single), None
+        return tool.apply(single)
     lab = cv2.cvtColor(_bgr(img), cv2.COLOR_BGR2Lab)
     lab[:, :, 0] = tool.apply(lab[:, :, 0])
-    return cv2.cvtColor(lab, cv2.COLOR_Lab2BGR), None
+    return cv2.cvtColor(lab, cv2.COLOR_Lab2BGR)
 
 
 def gamma_lut(g: float) -> Image:
@@ -59,62 +70,32 @@ def gamma_lut(g: float) -> Image:
     return np.clip(np.rint(255.0 * levels ** (1.0 / g)), 0, 255).astype(np.uint8)
 
 
-def gamma(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op("gamma", help="gamma correction, out = 255*(in/255)^(1/g)", footprint=0)
+def gamma(
+    img: Image, *, g: Annotated[float, Arg("gamma; > 1 brightens", min=0.01, max=100.0)] = 1.0
+) -> Image:
     """Gamma correction, out = 255 (in/255)^(1/g): g > 1 brightens (ImageMagick's sense)."""
-    return cv2.LUT(to_uint8(img), gamma_lut(params["g"])), None
+    return cv2.LUT(to_uint8(img), gamma_lut(g))
 
 
-def normalize(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op("normalize", help="stretch the value range to 0..255 (min-max)", footprint=whole_image)
+def normalize(img: Image) -> Image:
     """``cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)``: the image's range to 0..255."""
-    out = cv2.normalize(to_uint8(img), None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)  # type: ignore[call-overload]
-    return out, None
+    return cv2.normalize(to_uint8(img), None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)  # type: ignore[call-overload, no-any-return]
 
 
-def sharpen(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op(
+    "sharpen",
+    help="unsharp mask",
+    footprint=lambda p: (int(p["sigma"] * 6 + 1.5) | 1) // 2,  # OpenCV's ksize for 8-bit
+)
+def sharpen(
+    img: Image,
+    *,
+    amount: Annotated[float, Arg("strength", min=0.0, max=20.0)] = 1.0,
+    sigma: Annotated[float, Arg("Gaussian sigma of the mask", min=0.1, max=100.0)] = 1.0,
+) -> Image:
     """Unsharp mask: (1 + amount) img - amount GaussianBlur(img, sigma), saturated."""
     img = to_uint8(img)
-    blurred = cv2.GaussianBlur(img, (0, 0), params["sigma"])
-    amount = params["amount"]
-    return cv2.addWeighted(img, 1.0 + amount, blurred, -amount, 0), None
-
-
-OPERATIONS = (
-    Operation(
-        "equalize",
-        equalize,
-        "histogram equalisation (gray, or Y of YCrCb)",
-        footprint=whole_image,
-    ),
-    Operation(
-        "clahe",
-        clahe,
-        "contrast-limited adaptive equalisation (gray, or L of Lab)",
-        (
-            Param("clip", float, 2.0, "clip limit", min=0.0),
-            Param("tile", int, 8, "tile grid size (tile x tile)", min=1, max=256),
-        ),
-        footprint=whole_image,
-    ),
-    Operation(
-        "gamma",
-        gamma,
-        "gamma correction, out = 255*(in/255)^(1/g)",
-        (Param("g", float, 1.0, "gamma; > 1 brightens", min=0.01, max=100.0),),
-    ),
-    Operation(
-        "normalize",
-        normalize,
-        "stretch the value range to 0..255 (min-max)",
-        footprint=whole_image,
-    ),
-    Operation(
-        "sharpen",
-        sharpen,
-        "unsharp mask",
-        (
-            Param("amount", float, 1.0, "strength", min=0.0, max=20.0),
-            Param("sigma", float, 1.0, "Gaussian sigma of the mask", min=0.1, max=100.0),
-        ),
-        footprint=lambda p: (int(p["sigma"] * 6 + 1.5) | 1) // 2,  # OpenCV's ksize for 8-bit
-    ),
-)
+    blurred = cv2.GaussianBlur(img, (0, 0), sigma)
+    return cv2.addWeighted(img, 1.0 + amount, blurred, -amount, 0)

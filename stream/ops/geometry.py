@@ -9,11 +9,12 @@ most ``max`` and never enlarges. ``rotate`` turns clockwise.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from imgstream._cv import cv2
 from imgstream.errors import OP_ERROR, ImageError, SpecError
-from imgstream.ops.registry import Image, Operation, Param, whole_image
+from imgstream.ops.decorator import Arg, op
+from imgstream.ops.registry import Image, whole_image
 
 
 def _round(x: float) -> int:
@@ -35,17 +36,6 @@ def target_size(width: int, height: int, params: Mapping[str, Any]) -> tuple[int
     return _round(width * factor), _round(height * factor)
 
 
-def resize(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
-    """``cv2.resize`` to the target size; AREA when shrinking, LINEAR when enlarging."""
-    height, width = img.shape[:2]
-    new_w, new_h = target_size(width, height, params)
-    if (new_w, new_h) == (width, height):
-        return img, None
-    shrinking = new_w * new_h < width * height
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(img, (new_w, new_h), interpolation=interp), None
-
-
 def _check_resize(params: Mapping[str, Any]) -> None:
     given = [k for k in ("w", "h", "scale", "max") if params[k] is not None]
     if not given:
@@ -56,71 +46,65 @@ def _check_resize(params: Mapping[str, Any]) -> None:
         )
 
 
-def crop(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op(
+    "resize",
+    help="resize; aspect kept when one side is given",
+    check=_check_resize,
+    footprint=whole_image,
+)
+def resize(
+    img: Image,
+    *,
+    w: Annotated[int | None, Arg("width in pixels", min=1, max=100_000)] = None,
+    h: Annotated[int | None, Arg("height in pixels", min=1, max=100_000)] = None,
+    scale: Annotated[float | None, Arg("factor for both sides", min=0.001, max=100.0)] = None,
+    max: Annotated[int | None, Arg("longest side at most this (never enlarges)", min=1)] = None,
+) -> Image:
+    """``cv2.resize`` to the target size; AREA when shrinking, LINEAR when enlarging."""
+    height, width = img.shape[:2]
+    new_w, new_h = target_size(width, height, {"w": w, "h": h, "scale": scale, "max": max})
+    if (new_w, new_h) == (width, height):
+        return img
+    shrinking = new_w * new_h < width * height
+    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(img, (new_w, new_h), interpolation=interp)
+
+
+@op("crop", help="crop a box (clipped to the image)", footprint=whole_image)
+def crop(
+    img: Image,
+    *,
+    x: Annotated[int, Arg("left", min=0)] = 0,
+    y: Annotated[int, Arg("top", min=0)] = 0,
+    w: Annotated[int | None, Arg("width (default: to the right edge)", min=1)] = None,
+    h: Annotated[int | None, Arg("height (default: to the bottom edge)", min=1)] = None,
+) -> Image:
     """The box (x, y, w, h), clipped to the image; w/h unset means to the edge."""
     height, width = img.shape[:2]
-    x, y = params["x"], params["y"]
-    w = params["w"] if params["w"] is not None else width - x
-    h = params["h"] if params["h"] is not None else height - y
+    w = w if w is not None else width - x
+    h = h if h is not None else height - y
     x1, y1 = min(width, x + w), min(height, y + h)
     if x >= width or y >= height or x1 <= x or y1 <= y:
         raise ImageError(
             OP_ERROR, f"crop box ({x}, {y}, {w}, {h}) is outside a {width}x{height} image"
         )
-    return img[y:y1, x:x1].copy(), None
+    return img[y:y1, x:x1].copy()
 
 
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
-def rotate(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op("rotate", help="rotate clockwise by a right angle", footprint=whole_image)
+def rotate(
+    img: Image, *, deg: Annotated[Literal[90, 180, 270], Arg("degrees clockwise")] = 90
+) -> Image:
     """``cv2.rotate`` by 90, 180 or 270 degrees clockwise."""
-    return cv2.rotate(img, _ROTATIONS[params["deg"]]), None
+    return cv2.rotate(img, _ROTATIONS[deg])
 
 
-def flip(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op("flip", help="mirror the image", footprint=whole_image)
+def flip(
+    img: Image, *, axis: Annotated[Literal["h", "v"], Arg("h: left-right, v: top-bottom")] = "h"
+) -> Image:
     """``cv2.flip``: axis h mirrors left-right (flipCode 1), v upside-down (0)."""
-    return cv2.flip(img, 1 if params["axis"] == "h" else 0), None
-
-
-OPERATIONS = (
-    Operation(
-        "resize",
-        resize,
-        "resize; aspect kept when one side is given",
-        (
-            Param("w", int, None, "width in pixels", min=1, max=100_000),
-            Param("h", int, None, "height in pixels", min=1, max=100_000),
-            Param("scale", float, None, "factor for both sides", min=0.001, max=100.0),
-            Param("max", int, None, "longest side at most this (never enlarges)", min=1),
-        ),
-        check=_check_resize,
-        footprint=whole_image,
-    ),
-    Operation(
-        "crop",
-        crop,
-        "crop a box (clipped to the image)",
-        (
-            Param("x", int, 0, "left", min=0),
-            Param("y", int, 0, "top", min=0),
-            Param("w", int, None, "width (default: to the right edge)", min=1),
-            Param("h", int, None, "height (default: to the bottom edge)", min=1),
-        ),
-        footprint=whole_image,
-    ),
-    Operation(
-        "rotate",
-        rotate,
-        "rotate clockwise by a right angle",
-        (Param("deg", int, 90, "degrees clockwise", choices=(90, 180, 270)),),
-        footprint=whole_image,
-    ),
-    Operation(
-        "flip",
-        flip,
-        "mirror the image",
-        (Param("axis", str, "h", "h: left-right, v: top-bottom", choices=("h", "v")),),
-        footprint=whole_image,
-    ),
-)
+    return cv2.flip(img, 1 if axis == "h" else 0)

@@ -2,22 +2,34 @@
 
 An :class:`Operation` maps an image (numpy array, OpenCV's BGR order) and
 its validated parameters to an image and, for analysis operations, a dict of
-data for the result record. :class:`Registry` is an object built by
+data for the result record; a ``batch`` operation also maps the images of one
+micro-batch in one call. Operations are made from plain functions by the
+:func:`imgstream.op` decorator (:mod:`imgstream.ops.decorator`), built-ins
+and plugins alike. :class:`Registry` is an object built by
 :func:`imgstream.ops.build_registry`; there is no module-level mutable state.
+
+NumPy is imported for type checking only: ``import imgstream`` (which
+re-exports the decorator) stays cheap.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
-import numpy as np
+from imgstream.errors import ConfigError, SpecError
 
-from imgstream.errors import SpecError
+if TYPE_CHECKING:
+    import numpy as np
 
-Image = np.ndarray[Any, Any]
-OpFn = Callable[[Image, Mapping[str, Any]], tuple[Image, Mapping[str, Any] | None]]
+Image: TypeAlias = "np.ndarray[Any, Any]"
+#: What one image's call gives: the image (new or the same) and data for the record.
+OpResult: TypeAlias = "tuple[Image, Mapping[str, Any] | None]"
+OpFn = Callable[[Image, Mapping[str, Any]], OpResult]
+#: A batch operation: the images of one micro-batch in, one result per image out.
+BatchFn = Callable[[Sequence[Image], Mapping[str, Any]], list[OpResult]]
 #: Validates the parameters together (one parameter depending on another).
 CheckFn = Callable[[Mapping[str, Any]], None]
 #: The radius in pixels an operation reads around each output pixel, or None
@@ -45,6 +57,11 @@ def radius(key: str, scale: int = 1) -> FootprintFn:
 #: with its halo with boxes and points shifted to the parent's coordinates
 #: (detections, merged across seams later, "boxes").
 TILE_MODES = ("image", "core", "boxes")
+
+#: What an operation gives: ``image`` a new image (and maybe data), ``analysis``
+#: data with the image passed on (maybe drawn on), ``batch`` either, for every
+#: image of a micro-batch in one call.
+KINDS = ("image", "analysis", "batch")
 
 
 @dataclass(frozen=True)
@@ -110,24 +127,53 @@ class Param:
         return "  ".join(bits)
 
 
+def normalise(dist: str) -> str:
+    """A distribution name as pip compares them (PEP 503): lower case, runs of -_. as -."""
+    return re.sub(r"[-_.]+", "-", dist).lower()
+
+
 @dataclass(frozen=True)
 class Operation:
-    """A named image operation."""
+    """A named image operation.
+
+    ``fn`` takes one image and the parameters; a ``batch`` operation also has
+    ``batch_fn`` for the whole micro-batch (its ``fn`` runs a batch of one).
+    A plugin's operation names its distribution and version (``dist``,
+    normalised as pip does, and ``version``); a built-in has neither.
+    """
 
     name: str
     fn: OpFn
     help: str
     params: tuple[Param, ...] = ()
-    #: "image" changes the pixels; "analysis" adds data and passes the image on.
     kind: str = "image"
     details: str = ""
     check: CheckFn | None = None
     footprint: FootprintFn = point
     tiles: str = "image"
+    batch_fn: BatchFn | None = None
+    dist: str | None = None
+    version: str | None = None
     _by_name: dict[str, Param] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"operation {self.name!r}: kind must be one of {KINDS}")
+        if (self.kind == "batch") != (self.batch_fn is not None):
+            raise ValueError(f"operation {self.name!r}: a batch_fn is for (and needed by) batch")
+        if self.tiles not in TILE_MODES:
+            raise ValueError(f"operation {self.name!r}: tiles must be one of {TILE_MODES}")
         self._by_name.update({p.name: p for p in self.params})
+
+    @property
+    def origin(self) -> str:
+        """Where the operation comes from: ``built-in`` or ``DIST VERSION``."""
+        return "built-in" if self.dist is None else f"{self.dist} {self.version}"
+
+    @property
+    def qualified(self) -> str:
+        """The name as the canonical spec writes it: ``name`` or ``name@dist==version``."""
+        return self.name if self.dist is None else f"{self.name}@{self.dist}=={self.version}"
 
     def param(self, name: str) -> Param:
         """A parameter by name; an unknown name lists the valid ones."""
@@ -157,9 +203,12 @@ class Registry:
             self.add(op)
 
     def add(self, op: Operation) -> None:
-        """Register an operation; names are unique."""
+        """Register an operation; a name taken already is an error naming both."""
         if op.name in self._ops:
-            raise ValueError(f"operation {op.name!r} is registered twice")
+            first, second = (
+                "the built-ins" if o.dist is None else o.origin for o in (self._ops[op.name], op)
+            )
+            raise ConfigError(f"operation {op.name!r} is defined twice: by {first} and by {second}")
         self._ops[op.name] = op
 
     def get(self, name: str) -> Operation:

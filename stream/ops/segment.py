@@ -11,35 +11,15 @@ block, c)``. ``morph`` uses a square kernel of side k on every channel.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
 from imgstream._cv import cv2
 from imgstream.errors import SpecError
 from imgstream.ops.color import as_gray, channels, to_uint8
-from imgstream.ops.registry import Image, Operation, Param, whole_image
-
-
-def threshold(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any] | None]:
-    """Binary, Otsu or adaptive threshold of the gray image."""
-    gray = as_gray(img)
-    method = params["method"]
-    if method == "adaptive":
-        out = cv2.adaptiveThreshold(
-            gray,
-            255,
-            cv2.ADAPTIVE_THRESH_GAUSSIAN_C,
-            cv2.THRESH_BINARY,
-            params["block"],
-            params["c"],
-        )
-        return out, None
-    if method == "otsu":
-        _t, out = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)
-        return out, None
-    _, out = cv2.threshold(gray, params["t"], 255, cv2.THRESH_BINARY)
-    return out, None
+from imgstream.ops.decorator import Arg, op
+from imgstream.ops.registry import Image, whole_image
 
 
 def _check_threshold(params: Mapping[str, Any]) -> None:
@@ -47,6 +27,31 @@ def _check_threshold(params: Mapping[str, Any]) -> None:
         raise SpecError(
             f"operation 'threshold': parameter 'block' must be odd and >= 3, got {params['block']}"
         )
+
+
+@op(
+    "threshold",
+    help="binary / Otsu / adaptive threshold on gray",
+    check=_check_threshold,
+    footprint=lambda p: {"binary": 0, "otsu": None, "adaptive": p["block"] // 2}[p["method"]],
+)
+def threshold(
+    img: Image,
+    *,
+    t: Annotated[float, Arg("threshold (method=binary)", min=0.0, max=255.0)] = 127.0,
+    method: Annotated[Literal["binary", "otsu", "adaptive"], Arg("how")] = "binary",
+    block: Annotated[int, Arg("neighbourhood size (adaptive; odd)", min=3, max=255)] = 11,
+    c: Annotated[float, Arg("constant subtracted from the mean (adaptive)")] = 2.0,
+) -> Image:
+    """Binary, Otsu or adaptive threshold of the gray image."""
+    gray = as_gray(img)
+    if method == "adaptive":
+        return cv2.adaptiveThreshold(
+            gray, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, c
+        )
+    if method == "otsu":
+        return cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
+    return cv2.threshold(gray, t, 255, cv2.THRESH_BINARY)[1]
 
 
 _MORPH = {
@@ -57,24 +62,36 @@ _MORPH = {
 }
 
 
-def morph(img: Image, params: Mapping[str, Any]) -> tuple[Image, None]:
+@op(
+    "morph",
+    help="morphology with a square kernel",
+    footprint=lambda p: (2 if p["op"] in ("open", "close") else 1) * (p["k"] // 2),
+)
+def morph(
+    img: Image,
+    *,
+    op: Annotated[Literal["open", "close", "erode", "dilate"], Arg("operation")] = "open",
+    k: Annotated[int, Arg("kernel side", min=1, max=255)] = 3,
+) -> Image:
     """``cv2.morphologyEx(img, op, getStructuringElement(MORPH_RECT, (k, k)))``."""
-    k = params["k"]
     kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (k, k))
-    return cv2.morphologyEx(img, _MORPH[params["op"]], kernel), None
+    return cv2.morphologyEx(img, _MORPH[op], kernel)
 
 
 KMEANS_SEED = 12345
 
 
-def kmeans(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any]]:
+@op("kmeans", help="k-means colour quantisation (deterministic)", footprint=whole_image)
+def kmeans(
+    img: Image, *, k: Annotated[int, Arg("number of colours", min=1, max=64)] = 4
+) -> tuple[Image, dict[str, Any]]:
     """Colour quantisation: every pixel replaced by the centre of its k-means cluster."""
     img = to_uint8(img)
     if channels(img) == 4:
         img = img[:, :, :3]
     c = channels(img)
     data = img.reshape(-1, c).astype(np.float32)
-    k = min(params["k"], len(data))
+    k = min(k, len(data))
     criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 10, 1.0)
     cv2.setRNGSeed(KMEANS_SEED)  # OpenCV's RNG is per thread: seeded right before use
     _compactness, labels, centers = cv2.kmeans(data, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)  # type: ignore[call-overload]
@@ -91,55 +108,24 @@ def _binary(img: Image) -> Image:
     return cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY | cv2.THRESH_OTSU)[1]
 
 
-def contours(img: Image, params: Mapping[str, Any]) -> tuple[Image, Mapping[str, Any]]:
+@op(
+    "contours",
+    kind="analysis",
+    help="count and boxes of objects in a binary image (Otsu first if not binary)",
+    footprint=0,
+    tiles="boxes",
+)
+def contours(
+    img: Image,
+    *,
+    min_area: Annotated[float, Arg("ignore smaller contours (pixels)", min=0.0)] = 100.0,
+) -> dict[str, Any]:
     """External contours of a binary image (Otsu-thresholded first if it is not binary)."""
     found, _ = cv2.findContours(_binary(img), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     boxes = []
     for contour in found:
-        if cv2.contourArea(contour) >= params["min_area"]:
+        if cv2.contourArea(contour) >= min_area:
             x, y, w, h = cv2.boundingRect(contour)
             boxes.append([int(x), int(y), int(w), int(h)])
     boxes.sort()
-    return img, {"count": len(boxes), "boxes": boxes}
-
-
-OPERATIONS = (
-    Operation(
-        "threshold",
-        threshold,
-        "binary / Otsu / adaptive threshold on gray",
-        (
-            Param("t", float, 127.0, "threshold (method=binary)", min=0.0, max=255.0),
-            Param("method", str, "binary", "how", choices=("binary", "otsu", "adaptive")),
-            Param("block", int, 11, "neighbourhood size (adaptive; odd)", min=3, max=255),
-            Param("c", float, 2.0, "constant subtracted from the mean (adaptive)"),
-        ),
-        check=_check_threshold,
-        footprint=lambda p: {"binary": 0, "otsu": None, "adaptive": p["block"] // 2}[p["method"]],
-    ),
-    Operation(
-        "morph",
-        morph,
-        "morphology with a square kernel",
-        (
-            Param("op", str, "open", "operation", choices=tuple(_MORPH)),
-            Param("k", int, 3, "kernel side", min=1, max=255),
-        ),
-        footprint=lambda p: (2 if p["op"] in ("open", "close") else 1) * (p["k"] // 2),
-    ),
-    Operation(
-        "kmeans",
-        kmeans,
-        "k-means colour quantisation (deterministic)",
-        (Param("k", int, 4, "number of colours", min=1, max=64),),
-        footprint=whole_image,
-    ),
-    Operation(
-        "contours",
-        contours,
-        "count and boxes of objects in a binary image (Otsu first if not binary)",
-        (Param("min_area", float, 100.0, "ignore smaller contours (pixels)", min=0.0),),
-        kind="analysis",
-        tiles="boxes",
-    ),
-)
+    return {"count": len(boxes), "boxes": boxes}

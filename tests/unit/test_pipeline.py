@@ -45,6 +45,34 @@ def test_hash_is_stable_across_runs() -> None:
 
 
 @pytest.mark.parametrize(
+    ("spec", "canonical", "digest"),
+    [
+        (
+            "gray|clahe:clip=2.0,tile=8|resize:w=640",
+            "gray|clahe:clip=2.0,tile=8|resize:w=640",
+            "eded76835ca7",
+        ),
+        (
+            "faces:action=blur|hist:bins=16|threshold:method=otsu",
+            "faces:action=blur,min=30,neighbors=5,scale=1.1|hist:bins=16"
+            "|threshold:block=11,c=2.0,method=otsu,t=127.0",
+            "80a196d87ced",
+        ),
+        (
+            "crop:x=1|rotate:deg=180|morph:op=close,k=5|sobel:k=5|canny:lo=1",
+            "crop:x=1,y=0|rotate:deg=180|morph:k=5,op=close|sobel:dx=1,dy=0,k=5"
+            "|canny:hi=200.0,lo=1.0",
+            "9fdd27cda5b2",
+        ),
+    ],
+)
+def test_builtin_canonical_forms_and_hashes_are_pinned(spec, canonical, digest) -> None:
+    # Pinned before the built-ins moved to @imgstream.op: their output folders stay put.
+    pipeline = parse_spec(spec, build_registry())
+    assert (pipeline.canonical, pipeline.hash) == (canonical, digest)
+
+
+@pytest.mark.parametrize(
     ("spec", "message"),
     [
         ("", "empty pipeline spec"),
