@@ -15,6 +15,7 @@ pytest_plugins = [
     "tests.fixtures.streams",
     "tests.fixtures.s3",
     "tests.fixtures.browser",
+    "tests.fixtures.plugins",
 ]
 
 
