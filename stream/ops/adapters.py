@@ -12,6 +12,7 @@ instead of the record or the encoder failing later.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Mapping, Sequence
 from types import ModuleType
 from typing import Any
@@ -29,9 +30,6 @@ from imgstream.ops.registry import (
     whole_image,
 )
 from imgstream.ops.signature import params_of
-
-#: Scalars that go into a JSON record as they are (numpy scalars become Python ones).
-_SCALARS = (str, int, float, bool, type(None), np.generic)
 
 
 def operation(
@@ -148,26 +146,26 @@ def _result(kind: str, img: Image, value: Any) -> OpResult:
     if data is not None:
         if not isinstance(data, Mapping):
             raise TypeError(f"returned {type(data).__name__} as its data; expected a dict")
-        _check_json(data, "data")
+        _check_json(data)
     return out, data
 
 
-def _check_json(value: Any, where: str) -> None:
-    """Raise TypeError unless ``value`` can go into a JSON record."""
-    if isinstance(value, _SCALARS):
-        return
-    if isinstance(value, np.ndarray):
-        if value.dtype.kind not in "biuf":
-            raise TypeError(f"{where} is an array of {value.dtype}, not JSON")
-        return
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise TypeError(f"{where} has the key {key!r}; JSON keys are strings")
-            _check_json(item, f"{where}[{key!r}]")
-        return
-    if isinstance(value, (list, tuple)):
-        for i, item in enumerate(value):
-            _check_json(item, f"{where}[{i}]")
-        return
-    raise TypeError(f"{where} is a {type(value).__name__}, not JSON")
+def _numpy_to_json(value: Any) -> Any:
+    """numpy scalars and arrays as the record will hold them; anything else is not JSON."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biuf":
+        return value.tolist()
+    raise TypeError(f"a {type(value).__name__} is not JSON")
+
+
+#: Checks data the way the record's encoder will take it (C speed; NaN and inf refused).
+_JSON = json.JSONEncoder(default=_numpy_to_json, allow_nan=False, check_circular=False)
+
+
+def _check_json(data: Mapping[str, Any]) -> None:
+    """Raise TypeError unless ``data`` can go into a JSON record."""
+    try:
+        _JSON.encode(data)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"returned data that is not JSON: {exc}") from None

@@ -300,8 +300,9 @@ def _pipeline(*fns: Any) -> Any:
         ("image", {"a": 1}, "returned dict; expected an image"),
         ("image", np.zeros((2, 2), np.float64), "returned a float64 image for an 8-bit one"),
         ("analysis", np.zeros((2, 2), np.uint8), "returned ndarray; an analysis operation returns"),
-        ("analysis", {"a": {1, 2}}, "data['a'] is a set, not JSON"),
-        ("analysis", {1: "a"}, "data has the key 1; JSON keys are strings"),
+        ("analysis", {"a": {1, 2}}, "returned data that is not JSON: a set is not JSON"),
+        ("analysis", {"a": [1.0, float("nan")]}, "not JSON: Out of range float values"),
+        ("analysis", {(1, 2): "a"}, "not JSON: keys must be str"),
         ("image", (np.zeros((2, 2), np.uint8), 1, 2), "returned a tuple of 3"),
     ],
 )
