@@ -28,9 +28,9 @@ from imgstream._cv import cv2
 from imgstream.clock import Clock
 from imgstream.codec import encode, failure_to_dict, result_to_dict
 from imgstream.consumers import mosaic
-from imgstream.decoding import parse_json_object, record_from_dict
+from imgstream.decoding import check_tile_fields, parse_json_object, record_from_dict
 from imgstream.delivery import Sink
-from imgstream.errors import BAD_MESSAGE, INCOMPLETE, ImageError
+from imgstream.errors import INCOMPLETE, ImageError
 from imgstream.records import Failure, Message, Record, Result, TopicPartition
 from imgstream.store import SQLiteStore
 from imgstream.stores import Outputs
@@ -276,8 +276,7 @@ def decode_messages(messages: Sequence[Message]) -> list[tuple[dict[str, Any], R
     for msg in messages:
         try:
             obj = parse_json_object(msg.value)
-            record = record_from_dict(obj)
-            check_tile_fields(obj)
+            record = record_from_dict(obj)  # tile fields included
         except ImageError as exc:
             log.warning(
                 "skipping %s/%d@%d: %s", msg.topic, msg.partition, msg.offset, exc.message[:200]
@@ -285,27 +284,6 @@ def decode_messages(messages: Sequence[Message]) -> list[tuple[dict[str, Any], R
             continue
         out.append((obj, record))
     return out
-
-
-def check_tile_fields(obj: Mapping[str, Any]) -> None:
-    """Raise ``bad_message`` if a result's ``tile`` or a failure's ``parent`` is malformed.
-
-    The aggregator fuses tiles by these fields; :func:`imgstream.decoding.record_from_dict`
-    checks a record's own fields only, so the aggregator checks these before it
-    stores a record (a tile result is what its worker's ref was, and workers
-    refuse refs whose ``tile`` is malformed: only other writers get here).
-    """
-    kind = obj.get("kind")
-    if kind == "result" and obj.get("tile") is not None:
-        try:
-            tile_from_meta(obj["tile"])
-        except ValueError as exc:
-            raise ImageError(BAD_MESSAGE, f"invalid 'tile' field: {exc}") from None
-    elif kind == "failure" and not isinstance(obj.get("parent"), (str, type(None))):
-        # An empty parent is no parent: a worker writes the one its ref named.
-        raise ImageError(
-            BAD_MESSAGE, f"invalid 'parent' field: must be a string, got {obj['parent']!r:.40}"
-        )
 
 
 def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:

@@ -32,6 +32,7 @@ from imgstream.records import (
     Record,
     Result,
 )
+from imgstream.tiling import tile_from_meta
 
 
 def _bad(reason: str) -> ImageError:
@@ -131,6 +132,12 @@ def ref_from_dict(obj: Mapping[str, Any], default_ts: int) -> ImageRef:
             f"field 'ts' must be an integer epoch ms in [0, {MAX_TS_MS}) (before year 3000),"
             f" got {str(ts)[:40]}"
         )
+    tile = _opt_obj(obj, "tile")
+    if tile is not None:
+        try:
+            tile_from_meta(tile)
+        except ValueError as exc:
+            raise _bad(f"invalid 'tile' field: {exc}") from None
     return ImageRef(
         id=obj["id"],
         uri=obj["uri"],
@@ -138,7 +145,7 @@ def ref_from_dict(obj: Mapping[str, Any], default_ts: int) -> ImageRef:
         source=_opt_str(obj, "source"),
         sha256=_opt_str(obj, "sha256"),
         version=_opt_str(obj, "version"),
-        tile=_opt_obj(obj, "tile"),
+        tile=tile,
         meta=_opt_obj(obj, "meta"),
         extra={k: v for k, v in obj.items() if k not in REF_FIELDS},
     )
@@ -253,6 +260,7 @@ def record_from_dict(obj: Mapping[str, Any]) -> Record:
     kind = obj.get("kind")
     if kind in _INT_FIELDS:
         _check_ints(obj, _INT_FIELDS[str(kind)], str(kind))
+    check_tile_fields(obj)
     try:
         if kind == "ref":
             return ref_from_dict(obj, 0)
@@ -317,3 +325,24 @@ def record_from_dict(obj: Mapping[str, Any]) -> Record:
     except (KeyError, TypeError) as exc:
         raise _bad(f"{kind} record is missing or has a malformed field: {exc}") from None
     raise _bad(f"unknown record kind {kind!r}")
+
+
+def check_tile_fields(obj: Mapping[str, Any]) -> None:
+    """Raise ``bad_message`` if a result's ``tile`` or a failure's ``parent`` is malformed.
+
+    The aggregator fuses tiles by these fields: :func:`record_from_dict` checks
+    them for every reader, and the aggregator again for objects it was handed
+    decoded (a tile result is what its worker's ref was, and workers refuse
+    refs whose ``tile`` is malformed: only other writers get here).
+    """
+    kind = obj.get("kind")
+    if kind == "result" and obj.get("tile") is not None:
+        try:
+            tile_from_meta(obj["tile"])
+        except ValueError as exc:
+            raise ImageError(BAD_MESSAGE, f"invalid 'tile' field: {exc}") from None
+    elif kind == "failure" and not isinstance(obj.get("parent"), (str, type(None))):
+        # An empty parent is no parent: a worker writes the one its ref named.
+        raise ImageError(
+            BAD_MESSAGE, f"invalid 'parent' field: must be a string, got {obj['parent']!r:.40}"
+        )

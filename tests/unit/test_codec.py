@@ -235,3 +235,25 @@ def test_a_failure_drops_unknown_fields_too_large_to_echo() -> None:
     obj = json.loads(encode(Failure("not_found", "gone", "t", 1, 7, "w", 4, id="b")))
     back = decode_record(json.dumps({**obj, "blob": "b" * 1_000_000}).encode())
     assert json.loads(encode(back)) == obj
+
+
+@pytest.mark.parametrize(
+    "tile",
+    [
+        {"rows": 2, "cols": 2},  # no parent
+        {"parent": "p", "rows": "x", "cols": 2},
+        [1, 2],
+        "tile",
+    ],
+)
+def test_a_malformed_tile_is_a_bad_message_for_every_reader(tile) -> None:
+    """Refs and results alike: whoever decodes them gets bad_message, not a later KeyError."""
+    ref = {"v": 1, "kind": "ref", "id": "a", "uri": "a.png", "ts": 1, "tile": tile}
+    with pytest.raises(ImageError) as info:
+        decode_ref(json.dumps(ref).encode(), 0)
+    assert info.value.type == "bad_message"
+    result = json.loads(encode(_result({})))
+    result["tile"] = tile
+    with pytest.raises(ImageError) as info:
+        decode_record(json.dumps(result).encode())
+    assert info.value.type == "bad_message"
