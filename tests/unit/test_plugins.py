@@ -7,6 +7,8 @@ canonical forms and hashes.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -127,6 +129,18 @@ def test_the_decorator_refuses_bad_names_and_kinds() -> None:
         imgstream.op("a|b")
     with pytest.raises(ValueError, match="kind must be one of image, analysis, batch"):
         imgstream.op("a", kind="model")
+
+
+def test_import_imgstream_loads_neither_numpy_nor_opencv_nor_an_operation() -> None:
+    code = (
+        "import sys, imgstream; assert imgstream.op and imgstream.Arg; "
+        "print(sorted(m for m in sys.modules if m.startswith(('numpy', 'cv2', "
+        "'importlib.metadata', 'imgstream.ops'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip() == str(
+        ["imgstream.ops", "imgstream.ops.decorator", "imgstream.ops.registry"]
+    )
 
 
 def test_every_builtin_is_defined_through_the_decorator() -> None:
