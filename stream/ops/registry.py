@@ -167,8 +167,8 @@ class Operation:
 
     @property
     def origin(self) -> str:
-        """Where the operation comes from: ``built-in`` or ``DIST VERSION``."""
-        return "built-in" if self.dist is None else f"{self.dist} {self.version}"
+        """Where the operation comes from: ``the built-ins`` or ``DIST VERSION``."""
+        return "the built-ins" if self.dist is None else f"{self.dist} {self.version}"
 
     @property
     def qualified(self) -> str:
@@ -205,10 +205,10 @@ class Registry:
     def add(self, op: Operation) -> None:
         """Register an operation; a name taken already is an error naming both."""
         if op.name in self._ops:
-            first, second = (
-                "the built-ins" if o.dist is None else o.origin for o in (self._ops[op.name], op)
+            first = self._ops[op.name].origin
+            raise ConfigError(
+                f"operation {op.name!r} is defined twice: by {first} and by {op.origin}"
             )
-            raise ConfigError(f"operation {op.name!r} is defined twice: by {first} and by {second}")
         self._ops[op.name] = op
 
     def get(self, name: str) -> Operation:
