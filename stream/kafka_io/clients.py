@@ -30,8 +30,17 @@ from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_s
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.records import Message, TopicPartition
 from imgstream.topics import TopicSettings
+from imgstream.transactions import TRANSACTION_TIMEOUT_S
 
 log = logging.getLogger(__name__)
+
+#: How long reading a group's committed offsets may take. Read with read_committed,
+#: an offset that an open transaction holds is *unstable*, and the broker makes the
+#: reader wait until that transaction ends: a zombie (a worker paused or cut off
+#: after sending its offsets, before committing) holds it until the broker aborts the
+#: transaction, its timeout plus the broker's cleanup interval
+#: (``transaction.abort.timed.out.transaction.cleanup.interval.ms``, 10 s) later.
+COMMITTED_TIMEOUT_S = TRANSACTION_TIMEOUT_S + 20.0
 
 
 def new_consumer(
@@ -195,14 +204,27 @@ class KafkaSource:
                     self._consumer.seek(ktp, committed)
 
     def committed(
-        self, tps: Iterable[TopicPartition], timeout_s: float = 5.0
+        self, tps: Iterable[TopicPartition], timeout_s: float = COMMITTED_TIMEOUT_S
     ) -> dict[TopicPartition, int | None]:
-        """The group's committed offsets (next to read) of these partitions; None: none yet."""
+        """The group's committed offsets (next to read) of these partitions; None: none yet.
+
+        Waits while a transaction still holds one (see :data:`COMMITTED_TIMEOUT_S`);
+        BrokerError when they cannot be read within ``timeout_s`` in all.
+        """
         out: dict[TopicPartition, int | None] = {}
+        deadline = time.monotonic() + timeout_s
         with broker_errors(self._bootstrap, self._settings, action="read"):
             for tp in tps:
                 ktp = KTP(tp.topic, tp.partition)
-                offset = self._consumer.committed(ktp, timeout_ms=int(timeout_s * 1000))
+                left_ms = max(1, int((deadline - time.monotonic()) * 1000))
+                try:
+                    offset = self._consumer.committed(ktp, timeout_ms=left_ms)
+                except KafkaTimeoutError:
+                    raise BrokerError(
+                        f"the committed offset of {tp.topic}[{tp.partition}] could not be read "
+                        f"within {timeout_s:.0f}s at {self._bootstrap}: no broker answers, or "
+                        "a transaction that never ends holds it"
+                    ) from None
                 out[tp] = None if offset is None else int(offset)
         return out
 

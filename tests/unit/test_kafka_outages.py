@@ -1,10 +1,12 @@
-"""The transactional adapter and producer clean-up against fake kafka-python producers.
+"""Kafka adapters through outages and zombies, against fake kafka-python clients.
 
 A worker cut off from its broker (a network partition) must not die when its
 transactional producer has to be replaced: each commit fails with
 TransactionFailed until the broker answers, and then a new producer is made.
 A producer closed with records it could not send is closed for good (its
-I/O thread stopped), not left running.
+I/O thread stopped), not left running. Committed offsets that a zombie's open
+transaction holds are waited for (the broker aborts it) rather than failing
+the worker after a few seconds.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from kafka.errors import KafkaTimeoutError
 
 from imgstream.errors import BrokerError, TransactionFailed
 from imgstream.kafka_io import clients, transactional
-from imgstream.kafka_io.clients import close_producer
+from imgstream.kafka_io.clients import COMMITTED_TIMEOUT_S, KafkaSource, close_producer
 from imgstream.kafka_io.transactional import KafkaTransactor
 from imgstream.records import TopicPartition
-from imgstream.transactions import Staged
+from imgstream.transactions import TRANSACTION_TIMEOUT_S, Staged
 
 
 class Result:
@@ -163,3 +165,41 @@ def test_the_sink_closes_through_close_producer(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(clients, "new_producer", lambda *a, **k: producer)
     clients.KafkaSink("k:9092").close(0.1)
     assert producer.closed
+
+
+class Offsets:
+    """A consumer whose committed offsets some partitions never yield (a transaction holds them)."""
+
+    def __init__(self, stable: dict[int, int]) -> None:
+        self.stable = stable
+        self.waits: list[int] = []
+
+    def committed(self, ktp: Any, timeout_ms: int | None = None) -> int:
+        assert timeout_ms is not None
+        self.waits.append(timeout_ms)
+        if ktp.partition not in self.stable:
+            raise KafkaTimeoutError("Timeout waiting for future")
+        return self.stable[ktp.partition]
+
+
+def source_over(consumer: Offsets) -> KafkaSource:
+    source = object.__new__(KafkaSource)  # the consumer alone matters here
+    source._consumer = consumer
+    source._bootstrap, source._settings = "k:9092", None
+    return source
+
+
+def test_committed_offsets_wait_out_a_zombies_transaction() -> None:
+    # the broker aborts a stalled transaction after its timeout and a cleanup interval
+    assert COMMITTED_TIMEOUT_S > TRANSACTION_TIMEOUT_S + 10
+    consumer = Offsets({0: 7, 1: 3})
+    got = source_over(consumer).committed([TopicPartition("refs", 0), TopicPartition("refs", 1)])
+    assert got == {TopicPartition("refs", 0): 7, TopicPartition("refs", 1): 3}
+    assert consumer.waits[0] <= COMMITTED_TIMEOUT_S * 1000
+    assert consumer.waits[1] <= consumer.waits[0]  # one deadline for them all
+
+
+def test_committed_offsets_held_past_the_timeout_say_so() -> None:
+    source = source_over(Offsets({0: 7}))
+    with pytest.raises(BrokerError, match=r"refs\[1\].*within 2s.*transaction"):
+        source.committed([TopicPartition("refs", 0), TopicPartition("refs", 1)], timeout_s=2)
