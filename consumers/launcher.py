@@ -134,8 +134,10 @@ def collect(
                 on_progress(1)
             summary.add(record)
         if not decoded:
-            if workers is not None and workers.alive() == 0:
-                break
+            if workers is not None:
+                workers.restart_crashed()
+                if workers.alive() == 0:
+                    break
             if time.monotonic() - last_progress > stall_timeout_s:
                 break
     summary.missing = sorted(expected - seen)
@@ -233,7 +235,12 @@ def _run(
     topics_started = time.monotonic()
     ensure_topics(
         config.bootstrap,
-        {config.refs_topic: partitions, config.results_topic: partitions, config.dlq_topic: 1},
+        {
+            config.refs_topic: partitions,
+            config.results_topic: partitions,
+            config.dlq_topic: 1,
+            config.attempts_topic: 1,
+        },
         kafka,
         config.topic_roles(),
         config.topic_settings,

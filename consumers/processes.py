@@ -10,6 +10,7 @@ without a line (the run gave up) exits 0 without starting.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -25,6 +26,10 @@ from imgstream.stores import local_dir
 
 #: Environment variable that tells ``imgstream work`` to wait for the go line on stdin.
 HOLD_ENV = "IMGSTREAM_HOLD_UNTIL_STDIN"
+#: Restarts of crashed workers a run makes in all before it lets them stay down.
+MAX_RESTARTS = 20
+
+log = logging.getLogger(__name__)
 
 
 def worker_command(config: WorkerConfig) -> list[str]:
@@ -54,27 +59,53 @@ class WorkerProcesses:
 
     def __init__(self, config: WorkerConfig, n: int, log_dir: str, held: bool = False) -> None:
         os.makedirs(log_dir, exist_ok=True)
+        self.config = config
         self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[str] = []
-        env = {**os.environ, HOLD_ENV: "1"} if held else None
+        self.logs = [os.path.join(log_dir, f"worker-{i + 1}.log") for i in range(n)]
+        #: Workers started again after they died by a signal (see :meth:`restart_crashed`).
+        self.restarts = 0
+        self._ids: set[str] = set()
         for i in range(n):
-            path = os.path.join(log_dir, f"worker-{i + 1}.log")
-            with open(path, "wb") as log:
-                proc = subprocess.Popen(
-                    worker_command(config),
-                    stdin=subprocess.PIPE if held else subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    env=env,
-                )
-            self.procs.append(proc)
-            self.logs.append(path)
+            self.procs.append(self._start(i, held))
+
+    def _start(self, i: int, held: bool, again: bool = False) -> subprocess.Popen[bytes]:
+        env = {**os.environ, HOLD_ENV: "1"} if held else None
+        with open(self.logs[i], "ab" if again else "wb") as out:  # a restart's lines follow
+            proc = subprocess.Popen(
+                worker_command(self.config),
+                stdin=subprocess.PIPE if held else subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        self._ids.add(f"{socket.gethostname()}-{proc.pid}")
+        return proc
 
     @property
     def worker_ids(self) -> set[str]:
-        """The worker ids the processes will report (host-pid)."""
-        host = socket.gethostname()
-        return {f"{host}-{p.pid}" for p in self.procs}
+        """The worker ids the processes report (host-pid); grows as workers restart."""
+        return self._ids
+
+    def restart_crashed(self, limit: int = MAX_RESTARTS) -> int:
+        """Start again each worker that died by a signal (a crash, an abort, an OOM kill).
+
+        Its uncommitted images go to the attempts topic's count (crash
+        isolation), so a worker restarted this way does not die on the same
+        image more than ``--max-attempts`` times. A worker that exited with a
+        code (an error it reported) stays down. At most ``limit`` restarts in
+        all; returns how many were made now.
+        """
+        made = 0
+        for i, proc in enumerate(self.procs):
+            code = proc.poll()
+            if code is None or code >= 0 or self.restarts >= limit:
+                continue
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(code)
+            log.warning("worker %d (pid %d) died by %s: starting it again", i + 1, proc.pid, name)
+            self.restarts += 1
+            made += 1
+            self.procs[i] = self._start(i, held=False, again=True)
+        return made
 
     def release(self) -> None:
         """Let held workers start (a no-op for workers that were not held)."""

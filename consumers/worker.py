@@ -15,7 +15,9 @@ from types import FrameType
 
 from imgstream.clock import SystemClock
 from imgstream.config import WorkerConfig
+from imgstream.hooks import RunnerHooks
 from imgstream.kafka_io import (
+    KafkaAttempts,
     KafkaSink,
     KafkaSource,
     KafkaTransactor,
@@ -29,7 +31,7 @@ from imgstream.outage import OutputGate
 from imgstream.pipeline import parse_spec
 from imgstream.processor import ImageProcessor
 from imgstream.records import TopicPartition
-from imgstream.runner import Runner, RunnerHooks
+from imgstream.runner import Runner
 from imgstream.transactions import transactional_id
 
 log = logging.getLogger("imgstream.worker")
@@ -108,7 +110,12 @@ def build_runner(
             client_id=config.worker_id,
             on_restart=metrics.producer_restarts.inc,
         )
-    relay.runner = Runner(config, processor, source, sink, clock, metrics, hooks, transactor)
+    attempts = KafkaAttempts(
+        config.bootstrap, config.attempts_topic, config.group, config.worker_id, kafka
+    )
+    relay.runner = Runner(
+        config, processor, source, sink, clock, metrics, hooks, transactor, attempts
+    )
     return relay.runner
 
 
@@ -175,6 +182,7 @@ def run_worker(config: WorkerConfig, held_s: float = 0.0) -> int:
             config.refs_topic: DEFAULT_PARTITIONS,
             config.results_topic: DEFAULT_PARTITIONS,
             config.dlq_topic: 1,
+            config.attempts_topic: 1,
         },
         worker_settings(config),
         config.topic_roles(),

@@ -19,7 +19,9 @@ T = TypeVar("T")
 
 #: Why a batch closed (the ``reason`` of batch records and metrics).
 SIZE, TIME, BUDGET, REVOKE, SHUTDOWN = "size", "time", "budget", "revoke", "shutdown"
-CLOSE_REASONS = (SIZE, TIME, BUDGET, REVOKE, SHUTDOWN)
+#: A batch of one: an image that may have killed a worker, run alone (crash isolation).
+ISOLATE = "isolate"
+CLOSE_REASONS = (SIZE, TIME, BUDGET, REVOKE, SHUTDOWN, ISOLATE)
 
 
 def adaptive_size(backlog: int, cost_per_image_s: float, target_s: float, max_batch: int) -> int:

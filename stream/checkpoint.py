@@ -102,6 +102,10 @@ class OffsetLedger:
         """Partitions with work being tracked."""
         return self._tracker.partitions()
 
+    def pending(self, tp: TopicPartition) -> set[int]:
+        """Offsets of ``tp`` consumed and not complete."""
+        return self._tracker.pending(tp)
+
     def in_flight(self) -> int:
         """Messages consumed and not complete."""
         return self._tracker.in_flight()

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
+from imgstream.attempts import DEFAULT_MAX_ATTEMPTS
 from imgstream.errors import ConfigError, ImageError
 from imgstream.objstore import check_endpoint, is_s3, parse_s3
 from imgstream.storage import DEFAULT_MAX_BYTES
@@ -32,6 +33,7 @@ FORMATS = ("png", "jpg", "webp")
 REFS_TOPIC = "imgstream.refs"
 RESULTS_TOPIC = "imgstream.results"
 DLQ_TOPIC = "imgstream.dlq"
+ATTEMPTS_TOPIC = "imgstream.attempts"
 DEFAULT_GROUP = "imgstream"
 #: Seconds every command waits for the bootstrap servers before it exits 3.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -96,6 +98,11 @@ class WorkerConfig:
     refs_topic: str = setting(REFS_TOPIC, flag="--topic", help="Refs topic.")
     results_topic: str = setting(RESULTS_TOPIC, flag="--results-topic", help="Results topic.")
     dlq_topic: str = setting(DLQ_TOPIC, flag="--dlq-topic", help="Dead-letter (failures) topic.")
+    attempts_topic: str = setting(
+        ATTEMPTS_TOPIC,
+        flag="--attempts-topic",
+        help="Compacted topic of start counts: an image that kills its worker is found here.",
+    )
     roots: tuple[str, ...] = setting(
         flag="--root",
         help="Directory or s3://bucket[/prefix] references may resolve under (repeatable; "
@@ -169,6 +176,13 @@ class WorkerConfig:
         help="Stop the worker when the output store stays unwritable this many seconds "
         "(default: wait for it).",
     )
+    #: Starts of one image, across worker lives, before it is a ``crashed`` failure.
+    max_attempts: int = setting(
+        DEFAULT_MAX_ATTEMPTS,
+        flag="--max-attempts",
+        help="Dead-letter an image as 'crashed' once the worker process died (segfault, "
+        "abort, OOM kill) this many times while running it.",
+    )
     #: Image threads stuck past --image-timeout that are replaced before the
     #: worker stops (exit code in errors.py); None means as many as --threads.
     max_stuck_threads: int | None = setting(
@@ -237,7 +251,12 @@ class WorkerConfig:
 
     def topic_roles(self) -> dict[str, str]:
         """Topic name -> role, for the topics a worker reads and writes."""
-        return {self.refs_topic: "refs", self.results_topic: "results", self.dlq_topic: "dlq"}
+        return {
+            self.refs_topic: "refs",
+            self.results_topic: "results",
+            self.dlq_topic: "dlq",
+            self.attempts_topic: "attempts",
+        }
 
     @property
     def poll_interval_s(self) -> float:
@@ -281,6 +300,7 @@ class WorkerConfig:
                 "--target-latency must be positive",
             ),
             (self.max_outage_s is None or self.max_outage_s > 0, "--max-outage must be positive"),
+            (self.max_attempts >= 1, "--max-attempts must be at least 1"),
             (
                 self.max_stuck_threads is None or self.max_stuck_threads >= 0,
                 "--max-stuck-threads must not be negative",

@@ -46,6 +46,8 @@ IO_ERROR = "io_error"
 INCOMPLETE = "incomplete"
 STALE = "stale"
 TIMEOUT = "timeout"
+#: The worker process died (segfault, abort, OOM kill) each time it ran the image.
+CRASHED = "crashed"
 
 FAILURE_TYPES = (
     BAD_MESSAGE,
@@ -59,6 +61,7 @@ FAILURE_TYPES = (
     INCOMPLETE,
     STALE,
     TIMEOUT,
+    CRASHED,
 )
 
 

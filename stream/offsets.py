@@ -54,6 +54,11 @@ class OffsetTracker(Generic[K]):
             return len(part.pending) if part else 0
         return sum(len(p.pending) for p in self._parts.values())
 
+    def pending(self, tp: K) -> set[int]:
+        """The offsets of ``tp`` registered and not complete (a copy)."""
+        part = self._parts.get(tp)
+        return set(part.pending) if part else set()
+
     def commit_point(self, tp: K) -> int | None:
         """The offset that is safe to commit (next to read), or None if nothing is."""
         part = self._parts.get(tp)

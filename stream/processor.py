@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ from imgstream.config import WorkerConfig
 from imgstream.decoding import decode_ref
 from imgstream.errors import (
     BAD_MESSAGE,
+    CRASHED,
     DECODE_ERROR,
     IO_ERROR,
     OP_ERROR,
@@ -157,6 +158,27 @@ class ImageProcessor:
         except Exception as exc:  # a bug or an unforeseen input: still one failure
             error = ImageError(OP_ERROR, f"{type(exc).__name__}: {exc}")
             return Outcome(msg, self._failure(msg, error, batch_id, ref))
+
+    def crashed(
+        self,
+        msg: Message,
+        batch_id: str,
+        queued_at: float | None = None,
+        queued_ms: int | None = None,
+        *,
+        attempts: int,
+    ) -> Outcome:
+        """The failure of an image that killed the worker each of the ``attempts`` times it ran."""
+        error = ImageError(
+            CRASHED,
+            f"the worker process died each of the {attempts} times it processed this image "
+            f"(--max-attempts {self.config.max_attempts})",
+        )
+        try:
+            ref: ImageRef | None = decode_ref(msg.value, msg.timestamp_ms)
+        except ImageError:
+            ref = None
+        return Outcome(msg, replace(self._failure(msg, error, batch_id, ref), attempts=attempts))
 
     def _tile(self, ref: ImageRef) -> Tile | None:
         """The tile a ref describes, checked against the pipeline's footprint."""

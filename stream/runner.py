@@ -11,7 +11,11 @@ order from its own thread. The poll thread also expires images that ran past
 (:class:`~imgstream.outage.OutputGate`), commits what is safe through the
 :class:`~imgstream.checkpoint.Checkpoint`, and pauses the partitions while too
 many batches are in flight or the output store is out (back-pressure), so a
-slow batch or an outage never keeps the member from polling.
+slow batch or an outage never keeps the member from polling. Before images
+start, their start counts are recorded (:class:`~imgstream.isolation.CrashGuard`):
+an image that may have killed an earlier worker runs alone, or is
+dead-lettered as ``crashed`` (see :mod:`imgstream.attempts`). The consumer lag
+is kept by :class:`~imgstream.lag.Lag`.
 
 Ownership: every attribute of :class:`Runner` belongs to the poll thread,
 except ``_stop`` (an event, set from a signal handler) and ``_fatal`` (set
@@ -22,26 +26,29 @@ CLI as itself rather than wrapped by the Kafka client).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
+from functools import partial
 
 from imgstream import batching
-from imgstream.batching import MicroBatcher
+from imgstream.attempts import AttemptBook
+from imgstream.batching import Batch, MicroBatcher
 from imgstream.checkpoint import Checkpoint, TransactionalCheckpoint
 from imgstream.clock import Clock
 from imgstream.config import WorkerConfig
 from imgstream.delivery import Delivery, Sink
 from imgstream.emitter import Emitter
 from imgstream.errors import ImgstreamError
+from imgstream.hooks import RunnerHooks
 from imgstream.imagepool import ImagePool
+from imgstream.isolation import AttemptStore, CrashGuard
+from imgstream.lag import Lag
 from imgstream.memory import peak_rss_mb
 from imgstream.metrics import Metrics
-from imgstream.processor import ImageProcessor, Outcome
+from imgstream.processor import ImageProcessor
 from imgstream.records import Message, TopicPartition
+from imgstream.source import Source
 from imgstream.starts import BatchStarts
 from imgstream.transactions import Staging, Transactor
 
@@ -50,40 +57,11 @@ log = logging.getLogger(__name__)
 #: The longest poll: a stop request (SIGTERM) waits for it to return.
 POLL_MAX_S = 0.05
 POLL_BUSY_S = 0.02
-LAG_EVERY_S = 1.0
 JOIN_GRACE_S = 60.0
 #: How long shutdown waits for in-flight work before leaving it uncommitted.
 SHUTDOWN_GRACE_S = 30.0
 #: Seconds between checks while waiting for in-flight work (timeouts, outages).
 WAIT_STEP_S = 0.05
-
-
-class Source(Protocol):
-    """Where messages come from (a consumer-group member)."""
-
-    def poll(self, timeout_s: float) -> list[Message]: ...
-    def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
-    def assignment(self) -> list[TopicPartition]: ...
-    def pause(self, tps: list[TopicPartition]) -> None: ...
-    def resume(self, tps: list[TopicPartition]) -> None: ...
-    def highwater(self, tp: TopicPartition) -> int | None: ...
-    def committed(self, tps: list[TopicPartition]) -> dict[TopicPartition, int | None]: ...
-    def rewind(self, tps: list[TopicPartition]) -> None: ...
-    def close(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class RunnerHooks:
-    """Optional behaviour for bounded runs (replay) and observers.
-
-    ``skip(msg)`` marks a message done without processing it (outside a
-    replayed range); ``done(runner)`` ends the run once it returns True;
-    ``observe(outcome)`` sees every outcome (called from the emitter thread).
-    """
-
-    skip: Callable[[Message], bool] | None = None
-    done: Callable[[Runner], bool] | None = None
-    observe: Callable[[Outcome], None] | None = None
 
 
 class Runner:
@@ -105,6 +83,7 @@ class Runner:
         metrics: Metrics | None = None,
         hooks: RunnerHooks | None = None,
         transactor: Transactor | None = None,
+        attempts: AttemptStore | None = None,
     ) -> None:
         self.config = config
         self.hooks = hooks if hooks is not None else RunnerHooks()
@@ -132,6 +111,7 @@ class Runner:
         self.gate = processor.gate
         self.emitter = Emitter(config, processor, self.delivery, clock, m, self.hooks.observe)
         self.starts = BatchStarts(config.worker_id, self.pool, processor, self.emitter, clock)
+        self.guard = CrashGuard(AttemptBook(config.max_attempts), attempts, self.checkpoint.pending)
         self._stop = threading.Event()
         #: Set by the stop: kafka-python's ``close()`` revokes the assignment, and
         #: that revocation must not wait for in-flight work a second time.
@@ -139,14 +119,10 @@ class Runner:
         self._fatal: ImgstreamError | None = None
         self._paused = False
         self._was_blocked = False
-        self._last_lag = float("-inf")
         self._last_activity = clock.monotonic()
         self._started = clock.monotonic()
         self._assigned_once = False
-        #: Assigned partitions whose group-committed offset is not read yet (for the lag).
-        self._unread_commits: set[TopicPartition] = set()
-        #: The group's committed offset of each assigned partition when it was assigned.
-        self._group_commits: dict[TopicPartition, int] = {}
+        self.lag = Lag(source, self.checkpoint, m, clock)
         self.skipped = 0
         #: Start-up phases in seconds, logged once with the first fetch: the
         #: process fills in what came before the runner (``process``, ``topics``),
@@ -184,12 +160,8 @@ class Runner:
             # The Kafka client would wrap it in a KafkaError; keep it for after poll().
             self._fatal = exc
         self.checkpoint.forget(tps)
-        for tp in tps:
-            self._unread_commits.discard(tp)
-            self._group_commits.pop(tp, None)
-            for gauge in (self.metrics.lag, self.metrics.lag_seconds):
-                with contextlib.suppress(KeyError):
-                    gauge.remove(tp.topic, str(tp.partition))
+        self.guard.forget(tps)
+        self.lag.revoked(tps)
         self._paused = False
 
     def on_assigned(self, tps: list[TopicPartition]) -> None:
@@ -197,7 +169,7 @@ class Runner:
         self.metrics.rebalances.labels(event="assigned").inc()
         log.info("partitions assigned: %s", _fmt_tps(tps))
         # Read on the poll thread once poll() returns: the client is busy in here.
-        self._unread_commits.update(tps)
+        self.lag.assigned(tps)
         if tps:
             if not self._assigned_once:
                 self.startup["join"] = self.clock.monotonic() - self._started
@@ -238,17 +210,23 @@ class Runner:
         if self._fatal is not None:
             raise self._fatal
         now = self.clock.monotonic()
+        # Newly assigned partitions: the group's committed offsets, then the start
+        # counts of their uncommitted images (crash isolation), before any of them runs.
+        committed = self.lag.read_new()
+        if committed:
+            self.guard.assigned(sorted(committed), committed)
         self._adapt()  # the fetch just updated the high-watermarks
         skip = self.hooks.skip
+        fetched = []
         for msg in messages:
             self.checkpoint.register(msg)
             if skip is not None and skip(msg):
                 self.checkpoint.complete(msg.tp, msg.offset)  # outside the range: nothing to do
                 self.skipped += 1
                 continue
-            for batch in self.batcher.add(msg, now):
-                self.starts.seal(batch)
-        self.starts.start(self.batcher.items)  # images start as they join their batch
+            fetched.append(msg)
+        self._run(self.guard.admit(fetched), now)
+        self._run_held(now)
         if messages:
             self._last_activity = now
             if not self._startup_logged:
@@ -258,7 +236,38 @@ class Runner:
         self.checkpoint.commit()
         self._maybe_rewind()
         self._backpressure()
-        self._update_lag(now)
+        self.lag.update(now)
+
+    def _run(self, messages: list[Message], now: float) -> None:
+        """Batch and start messages (their start counts recorded first)."""
+        self.guard.started(messages)
+        for msg in messages:
+            for batch in self.batcher.add(msg, now):
+                self.starts.seal(batch)
+        self.starts.start(self.batcher.items)  # images start as they join their batch
+
+    def _run_held(self, now: float) -> None:
+        """Messages held behind a suspect: run each suspect alone once nothing else runs."""
+        self._run(self.guard.release(), now)
+        if not (self.guard.holding or self.guard.alone) or not self._idle():
+            return
+        self.checkpoint.commit(force=True)  # a suspect that finished is committed first
+        nxt = self.guard.next_alone()
+        if nxt is None:
+            self._run(self.guard.release(), now)
+            return
+        msg, verdict = nxt
+        crashed = partial(self.processor.crashed, attempts=verdict.attempts)
+        run = None if verdict.action == "isolate" else crashed
+        self.starts.seal(Batch([msg], batching.ISOLATE, now, now, 1), run)
+
+    def _idle(self) -> bool:
+        """Nothing batched, running or unacknowledged but the held messages."""
+        return (
+            not len(self.batcher)
+            and not self.emitter.pending()
+            and self.checkpoint.in_flight() == self.guard.holding
+        )
 
     def _log_startup(self, now: float) -> None:
         """One line with the start-up phases, at the first fetch that brought messages."""
@@ -291,7 +300,7 @@ class Runner:
         if target is None:
             return
         # The backlog is read right after a fetch: the high-watermark is local.
-        backlog = sum(lag for _tp, lag in self._lags())
+        backlog = sum(lag for _tp, lag in self.lag.lags())
         cost = self.emitter.cost_per_image
         size = batching.adaptive_size(backlog, cost, target, self.config.max_batch)
         self.batcher.max_batch = size
@@ -302,7 +311,12 @@ class Runner:
         idle = self.config.idle_exit_s
         if idle is None:
             return False
-        busy = len(self.batcher) or self.checkpoint.in_flight() or self.emitter.pending()
+        busy = (
+            len(self.batcher)
+            or self.checkpoint.in_flight()
+            or self.emitter.pending()
+            or self.guard.holding
+        )
         # A member still joining the group has not had a chance to receive
         # anything: idle time counts from its first assignment.
         joining = not self._assigned_once and self.clock.monotonic() - self._started < JOIN_GRACE_S
@@ -312,7 +326,11 @@ class Runner:
         return self.clock.monotonic() - self._last_activity >= idle
 
     def _backpressure(self) -> None:
-        full = self.emitter.pending() >= self.config.max_inflight_batches or self.gate.blocked
+        full = (
+            self.emitter.pending() >= self.config.max_inflight_batches
+            or self.gate.blocked
+            or self.guard.holding > 0  # suspects run alone: fetch nothing more meanwhile
+        )
         if full and not self._paused:
             self.source.pause(self.source.assignment())
             self._paused = True
@@ -350,57 +368,10 @@ class Runner:
             return
         self.batcher.drain(self.clock.monotonic(), batching.REVOKE)  # dropped: read again
         self.starts.drop()
+        self.guard.drop_held()
         grace_s = self.config.poll_interval_s / 2  # like a revocation
         tps = checkpoint.rewind(self.source, self.emitter, self._watch, grace_s, WAIT_STEP_S)
         log.info("rewound %s to the committed offsets", _fmt_tps(tps))
-
-    # -- lag -----------------------------------------------------------------
-
-    def _lags(self) -> list[tuple[TopicPartition, int]]:
-        """Messages between the committed offset and the last fetch's high-watermark.
-
-        The committed offset is this worker's latest commit, else the group's as
-        read on assignment (a restarted worker on a caught-up partition has no
-        lag), else 0 (nothing was ever committed: the whole partition is to do).
-        """
-        self._read_group_commits()
-        out = []
-        for tp in self.source.assignment():
-            hw = self.source.highwater(tp)
-            if hw is not None:
-                committed = self.checkpoint.committed(tp)
-                if committed is None:
-                    committed = self._group_commits.get(tp, 0)
-                out.append((tp, max(0, hw - committed)))
-        return out
-
-    def _read_group_commits(self) -> None:
-        """The group's committed offsets of newly assigned partitions (one request)."""
-        if not self._unread_commits:
-            return
-        tps = sorted(self._unread_commits)
-        try:
-            found = self.source.committed(tps)
-        except ImgstreamError as exc:  # the lag is an estimate: try again at the next update
-            log.debug("cannot read the committed offsets of %s: %s", _fmt_tps(tps), exc)
-            return
-        self._unread_commits.difference_update(tps)
-        for tp, offset in found.items():
-            if offset is not None:
-                self._group_commits[tp] = offset
-
-    def _update_lag(self, now: float) -> None:
-        if now - self._last_lag < LAG_EVERY_S:
-            return
-        self._last_lag = now
-        wall = self.clock.wall_ms()
-        for tp, lag in self._lags():
-            oldest = self.checkpoint.oldest_pending_ms(tp)
-            age = (wall - oldest) / 1000.0 if oldest is not None else 0.0
-            labels = (tp.topic, str(tp.partition))
-            self.metrics.lag.labels(*labels).set(lag)
-            self.metrics.lag_seconds.labels(*labels).set(max(0.0, age))
-        self.metrics.in_flight.set(self.checkpoint.in_flight())
 
     # -- shutdown ------------------------------------------------------------
 
@@ -423,6 +394,8 @@ class Runner:
                 self.delivery.close(5.0)
                 if self._transactor is not None:
                     self._transactor.close(5.0)
+                if self.guard.store is not None:
+                    self.guard.store.close(5.0)
         log.info("stopped after %d messages; peak memory %.0f MB", self.processed, peak_rss_mb())
 
 

@@ -14,7 +14,7 @@ dropped with :meth:`BatchStarts.drop` when the batcher's is.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from imgstream.batching import Batch
@@ -23,6 +23,9 @@ from imgstream.emitter import Emitter, Submitted
 from imgstream.imagepool import ImagePool, Job
 from imgstream.processor import ImageProcessor, Outcome
 from imgstream.records import Message
+
+#: ``process(msg, batch_id, queued_at, queued_ms)``: one message to an outcome.
+Process = Callable[[Message, str, float, int], Outcome]
 
 
 @dataclass
@@ -51,25 +54,29 @@ class BatchStarts:
         self._seq = itertools.count(1)
         self._open: _Open | None = None
 
-    def start(self, items: Sequence[Message]) -> list[Job[Outcome]]:
-        """Queue the items of the open batch not queued yet (``items`` in order)."""
+    def start(self, items: Sequence[Message], run: Process | None = None) -> list[Job[Outcome]]:
+        """Queue the items of the open batch not queued yet (``items`` in order).
+
+        ``run`` stands in for the processor's ``process`` (a ``crashed`` verdict).
+        """
         if not items:
             return []
         if self._open is None:
             batch_id = f"{self._worker_id}-{next(self._seq)}"
             self._open = _Open(batch_id, self._clock.monotonic())
         open_ = self._open
+        fn = self._processor.process if run is None else run
         for msg in items[len(open_.jobs) :]:
             queued = self._clock.monotonic()
             args = (msg, open_.batch_id, queued, self._clock.wall_ms())
-            open_.jobs.append(self._pool.submit(self._processor.process, *args))
+            open_.jobs.append(self._pool.submit(fn, *args))
         return open_.jobs
 
-    def seal(self, batch: Batch[Message] | None) -> None:
+    def seal(self, batch: Batch[Message] | None, run: Process | None = None) -> None:
         """The batcher closed ``batch``: queue what is left of it, then its records."""
         if batch is None or not batch.items:
             return
-        jobs = self.start(batch.items)
+        jobs = self.start(batch.items, run)
         assert self._open is not None
         open_, self._open = self._open, None
         window = max(0.0, batch.closed_at - batch.opened_at)

@@ -7,7 +7,8 @@ error mapping (worded by ``diagnosis``),
 ``rebalance`` the group listener that runs rebalance handlers off the IO thread;
 ``links`` the state of each broker link (one warning per broker outage);
 ``admin`` the offset and group helpers, ``transactional`` the producer of
-``--exactly-once``. Everything is re-exported here.
+``--exactly-once``, ``attempts`` the start counts of crash isolation.
+Everything is re-exported here.
 """
 
 from imgstream.kafka_io.admin import (
@@ -19,6 +20,7 @@ from imgstream.kafka_io.admin import (
     start_group_at_end,
     topic_state,
 )
+from imgstream.kafka_io.attempts import KafkaAttempts
 from imgstream.kafka_io.clients import (
     KafkaSink,
     KafkaSource,
@@ -45,6 +47,7 @@ __all__ = [
     "PROPERTIES",
     "ClientSettings",
     "GroupListener",
+    "KafkaAttempts",
     "KafkaSink",
     "KafkaSource",
     "KafkaTransactor",

@@ -1,0 +1,111 @@
+"""The attempts topic: start counts of uncommitted images, keyed by group and partition.
+
+:class:`KafkaAttempts` writes one record per partition before the worker
+starts images (synchronously: the count must be on the broker before the
+image can kill the process) and, on assignment, reads the latest record of
+each newly assigned partition. The topic has one partition and is compacted
+(the last record per key is all that matters), so reading it is a scan from
+its start to its high-watermark. The records are written by a producer of
+their own, outside any transaction: an aborted transaction (the worker died)
+must not take the count with it. See :mod:`imgstream.attempts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+
+from kafka import TopicPartition as KTP
+
+from imgstream.attempts import Counts, decode_record, encode_record, record_key
+from imgstream.errors import BrokerError
+from imgstream.kafka_io.admin import fetch_highwaters
+from imgstream.kafka_io.clients import KafkaSink, new_consumer
+from imgstream.kafka_io.settings import ClientSettings, broker_errors
+from imgstream.records import TopicPartition
+
+log = logging.getLogger(__name__)
+
+#: How long a record may take to be acknowledged before the worker gives up.
+RECORD_TIMEOUT_S = 30.0
+#: How long reading the topic to its end may take.
+READ_TIMEOUT_S = 30.0
+
+
+class KafkaAttempts:
+    """Reads and writes a group's attempt counts on the attempts topic."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        topic: str,
+        group: str,
+        worker_id: str,
+        settings: ClientSettings | None = None,
+    ) -> None:
+        self.topic = topic
+        self.group = group
+        self.worker_id = worker_id
+        self._bootstrap, self._settings = bootstrap, settings
+        self._sink = KafkaSink(bootstrap, "imgstream-attempts", linger_ms=0, settings=settings)
+
+    def record(self, tp: TopicPartition, counts: Mapping[int, int]) -> None:
+        """Write ``tp``'s counts and wait for the broker's acknowledgement."""
+        value = encode_record(self.group, tp, counts, self.worker_id)
+        with broker_errors(self._bootstrap, self._settings, action="write"):
+            future = self._sink.send_partition(self.topic, 0, record_key(self.group, tp), value)
+            future.get(timeout=RECORD_TIMEOUT_S)
+
+    def load(self, tps: Sequence[TopicPartition]) -> dict[TopicPartition, Counts]:
+        """The latest counts recorded for each of ``tps`` (absent: none recorded)."""
+        wanted = set(tps)
+        found: dict[TopicPartition, Counts] = {}
+        if not wanted:
+            return found
+        consumer = new_consumer(
+            self._bootstrap, self._settings, enable_auto_commit=False, fetch_max_wait_ms=50
+        )
+        try:
+            with broker_errors(self._bootstrap, self._settings, action="read"):
+                part = KTP(self.topic, 0)
+                consumer.assign([part])
+                consumer.seek_to_beginning(part)
+                end = fetch_highwaters(consumer, [part])[part]
+                consumer.seek_to_beginning(part)
+                position = 0
+                deadline = time.monotonic() + READ_TIMEOUT_S
+                while position < end:
+                    if time.monotonic() > deadline:
+                        raise BrokerError(
+                            f"could not read {self.topic} to its end ({end}) "
+                            f"within {READ_TIMEOUT_S:.0f}s"
+                        )
+                    batches = consumer.poll(timeout_ms=500)
+                    if not batches:
+                        position = consumer.position(part)
+                        continue
+                    for records in batches.values():
+                        for r in records:
+                            position = r.offset + 1
+                            self._take(r.value, wanted, found)
+        finally:
+            consumer.close(autocommit=False)
+        return found
+
+    def _take(
+        self, value: bytes | None, wanted: set[TopicPartition], found: dict[TopicPartition, Counts]
+    ) -> None:
+        if value is None:  # a tombstone
+            return
+        try:
+            group, tp, counts = decode_record(value)
+        except ValueError as exc:
+            log.warning("skipping a record on %s that is no attempts record: %s", self.topic, exc)
+            return
+        if group == self.group and tp in wanted:
+            found[tp] = counts  # later records replace earlier ones
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Close the producer."""
+        self._sink.close(timeout_s)
