@@ -7,14 +7,17 @@ to its address (port 5000); every worker host runs ``imgstream work``
 processes with the bootstrap and endpoint of those hosts, under the host's
 CPU cap. The test process, in the root namespace, reaches all of them over
 the bridge: it makes topics, produces refs and reads records like any other
-client. Shared by ``tests/integration/test_multihost.py`` and
-``benchmarks/bench_multihost.py``.
+client. Shared by ``tests/integration/test_multihost.py``,
+``tests/integration/test_partition.py`` (a worker host cut off by
+:meth:`~tests.netsim.Host.cut`, a worker paused) and
+``benchmarks/bench_multihost.py``; :func:`available` says whether it can run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.util
 import socket
 import subprocess
 import sys
@@ -26,8 +29,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
+from tests.fixtures.cluster import kraft
 from tests.fixtures.s3 import s3_env
 from tests.netsim import Host, Network
+from tests.netsim import available as netsim_available
 
 ROOT = Path(__file__).resolve().parents[1]
 KRAFT = ROOT / "compose" / "kafka" / "kraft.py"
@@ -40,6 +45,24 @@ S3_AUTH = (
     "AWS4-HMAC-SHA256 Credential=imgstream-test/20260101/us-east-1/s3/aws4_request, "
     "SignedHeaders=host, Signature=0"
 )
+
+
+def available(partitions: bool = False, s3: bool = True) -> tuple[bool, str]:
+    """Whether a :class:`Deployment` can run here: (True, "") or (False, the reason).
+
+    Root, iproute2 and cgroups (:func:`tests.netsim.available`; with
+    ``partitions``, ``iptables`` too), Java and Maven for Kafka, and, with
+    ``s3``, moto's server.
+    """
+    ok, reason = netsim_available(partitions)
+    if not ok:
+        return ok, reason
+    ok, reason = kraft().available()
+    if not ok:
+        return bool(ok), str(reason)
+    if s3 and importlib.util.find_spec("moto") is None:
+        return False, "moto is not installed (pip install 'moto[server]')"
+    return True, ""
 
 
 class ServiceError(RuntimeError):
@@ -145,6 +168,7 @@ class Deployment:
         self.workers: dict[str, list[subprocess.Popen[bytes]]] = {
             h.name: [] for h in self.worker_hosts
         }
+        self._worker_logs: dict[int, Path] = {}  # pid -> its log
 
     # -- services --------------------------------------------------------------------------------
 
@@ -228,13 +252,26 @@ class Deployment:
     # -- workers ---------------------------------------------------------------------------------
 
     def start_worker(
-        self, host: Host, args: Sequence[str], env: Mapping[str, str] | None = None
+        self,
+        host: Host,
+        args: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        label: str = "",
     ) -> subprocess.Popen[bytes]:
-        """``imgstream ARGS`` on ``host`` (with this store's AWS variables)."""
+        """``imgstream ARGS`` on ``host`` (with this store's AWS variables).
+
+        Its log is ``logs/HOST[-LABEL]-N.log`` (:meth:`log_of`).
+        """
         argv = [sys.executable, "-m", "imgstream.cli", *args]
-        proc = host.popen(argv, self.log(host.name), env={**self.s3_env, **(env or {})})
+        log = self.log(f"{host.name}-{label}" if label else host.name)
+        proc = host.popen(argv, log, env={**self.s3_env, **(env or {})})
         self.workers[host.name].append(proc)
+        self._worker_logs[proc.pid] = log
         return proc
+
+    def log_of(self, proc: subprocess.Popen[bytes]) -> Path:
+        """The log of a worker started by :meth:`start_worker`."""
+        return self._worker_logs[proc.pid]
 
     def worker_logs(self, pattern: str = "worker*.log") -> str:
         """The end of every log matching ``pattern``, each under a title (for a failure)."""
