@@ -341,12 +341,15 @@ class Model:
         """Each image's outputs by output name, in order (see the module docstring)."""
         if not images:
             return []
+        return [self.pack_outputs(arrays) for arrays in self.forward(self.prepare(images))]
+
+    def prepare(self, images: Sequence[Image]) -> np.ndarray[Any, Any]:
+        """The images preprocessed into one NCHW float32 batch."""
         shape = (len(images), self.input.channels, self.input.height, self.input.width)
         batch = np.empty(shape, dtype=np.float32)
         for i, image in enumerate(images):
             self._preprocess_into(image, batch[i])
-        arrays = self.forward(batch)
-        return [self._pack_one(per_image) for per_image in arrays]
+        return batch
 
     def forward(self, batch: np.ndarray[Any, Any]) -> list[list[np.ndarray[Any, Any]]]:
         """The raw outputs, one list of arrays (the output order) per image of ``batch``."""
@@ -391,7 +394,8 @@ class Model:
             return [arrays]
         return None
 
-    def _pack_one(self, arrays: list[np.ndarray[Any, Any]]) -> dict[str, Any]:
+    def pack_outputs(self, arrays: list[np.ndarray[Any, Any]]) -> dict[str, Any]:
+        """One image's raw outputs (from :meth:`forward`) as stored in the record."""
         out: dict[str, Any] = {}
         for name, array in zip(self.output_names, arrays, strict=True):
             if self.labels is not None and name in self._label_outputs and array.ndim == 1:

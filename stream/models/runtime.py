@@ -21,8 +21,8 @@
 Threads: ONNX Runtime's intra-op pool gets :func:`default_threads` (the CPUs
 this process may run on), one inter-op thread, and no spinning, so a
 session's idle threads do not burn the cores that decode and encode the next
-batch (spinning bought nothing measurable on the 2-core machine: see
-``benchmarks/bench_infer.py``).
+batch: on the shared 2-core machine, with neighbours busy, spinning made the
+recogniser 1.7-2x slower (``benchmarks/bench_infer.py``, its "spinning" table).
 """
 
 from __future__ import annotations
@@ -146,7 +146,9 @@ class SessionCache:
     concurrently (``run`` is thread-safe).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, spinning: bool = False) -> None:
+        #: Let ONNX Runtime's idle pool threads spin (busy-wait) between tasks.
+        self.spinning = spinning
         self._lock = threading.Lock()
         self._sessions: dict[tuple[str, tuple[str, ...], int], Loaded] = {}
 
@@ -165,7 +167,8 @@ class SessionCache:
         with self._lock:
             loaded = self._sessions.get(key)
             if loaded is None:
-                loaded = self._sessions[key] = _create(ort, source, op, wanted, n)
+                loaded = _create(ort, source, op, wanted, n, self.spinning)
+                self._sessions[key] = loaded
             return loaded
 
     def __len__(self) -> int:
@@ -173,14 +176,16 @@ class SessionCache:
             return len(self._sessions)
 
 
-def _create(ort: Any, source: ModelSource, op: str, providers: tuple[str, ...], n: int) -> Loaded:
+def _create(
+    ort: Any, source: ModelSource, op: str, providers: tuple[str, ...], n: int, spinning: bool
+) -> Loaded:
     options = ort.SessionOptions()
     options.intra_op_num_threads = n
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: no per-node placement warnings on stderr
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     model = source.path if source.path is not None else source.data
     try:
         session = ort.InferenceSession(model, sess_options=options, providers=list(providers))

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -173,6 +175,24 @@ def test_a_batch_of_eight_is_one_session_run_and_equals_onnxruntime(models, imag
         }
 
 
+def test_threads_share_one_model(models, images) -> None:
+    model = Model(InferSpec(str(models["dynamic"])), cache=SessionCache())
+    want = model.run(images)
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: model.run(images), range(8)))
+    assert all(g == want for g in got)
+    assert (model.calls, model.images) == (9, 72)
+
+
+def test_importing_the_models_imports_no_runtime() -> None:
+    code = (
+        "import sys, imgstream, imgstream.models.onnx, imgstream.models.ocr; "
+        "print(sorted(m for m in ('onnxruntime', 'rapidocr', 'onnx') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_preprocess_is_the_spec_step_by_step(models, images) -> None:
     spec = InferSpec(str(models["dynamic"]), rgb=False, scale=0.5, mean=(3.0,), std=(2.0,))
     model = Model(spec, cache=SessionCache())
@@ -205,6 +225,27 @@ def test_a_fixed_batch_of_four_runs_in_padded_chunks(models, images) -> None:
     logits = direct(models["dynamic"], batch)[0]
     for i, out in enumerate(got):
         np.testing.assert_allclose(out["logits"], logits[i], atol=1e-4)
+
+
+def test_outputs_without_the_batch_axis_run_image_by_image(tmp_path: Path, images) -> None:
+    """A model whose output is one number for the whole batch cannot be split per image."""
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["x"], ["mean"], keepdims=0)],
+        "mean",
+        [helper.make_tensor_value_info("x", FLOAT, ["N", 3, 8, 8])],
+        [helper.make_tensor_value_info("mean", FLOAT, [])],
+    )
+    hook = Counter()
+    model = Model(
+        InferSpec(str(save(graph, tmp_path / "mean.onnx"))), cache=SessionCache(), on_batch=hook
+    )
+    got = model.run(images[:3])
+    assert hook.calls == [("infer", 3)] + [("infer", 1)] * 3
+    for img, out in zip(images[:3], got, strict=True):
+        assert out["mean"] == pytest.approx([float(reference_input(img, (8, 8)).mean())], rel=1e-5)
+    hook.calls.clear()
+    model.run(images[:2])
+    assert hook.calls == [("infer", 1)] * 2
 
 
 def test_dynamic_height_and_width_take_size(models, images) -> None:
