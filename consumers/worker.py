@@ -28,7 +28,7 @@ from imgstream.kafka_io import (
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.outage import OutputGate
-from imgstream.pipeline import parse_spec
+from imgstream.pipeline import Pipeline, parse_spec
 from imgstream.processor import ImageProcessor
 from imgstream.records import TopicPartition
 from imgstream.runner import Runner
@@ -68,11 +68,16 @@ class _Relay:
 
 
 def build_runner(
-    config: WorkerConfig, metrics: Metrics | None = None, hooks: RunnerHooks | None = None
+    config: WorkerConfig,
+    metrics: Metrics | None = None,
+    hooks: RunnerHooks | None = None,
+    pipeline: Pipeline | None = None,
 ) -> Runner:
-    """A Runner wired to Kafka, for ``config`` (validated here)."""
+    """A Runner wired to Kafka, for ``config`` (validated here; ``pipeline``: its parsed
+    ``--ops``, if the caller has it)."""
     config.validate()
-    pipeline = parse_spec(config.ops, build_registry())
+    if pipeline is None:
+        pipeline = parse_spec(config.ops, build_registry())
     if config.exactly_once:
         refuse_unreliable_transactions(config.bootstrap, worker_settings(config))
     clock = SystemClock()
@@ -167,6 +172,8 @@ def run_worker(config: WorkerConfig, held_s: float = 0.0) -> int:
     """
     tune_allocator()
     config.validate()
+    # The spec (and its plugins) before the broker: a bad --ops is exit 2, not 3.
+    pipeline = parse_spec(config.ops, build_registry())
     started = time.monotonic()
     if config.threads >= (os.cpu_count() or 1):
         # The image threads already use every core: OpenCV's own pool inside each
@@ -190,7 +197,7 @@ def run_worker(config: WorkerConfig, held_s: float = 0.0) -> int:
     )
     topics_s = time.monotonic() - started
     metrics = Metrics()
-    runner = build_runner(config, metrics)
+    runner = build_runner(config, metrics, pipeline=pipeline)
     clients_s = time.monotonic() - started - topics_s
     process_s = process_age_s()
     if process_s is not None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from imgstream.batching import Batch
@@ -31,7 +31,7 @@ from imgstream.config import WorkerConfig
 from imgstream.decoding import decode_ref
 from imgstream.delivery import Delivery
 from imgstream.errors import TIMEOUT, ImageError, OutputUnavailable
-from imgstream.imagepool import Job
+from imgstream.imagepool import Pending
 from imgstream.metrics import Metrics
 from imgstream.processor import ImageProcessor, Outcome
 from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result
@@ -46,7 +46,7 @@ class Submitted:
 
     batch: Batch[Message]
     batch_id: str
-    jobs: list[Job[Outcome]]
+    jobs: Sequence[Pending[Outcome]]
     wait_s: float  # how long the batch stayed open, collecting refs
     started: float  # monotonic: when its first image was queued
 

@@ -32,7 +32,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from imgstream.clock import Clock
 from imgstream.errors import StuckImagesError
@@ -40,6 +40,20 @@ from imgstream.errors import StuckImagesError
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class Pending(Protocol[R_co]):
+    """What the emitter waits on for one image: a :class:`Job`, or its share of one."""
+
+    @property
+    def timed_out(self) -> bool: ...
+    @property
+    def outcome(self) -> R_co | None: ...
+    @property
+    def error(self) -> BaseException | None: ...
+    def wait(self, timeout_s: float | None = None) -> bool: ...
+    def done(self) -> bool: ...
 
 
 class Job(Generic[R]):
@@ -78,6 +92,7 @@ class ImagePool:
             raise ValueError("threads must be at least 1")
         self.clock = clock
         self.timeout_s = timeout_s
+        self.threads = threads
         self.max_stuck = threads if max_stuck is None else max_stuck
         self._name = name
         self._seq = itertools.count(1)

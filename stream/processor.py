@@ -14,9 +14,11 @@ neither dead-lettered nor committed.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import posixpath
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -91,7 +93,7 @@ class ImageProcessor:
         self.encode_params = imaging.encode_params(
             config.output_format, config.png_level, config.jpeg_quality
         )
-        self.versions = library_versions()
+        self.versions = {**library_versions(), **pipeline.versions()}
         self._tile_slot = threading.Lock()
         probe_path = posixpath.join(config.out_dir, pipeline.hash, PROBE_NAME)
         #: A write at the top of the pipeline's outputs: tells a folder that fails
@@ -136,6 +138,31 @@ class ImageProcessor:
         was queued: its ``wait`` timing is the time until a thread took it,
         and ``--max-age`` is checked against its age at queueing.
         """
+        ready = self.prepare(msg, batch_id, queued_at, queued_ms, hold_tile=True)
+        if isinstance(ready, Outcome):
+            return ready
+        try:
+            t0 = self.clock.monotonic()
+            out, outputs = self.pipeline.run(ready.image, ready.view)
+            ready.image = out
+            return self.finish(ready, outputs, self.clock.monotonic() - t0)
+        finally:
+            ready.release()
+
+    def prepare(
+        self,
+        msg: Message,
+        batch_id: str,
+        queued_at: float | None = None,
+        queued_ms: int | None = None,
+        hold_tile: bool = False,
+    ) -> Prepared | Outcome:
+        """Decode the ref, read and decode the image: ready for the pipeline, or a failure.
+
+        With ``hold_tile`` a tile image holds the worker's one tile slot until
+        :meth:`Prepared.release` (a worker holds one tile at a time: tiles
+        spread over the group, and its memory stays a small part of the image).
+        """
         wait_s = 0.0 if queued_at is None else max(0.0, self.clock.monotonic() - queued_at)
         try:
             ref = decode_ref(msg.value, msg.timestamp_ms)
@@ -149,15 +176,41 @@ class ImageProcessor:
                     STALE, f"ref is {age_s:.1f}s old when queued, over --max-age {max_age:g}s"
                 )
                 return Outcome(msg, self._failure(msg, stale, batch_id, ref))
+        with self._guard(msg, batch_id, ref) as failed:
+            tile = self._tile(ref)
+            slot = self._tile_slot if tile is not None and hold_tile else None
+            if slot is not None:
+                slot.acquire()
+            try:
+                return self._load(msg, ref, batch_id, wait_s, tile, slot)
+            except BaseException:
+                if slot is not None:
+                    slot.release()
+                raise
+        return failed[0]
+
+    def finish(self, ready: Prepared, outputs: dict[str, Any], ops_s: float) -> Outcome:
+        """Encode and store the pipeline's output image; the result, or a failure."""
+        with self._guard(ready.message, ready.batch_id, ready.ref) as failed:
+            return self._store(ready, outputs, ops_s)
+        return failed[0]
+
+    @contextlib.contextmanager
+    def _guard(self, msg: Message, batch_id: str, ref: ImageRef) -> Iterator[list[Outcome]]:
+        """Turn what an image raises into its failure outcome (in the yielded list).
+
+        The output store's :class:`OutputUnavailable` passes: it is not the image's.
+        """
+        failed: list[Outcome] = []
         try:
-            return self._process_ref(msg, ref, batch_id, wait_s)
+            yield failed
         except ImageError as exc:
-            return Outcome(msg, self._failure(msg, exc, batch_id, ref))
+            failed.append(Outcome(msg, self._failure(msg, exc, batch_id, ref)))
         except OutputUnavailable:
             raise  # the store, not the image: never a failure record
         except Exception as exc:  # a bug or an unforeseen input: still one failure
             error = ImageError(OP_ERROR, f"{type(exc).__name__}: {exc}")
-            return Outcome(msg, self._failure(msg, error, batch_id, ref))
+            failed.append(Outcome(msg, self._failure(msg, error, batch_id, ref)))
 
     def crashed(
         self,
@@ -200,20 +253,16 @@ class ImageProcessor:
             )
         return tile
 
-    def _process_ref(self, msg: Message, ref: ImageRef, batch_id: str, wait_s: float) -> Outcome:
-        tile = self._tile(ref)
-        if tile is None:
-            return self._process(msg, ref, batch_id, wait_s, None)
-        # A worker holds one tile at a time: tiles spread over the group, and a
-        # worker's memory stays a small fraction of the image it helps process.
-        with self._tile_slot:
-            return self._process(msg, ref, batch_id, wait_s, tile)
-
-    def _process(
-        self, msg: Message, ref: ImageRef, batch_id: str, wait_s: float, tile: Tile | None
-    ) -> Outcome:
+    def _load(
+        self,
+        msg: Message,
+        ref: ImageRef,
+        batch_id: str,
+        wait_s: float,
+        tile: Tile | None,
+        slot: threading.Lock | None,
+    ) -> Prepared:
         mono = self.clock.monotonic
-        timings: dict[str, float] = {"wait": wait_s}
         t0 = mono()
         data = self.store.read(ref.uri).data
         sha = hashlib.sha256(data).hexdigest()
@@ -233,8 +282,25 @@ class ImageProcessor:
                 )
             view = TileView(tile.core_in_halo(), tile.halo.x, tile.halo.y)
             width, height = tile.core.w, tile.core.h
-        out, outputs = self.pipeline.run(image, view)
-        del image
+        timings = {"wait": wait_s, "load": t1 - t0, "decode": t2 - t1}
+        return Prepared(
+            msg,
+            ref,
+            batch_id,
+            image,
+            view,
+            int(width),
+            int(height),
+            channels,
+            sha,
+            n_in,
+            timings,
+            slot,
+        )
+
+    def _store(self, ready: Prepared, outputs: dict[str, Any], ops_s: float) -> Outcome:
+        mono = self.clock.monotonic
+        out, ref, view = ready.image, ready.ref, ready.view
         if view is not None:
             k = view.core
             out = out[k.y : k.y + k.h, k.x : k.x + k.w]
@@ -244,6 +310,7 @@ class ImageProcessor:
         except (ValueError, cv2.error) as exc:
             raise ImageError(OP_ERROR, f"cannot encode the output: {exc}") from None
         del out
+        ready.image = None  # the pixels are encoded: let them go
         t4 = mono()
         path = output_path(
             self.config.out_dir, self.pipeline.hash, ref.source, ref.id, self.config.output_format
@@ -253,7 +320,8 @@ class ImageProcessor:
         except OSError as exc:
             raise ImageError(IO_ERROR, f"cannot write {path}: {exc.strerror or exc}") from None
         t5 = mono()
-        timings.update(load=t1 - t0, decode=t2 - t1, ops=t3 - t2, encode=t4 - t3, store=t5 - t4)
+        timings = dict(ready.timings, ops=ops_s, encode=t4 - t3, store=t5 - t4)
+        msg = ready.message
         now_ms = self.clock.wall_ms()
         result = Result(
             id=ref.id,
@@ -261,21 +329,48 @@ class ImageProcessor:
             output_uri=absolute(path),
             pipeline=self.pipeline.canonical,
             pipeline_hash=self.pipeline.hash,
-            width=int(width),
-            height=int(height),
-            channels=channels,
+            width=ready.width,
+            height=ready.height,
+            channels=ready.channels,
             outputs=_jsonable(outputs),
             timings={k: round(v, 6) for k, v in timings.items()},
-            batch_id=batch_id,
+            batch_id=ready.batch_id,
             worker=self.config.worker_id,
             source=ref.source,
             ts=ref.ts,
             latency_ms=max(0, now_ms - ref.ts),
-            lineage=Lineage(msg.topic, msg.partition, msg.offset, sha, self.versions),
-            bytes_in=n_in,
+            lineage=Lineage(msg.topic, msg.partition, msg.offset, ready.sha, self.versions),
+            bytes_in=ready.n_in,
             tile=ref.tile,
         )
-        return Outcome(msg, result, int(width * height), n_in, len(encoded))
+        return Outcome(msg, result, ready.width * ready.height, ready.n_in, len(encoded))
+
+
+@dataclass
+class Prepared:
+    """An image decoded and ready for the pipeline, with what its record will need.
+
+    ``image`` is replaced by the pipeline's output, then dropped once encoded.
+    """
+
+    message: Message
+    ref: ImageRef
+    batch_id: str
+    image: Any
+    view: TileView | None
+    width: int
+    height: int
+    channels: int
+    sha: str
+    n_in: int
+    timings: dict[str, float]
+    slot: threading.Lock | None = None
+
+    def release(self) -> None:
+        """Give the tile slot back, if this image holds it."""
+        if self.slot is not None:
+            self.slot.release()
+            self.slot = None
 
 
 def _parent(ref: ImageRef | None) -> str | None:

@@ -6,6 +6,10 @@ batch is done by the time the window closes instead of starting then. The
 records still leave in batch order (the emitter waits for each batch's jobs
 in turn), so offsets, commits and exactly-once transactions are unchanged.
 
+A pipeline with a ``batch`` step starts each image's reading and decoding as
+it joins, and the rest of the batch's work when it closes
+(:class:`~imgstream.batchrun.BatchRun`).
+
 The caller keeps one invariant: every batch the :class:`MicroBatcher` closes
 is passed to :meth:`BatchStarts.seal`, in order, or the open batch is
 dropped with :meth:`BatchStarts.drop` when the batcher's is.
@@ -16,11 +20,13 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from imgstream.batching import Batch
+from imgstream.batchrun import BatchRun, Part
 from imgstream.clock import Clock
 from imgstream.emitter import Emitter, Submitted
-from imgstream.imagepool import ImagePool, Job
+from imgstream.imagepool import ImagePool, Job, Pending
 from imgstream.processor import ImageProcessor, Outcome
 from imgstream.records import Message
 
@@ -32,7 +38,7 @@ Process = Callable[[Message, str, float, int], Outcome]
 class _Open:
     batch_id: str
     started: float  # monotonic: when its first image was queued
-    jobs: list[Job[Outcome]] = field(default_factory=list)
+    jobs: list[Job[Any]] = field(default_factory=list)
 
 
 class BatchStarts:
@@ -53,8 +59,13 @@ class BatchStarts:
         self._clock = clock
         self._seq = itertools.count(1)
         self._open: _Open | None = None
+        self._timeout_s = pool.timeout_s
+        #: Set for a pipeline with a batch step: images are prepared as they join.
+        self.batch_run = (
+            BatchRun(processor, pool.threads) if processor.pipeline.has_batch_steps else None
+        )
 
-    def start(self, items: Sequence[Message], run: Process | None = None) -> list[Job[Outcome]]:
+    def start(self, items: Sequence[Message], run: Process | None = None) -> list[Job[Any]]:
         """Queue the items of the open batch not queued yet (``items`` in order).
 
         ``run`` stands in for the processor's ``process`` (a ``crashed`` verdict).
@@ -65,7 +76,9 @@ class BatchStarts:
             batch_id = f"{self._worker_id}-{next(self._seq)}"
             self._open = _Open(batch_id, self._clock.monotonic())
         open_ = self._open
-        fn = self._processor.process if run is None else run
+        fn: Callable[..., Any] = self._processor.process if run is None else run
+        if run is None and self.batch_run is not None:
+            fn = self._processor.prepare
         for msg in items[len(open_.jobs) :]:
             queued = self._clock.monotonic()
             args = (msg, open_.batch_id, queued, self._clock.wall_ms())
@@ -76,9 +89,13 @@ class BatchStarts:
         """The batcher closed ``batch``: queue what is left of it, then its records."""
         if batch is None or not batch.items:
             return
-        jobs = self.start(batch.items, run)
+        jobs: Sequence[Pending[Outcome]] = self.start(batch.items, run)
         assert self._open is not None
         open_, self._open = self._open, None
+        if run is None and self.batch_run is not None:
+            args = (jobs, batch.items, open_.batch_id, self._timeout_s)
+            whole = self._pool.submit(self.batch_run, *args)
+            jobs = [Part(whole, i) for i in range(len(batch.items))]
         window = max(0.0, batch.closed_at - batch.opened_at)
         self._emitter.submit(Submitted(batch, open_.batch_id, jobs, window, open_.started))
 

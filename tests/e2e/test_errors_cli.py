@@ -79,3 +79,16 @@ def test_an_unreachable_broker_is_one_line_and_exit_3(tmp_path, closed_port, com
     assert len(lines) == 1, lines
     assert address in lines[0] and "--connect-timeout" in lines[0]
     assert elapsed < CONNECT_TIMEOUT_S + STARTUP_S, elapsed
+
+
+@pytest.mark.parametrize("command", ["work", "replay"])
+def test_a_bad_spec_is_exit_2_before_the_broker_is_tried(tmp_path, closed_port, command) -> None:
+    """The spec (and its plugins) is checked first: a bad --ops with no broker is still exit 2."""
+    args = [*command.split(), *_args(tmp_path)[command], "--ops", "gray|nosuchop"]
+    args += ["--bootstrap", f"127.0.0.1:{closed_port}", "--connect-timeout", "30"]
+    started = time.monotonic()
+    proc = run_cli(*args, timeout=60)
+    assert proc.returncode == 2, proc.stderr
+    assert time.monotonic() - started < STARTUP_S  # did not wait out --connect-timeout
+    [line] = proc.stderr.splitlines()
+    assert "nosuchop" in line and "Traceback" not in proc.stdout

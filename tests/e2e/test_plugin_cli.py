@@ -136,11 +136,6 @@ def test_a_plugin_that_fails_to_import_is_exit_2_with_one_line(
         assert "Traceback" not in proc.stdout + proc.stderr
 
 
-@pytest.mark.xfail(
-    reason="the worker runs batch steps once per micro-batch (Pipeline.run_many): "
-    "wired by the worker's owner",
-    strict=True,
-)
 def test_a_batch_op_sees_the_micro_batch_in_one_call(example_plugin_site, tmp_path) -> None:
     folder = tmp_path / "in"
     folder.mkdir()

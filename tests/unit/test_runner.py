@@ -571,3 +571,33 @@ def test_a_stop_with_a_stuck_image_waits_the_grace_once(tmp_path, monkeypatch) -
     assert source.revoked_on_close
     assert took < 4.0, f"the stop took {took:.1f}s: the grace (1 s) was waited twice"
     assert all(TP not in c for c in source.commits)  # the stuck image stays uncommitted
+
+
+def test_a_batch_step_sees_each_micro_batch_in_one_call(tmp_path) -> None:
+    """A ``batch`` op gets the images of one micro-batch together; records stay in order."""
+    import imgstream
+    from imgstream.ops.adapters import operation
+
+    config, _processor, messages = _setup(tmp_path, n=12)
+    calls: list[int] = []
+
+    @imgstream.op("sizes", kind="batch")
+    def sizes(images):
+        calls.append(len(images))
+        return [{"n": len(images), "first": int(images[0][0, 0, 0])} for _ in images]
+
+    op = operation(sizes)
+    processor = ImageProcessor(config, Pipeline((Step(op, op.defaults()),)), FakeClock())
+    source = FakeSource(messages)
+    FakeSink.instances = []
+    _runner(config, processor, source).run()
+    records = _records()
+    results = [r for r in records if isinstance(r, Result)]
+    assert [int(r.id) for r in results] == list(range(12))
+    assert sum(calls) == 12 and max(calls) > 1, calls
+    sizes_by_batch = {b.batch_id: b.size for b in records if isinstance(b, BatchSummary)}
+    for r in results:  # every image of its batch was in the one call (the junk is not an image)
+        batch_images = sum(1 for x in results if x.batch_id == r.batch_id)
+        assert r.outputs["sizes"]["n"] == batch_images <= sizes_by_batch[r.batch_id]
+    assert [f.error_type for f in records if isinstance(f, Failure)] == ["bad_message"]
+    assert source.commits[-1] == {TP: len(messages)}
