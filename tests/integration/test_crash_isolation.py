@@ -1,10 +1,10 @@
 """An image that kills its worker process never stops the partition or the group.
 
-The crash is real: a ``sitecustomize`` on the workers' path wraps the decoder
-so that one marked file calls ``os.abort()`` (SIGABRT, no Python clean-up),
-as a segfault in a native decoder or a model would. The image is tried at
-most ``--max-attempts`` (2) times across worker lives, then dead-lettered as
-``crashed``; every other image gets its result.
+The crash is real: a plugin op (a made-up distribution installed beside
+imgstream, as a user's would be) calls ``os.abort()`` on one marked image
+(SIGABRT, no Python clean-up), as a segfault in a native decoder or a model
+would. The image is tried at most ``--max-attempts`` (2) times across worker
+lives, then dead-lettered as ``crashed``; every other image gets its result.
 """
 
 from __future__ import annotations
@@ -23,50 +23,56 @@ import numpy as np
 import pytest
 
 from imgstream.records import Failure, ImageRef, Result
+from tests.fixtures.plugins import env_with, write_plugin
 from tests.fixtures.processes import Background
 from tests.helpers import wait_until
 
-MARK = b"CRASH-ME"
-SITE = f"""
+#: The marked image: a pixel value no other test image has in its corner.
+MARK = 251
+PLUGIN = """
 import os
-import imgstream.imaging as _imaging
 
-_decode = _imaging.decode
+import imgstream
 
 
-def decode(data, max_pixels):
-    if bytes(data[-16:]).endswith({MARK!r}):
+@imgstream.op("abort_on_mark")
+def abort_on_mark(img, *, value: int = 251):
+    \"\"\"Abort the process on an image whose top-left pixel is ``value`` (a crash).\"\"\"
+    if int(img.reshape(-1)[0]) == value:
         os.abort()
-    return _decode(data, max_pixels)
-
-
-_imaging.decode = decode
+    return img
 """
+OPS = "abort_on_mark|gray"
 
 
 @pytest.fixture
 def abort_env(tmp_path: Path) -> dict[str, str]:
-    """The environment of a worker whose decoder aborts on a marked file."""
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(SITE)
-    path = os.pathsep.join(p for p in (str(site), os.environ.get("PYTHONPATH", "")) if p)
-    return {"PYTHONPATH": path}
+    """The environment of a worker with the aborting plugin installed beside imgstream."""
+    site = write_plugin(
+        tmp_path / "site",
+        "imgstream-abort-plugin",
+        "1.0",
+        {"imgstream_abort_plugin": PLUGIN},
+        {"abort": "imgstream_abort_plugin"},
+    )
+    return {"PYTHONPATH": env_with(site)["PYTHONPATH"]}
 
 
 def _images(root: Path, n: int = 10) -> tuple[list[Path], Path]:
-    """``n`` photos and one marked file (trailing bytes after its PNG end: it decodes fine)."""
+    """``n`` images and one marked image (its first pixel is the mark)."""
     root.mkdir()
     rng = np.random.default_rng(5)
     paths = []
     for i in range(n):
         path = root / f"img{i:02d}.png"
-        cv2.imwrite(str(path), rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+        image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+        image[0, 0, 0] = i  # never the mark
+        cv2.imwrite(str(path), image)
         paths.append(path)
-    ok, buf = cv2.imencode(".png", rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
-    assert ok
     marked = root / "img04-marked.png"
-    marked.write_bytes(buf.tobytes() + MARK)
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    image[0, 0, 0] = MARK
+    cv2.imwrite(str(marked), image)
     return paths, marked
 
 
@@ -74,7 +80,7 @@ def test_run_finishes_with_one_crashed_failure(tmp_path, abort_env) -> None:
     paths, marked = _images(tmp_path / "in")
     out = tmp_path / "out"
     env = {**os.environ, **abort_env}
-    done = _run(["run", str(tmp_path / "in"), "--out", str(out), "--ops", "gray"], env)
+    done = _run(["run", str(tmp_path / "in"), "--out", str(out), "--ops", OPS], env)
     assert done.returncode == 0, done.stdout + done.stderr
     records = [_record(line) for line in (out / "results.jsonl").read_text().splitlines()]
     results = {r["uri"] for r in records if r["kind"] == "result"}
@@ -112,7 +118,7 @@ def test_a_group_of_two_dead_letters_the_image_and_restarts_no_more_than_max_att
     root, out = tmp_path / "in", tmp_path / "out"
 
     def start(i: int) -> Background:
-        args = topics.worker_args(out, root, "--max-attempts", "2")
+        args = topics.worker_args(out, root, "--ops", OPS, "--max-attempts", "2")
         return background(*args, name=f"worker{i}", env=abort_env)
 
     workers = [start(0), start(1)]
