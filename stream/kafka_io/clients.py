@@ -23,7 +23,7 @@ from kafka import TopicPartition as KTP
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 from kafka.structs import OffsetAndMetadata
 
-from imgstream.errors import BrokerError
+from imgstream.errors import BrokerError, TransactionFailed
 from imgstream.kafka_io import compat
 from imgstream.kafka_io.links import watch_broker_links
 from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_sleep
@@ -143,6 +143,8 @@ class KafkaSource:
         )
         self._handler = handler
         self._unannounced: list[TopicPartition] = []
+        #: A member of the group (subscribed), not a reader of fixed partitions.
+        self._member = not partitions
         if partitions:
             (topic,) = topics
             self._unannounced = [TopicPartition(topic, p) for p in partitions]
@@ -189,8 +191,22 @@ class KafkaSource:
         )
 
     def group_metadata(self) -> Any:
-        """The member's group metadata (id, generation, member id) for a transaction."""
-        return self._consumer.group_metadata()
+        """The member's group metadata (id, generation, member id) for a transaction.
+
+        Raises TransactionFailed while the member is out of its group: evicted (a
+        zombie back from a pause or a network partition) or not yet in a new
+        generation. Its metadata then has no member id and generation, and the
+        broker takes a transactional offset commit without them as one from outside
+        any group, unfenced: the zombie's stale batch would commit over the work of
+        the member that now owns its partitions.
+        """
+        metadata = self._consumer.group_metadata()
+        if self._member and (metadata.generation_id < 0 or not metadata.member_id):
+            raise TransactionFailed(
+                "this worker is out of its consumer group (evicted, or between "
+                "generations): its offsets cannot be committed where the group fences them"
+            )
+        return metadata
 
     def rewind(self, tps: Iterable[TopicPartition]) -> None:
         """Seek each partition back to its committed offset (the beginning if none)."""

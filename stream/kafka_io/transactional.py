@@ -101,11 +101,16 @@ class KafkaTransactor:
     def commit(self, records: tuple[Staged, ...], offsets: dict[TopicPartition, int]) -> None:
         """Write ``records`` and commit ``offsets`` atomically, or raise TransactionFailed.
 
-        1. begin a transaction; 2. send every record; 3. add the offsets with
-        the consumer's group metadata; 4. commit, waiting at most the timeout.
-        On failure the transaction is aborted (or the producer replaced).
+        1. take the consumer's group metadata (a member out of its group sends
+        nothing); 2. begin a transaction; 3. send every record; 4. add the offsets
+        with that metadata; 5. commit, waiting at most the timeout. On failure the
+        transaction is aborted (or the producer replaced).
         """
         producer = self._ready()
+        # One snapshot, taken first: the broker fences the transaction by it, and a
+        # member that has lost its generation raises TransactionFailed before a record
+        # leaves (see KafkaSource.group_metadata).
+        metadata = self._group_metadata() if offsets else None
         try:
             producer.begin_transaction()
             for r in records:
@@ -117,7 +122,7 @@ class KafkaTransactor:
                 }
                 manager = producer._transaction_manager  # bounded wait (see the module doc)
                 self._wait(
-                    manager.send_offsets_to_transaction(kafka_offsets, self._group_metadata()),
+                    manager.send_offsets_to_transaction(kafka_offsets, metadata),
                     "adding the offsets",
                 )
             self._wait(producer._transaction_manager.begin_commit(), "committing")

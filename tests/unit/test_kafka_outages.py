@@ -6,7 +6,8 @@ TransactionFailed until the broker answers, and then a new producer is made.
 A producer closed with records it could not send is closed for good (its
 I/O thread stopped), not left running. Committed offsets that a zombie's open
 transaction holds are waited for (the broker aborts it) rather than failing
-the worker after a few seconds.
+the worker after a few seconds. A zombie that has lost its group generation
+commits no transaction: the broker would take its offsets unfenced.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 from kafka.errors import KafkaTimeoutError
+from kafka.structs import ConsumerGroupMetadata
 
 from imgstream.errors import BrokerError, TransactionFailed
 from imgstream.kafka_io import clients, transactional
@@ -74,13 +76,14 @@ class Producer:
         self._sender = Sender()
         self.unsent = unsent
         self.closed = False
+        self.began = False
         self.sent: list[bytes] = []
 
     def init_transactions(self) -> None:
         pass
 
     def begin_transaction(self) -> None:
-        pass
+        self.began = True
 
     def send(self, topic: str, key: bytes | None, value: bytes) -> None:
         self.sent.append(value)
@@ -203,3 +206,44 @@ def test_committed_offsets_held_past_the_timeout_say_so() -> None:
     source = source_over(Offsets({0: 7}))
     with pytest.raises(BrokerError, match=r"refs\[1\].*within 2s.*transaction"):
         source.committed([TopicPartition("refs", 0), TopicPartition("refs", 1)], timeout_s=2)
+
+
+class Member:
+    """A consumer whose group metadata is whatever the test sets."""
+
+    def __init__(self, generation: int, member_id: str) -> None:
+        self.metadata = ConsumerGroupMetadata("g", generation, member_id)
+
+    def group_metadata(self) -> ConsumerGroupMetadata:
+        return self.metadata
+
+
+def member_source(consumer: Member, member: bool = True) -> KafkaSource:
+    source = object.__new__(KafkaSource)
+    source._consumer = consumer
+    source._member = member
+    return source
+
+
+def test_a_member_out_of_its_group_has_no_metadata_to_commit_with() -> None:
+    consumer = Member(4, "m-1")
+    source = member_source(consumer)
+    assert source.group_metadata().generation_id == 4
+    consumer.metadata = ConsumerGroupMetadata("g")  # evicted: kafka-python resets it
+    with pytest.raises(TransactionFailed, match="out of its consumer group"):
+        source.group_metadata()
+    # a reader of fixed partitions never joins: its metadata is what it is
+    assert member_source(consumer, member=False).group_metadata().generation_id == -1
+
+
+def test_a_zombie_sends_nothing(remote: Broker) -> None:
+    def evicted() -> Any:
+        raise TransactionFailed("this worker is out of its consumer group")
+
+    transactor = KafkaTransactor("k:9092", "tid", evicted)
+    with pytest.raises(TransactionFailed):
+        transactor.commit(RECORDS, OFFSETS)
+    producer = remote.made[0]
+    assert not producer.began and producer.sent == [] and not producer.closed
+    transactor.commit(RECORDS, {})  # no offsets: no metadata needed
+    assert producer.sent == [b"v"]
