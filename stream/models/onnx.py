@@ -3,7 +3,7 @@
 Parameters (:class:`InferSpec`, from the spec's ``key=value`` pairs)::
 
     infer:model=PATH|s3://bucket/key,size=S (or w=W,h=H),scale=1.0,mean=0,std=1,
-          rgb=true,labels=FILE|s3://...,top=5
+          rgb=true,labels=FILE|s3://...,top=5,batch=0
 
 ``mean`` and ``std`` are one number for every channel, or one per channel
 joined by ``/`` (the spec already uses ``,`` between parameters)::
@@ -26,7 +26,9 @@ Preprocessing (:meth:`Model.preprocess`), in this order:
    call are stacked NCHW.
 
 Running (:meth:`Model.run`): when the model's batch axis is dynamic, every
-image of the call goes through **one** ``session.run``; a fixed batch of 1
+image of the call goes through **one** ``session.run`` (``batch=N`` caps a run
+at N images, for models that measure faster in smaller batches: on the CPU a
+large fully-convolutional model can); a fixed batch of 1
 runs image by image; a fixed batch of B > 1 runs in chunks of B (the last
 padded with copies of its last image, their outputs dropped). A model whose
 outputs do not carry the batch on axis 0 is run image by image from then on.
@@ -112,6 +114,8 @@ class InferSpec:
     rgb: bool = True
     labels: str | None = None
     top: int = 5
+    #: The most images in one ``session.run`` when the batch axis is dynamic (0: all).
+    batch: int = 0
 
     def __post_init__(self) -> None:
         if not self.model:
@@ -128,6 +132,8 @@ class InferSpec:
             raise ConfigError(f"{OP}: parameter 'scale' must be finite, got {self.scale}")
         if any(s == 0 for s in self.std):
             raise ConfigError(f"{OP}: parameter 'std' must not be 0")
+        if self.batch < 0:
+            raise ConfigError(f"{OP}: parameter 'batch' must be >= 0, got {self.batch}")
         if self.top < 1:
             raise ConfigError(f"{OP}: parameter 'top' must be >= 1, got {self.top}")
 
@@ -356,13 +362,19 @@ class Model:
         n = len(batch)
         fixed = self.input.batch
         if fixed is None and self._batch_on_axis0:
-            per_image = self._run_chunk(batch, n)
-            if per_image is not None:
-                return per_image
-            with self._lock:
-                self._batch_on_axis0 = False
+            most = self.spec.batch or n
+            results: list[list[np.ndarray[Any, Any]]] = []
+            for start in range(0, n, most):
+                got = self._run_chunk(batch[start : start + most], min(most, n - start))
+                if got is None:
+                    with self._lock:
+                        self._batch_on_axis0 = False
+                    break
+                results.extend(got)
+            else:
+                return results
         step = fixed if fixed is not None else 1
-        results: list[list[np.ndarray[Any, Any]]] = []
+        results = []
         for start in range(0, n, step):
             chunk = batch[start : start + step]
             real = len(chunk)

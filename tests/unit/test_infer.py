@@ -205,6 +205,16 @@ def test_preprocess_is_the_spec_step_by_step(models, images) -> None:
         np.testing.assert_allclose(gray.preprocess(img), reference_input(img, (32, 32), 1))
 
 
+def test_batch_caps_the_images_of_one_run(models, images) -> None:
+    hook = Counter()
+    model = Model(InferSpec(str(models["dynamic"]), batch=3), cache=SessionCache(), on_batch=hook)
+    got = model.run(images)
+    assert hook.calls == [("infer", 3), ("infer", 3), ("infer", 2)]
+    logits = direct(models["dynamic"], np.stack([reference_input(im, (32, 32)) for im in images]))
+    for i, out in enumerate(got):
+        np.testing.assert_allclose(out["logits"], logits[0][i], atol=1e-4)
+
+
 def test_a_fixed_batch_of_one_runs_image_by_image(models, images) -> None:
     hook = Counter()
     model = Model(InferSpec(str(models["fixed1"])), cache=SessionCache(), on_batch=hook)
@@ -374,6 +384,7 @@ def test_spec_parameters() -> None:
         ({"model": "m", "size": 8, "w": 4, "h": 4}, "give size= or w= and h=, not both"),
         ({"model": "m", "w": 4}, "w= and h= go together"),
         ({"model": ""}, "parameter 'model' is required"),
+        ({"model": "m", "batch": -1}, "'batch' must be >= 0"),
     ]:
         with pytest.raises(ConfigError) as excinfo:
             InferSpec.from_params(params)
