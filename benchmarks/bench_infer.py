@@ -403,9 +403,9 @@ def main() -> int:
         vga = [fit(img, 640, 480) for img in scenes][:16]
         default = OcrSettings()
         variants = {
-            "defaults (det_batch 1, rec_batch 16, min_width 160)": default,
+            "defaults (det_batch 1, rec_batch 6, min_width 160)": default,
             "det_batch 8 (same-size images in one det run)": replace(default, det_batch=8),
-            "rec_batch 6 (PaddleOCR's)": replace(default, rec_batch=6),
+            "rec_batch 16": replace(default, rec_batch=16),
             "min_width 320 (PaddleOCR's)": replace(default, min_width=320),
             # the same settings as the first row: how far rows differ by the machine's load alone
             "defaults again (the noise between rows)": replace(default),
