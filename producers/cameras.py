@@ -22,13 +22,18 @@ logins) instead of ending the host early. Those values are the camera's
 secrets: :meth:`Camera.secrets` lists every form of them to mask in logs, and
 every URL leaves this module through :func:`redact_url` when it is logged,
 printed or recorded.
+
+A running capture reads its cameras file again when it changes or on SIGHUP
+(:class:`CamerasFile`); :func:`diff_cameras` says, by name, which cameras
+were added, removed or changed.
 """
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
@@ -275,3 +280,101 @@ def load_cameras(path: str, env: Mapping[str, str]) -> list[Camera]:
     except UnicodeDecodeError:
         raise ConfigError(f"--cameras {path}: not UTF-8 text") from None
     return parse_cameras(text, env, origin=f"--cameras {path}")
+
+
+@dataclass(frozen=True)
+class CameraChanges:
+    """How a new cameras file differs from the running one, by camera name."""
+
+    added: tuple[Camera, ...] = ()
+    removed: tuple[Camera, ...] = ()
+    #: The new settings of cameras whose URL, fps, max_width or quality changed.
+    changed: tuple[Camera, ...] = ()
+    unchanged: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.added or self.removed or self.changed)
+
+    def describe(self, before: Sequence[Camera] = ()) -> str:
+        """One line: what changes (with the changed settings' names, never values)."""
+        old = {c.name: c for c in before}
+        parts = []
+        if self.added:
+            parts.append("added " + ", ".join(c.name for c in self.added))
+        if self.removed:
+            parts.append("removed " + ", ".join(c.name for c in self.removed))
+        if self.changed:
+            shown = [
+                f"{c.name} ({', '.join(changed_settings(old[c.name], c))})"
+                if c.name in old
+                else c.name
+                for c in self.changed
+            ]
+            parts.append("restarted " + ", ".join(shown))
+        parts.append(f"{len(self.unchanged)} unchanged")
+        return "; ".join(parts)
+
+
+def changed_settings(old: Camera, new: Camera) -> list[str]:
+    """The names of the settings that differ between two versions of a camera."""
+    differ = [f.name for f in fields(Camera) if getattr(old, f.name) != getattr(new, f.name)]
+    return [name for name in differ if name != "hidden"]
+
+
+def diff_cameras(running: Sequence[Camera], wanted: Sequence[Camera]) -> CameraChanges:
+    """By name: cameras to start, to stop, to restart (new settings) and to leave alone."""
+    old = {c.name: c for c in running}
+    new = {c.name: c for c in wanted}
+    return CameraChanges(
+        added=tuple(c for c in wanted if c.name not in old),
+        removed=tuple(c for c in running if c.name not in new),
+        changed=tuple(c for c in wanted if c.name in old and old[c.name] != c),
+        unchanged=tuple(c.name for c in wanted if old.get(c.name) == c),
+    )
+
+
+#: What tells a file changed without reading it: (mtime ns, size, inode), None: missing.
+Signature = tuple[int, int, int] | None
+
+
+def signature(path: str) -> Signature:
+    """The file's modification time, size and inode; None when it cannot be seen."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class CamerasFile:
+    """The cameras file of a running capture, read again when it has changed.
+
+    :meth:`changed` is polled (every second or so): a change counts once the
+    file has looked the same on two polls in a row, so a file caught halfway
+    through being written (an editor truncates, then writes) is not read.
+    Used by one thread.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        env: Mapping[str, str],
+        stat: Callable[[str], Signature] = signature,
+    ) -> None:
+        self.path = path
+        self.env = env
+        self._stat = stat
+        self._read: Signature = None  # the file as last read
+        self._seen: Signature = None  # the file as the last poll saw it
+
+    def load(self) -> list[Camera]:
+        """Read and parse the file (ConfigError naming the problem when it is not valid)."""
+        self._read = self._seen = self._stat(self.path)
+        return load_cameras(self.path, self.env)
+
+    def changed(self) -> bool:
+        """Whether the file differs from the last read and has settled (one poll)."""
+        now = self._stat(self.path)
+        settled = now == self._seen
+        self._seen = now
+        return settled and now != self._read

@@ -2,15 +2,26 @@
 
 A file is read with ``cv2.VideoCapture`` and sampled at ``fps`` by its
 position in the video's own timeline (as fast as possible, or at its own
-pace with ``realtime``). Live sources (stream URLs, devices) are
-:class:`~imgstream.producers.cameras.Camera` s, each read by its own thread
-(:func:`run_cameras`) through a
+pace with ``realtime``); every sampled frame is stored. A live source (a
+stream URL, a device) is a :class:`~imgstream.producers.cameras.Camera`,
+read by :func:`run_camera` through a
 :class:`~imgstream.producers.stream_reader.StreamReader` that survives
-outages, and sampled at ``fps`` by wall-clock time. Frames are stored by a
+outages, and sampled at ``fps`` by wall-clock time (the cameras of a capture
+run together in :mod:`~imgstream.producers.live`). Frames are stored by a
 :class:`~imgstream.producers.frames.FrameWriter` (in a folder or under an
-``s3://`` prefix) and emitted as refs keyed by
-the source, so one camera's frames stay on one partition and in order; the
-emit function is shared by every camera (one producer).
+``s3://`` prefix) and emitted as refs keyed by the source, so one camera's
+frames stay on one partition and in order; the emit function is shared by
+every camera (one producer).
+
+A live camera keeps either every sampled frame (``frames="all"``: its reader
+waits while a frame is stored, so a slow store or broker delays the frames
+after it, and a slow worker group lets a backlog grow on the refs topic) or
+only its newest (``"latest"``, the default for live sources): the reader
+never waits for storage, a sampled frame waits for the camera's writer
+thread in a one-frame :class:`Slot` that a newer frame takes over, and a
+camera whose workers are ``--max-lag`` behind drops its frames
+(:mod:`~imgstream.producers.backlog`) until they catch up. Dropped frames are
+counted, never queued.
 """
 
 from __future__ import annotations
@@ -20,29 +31,47 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 from imgstream._cv import cv2
 from imgstream.clock import Clock
 from imgstream.errors import ConfigError
-from imgstream.metrics import CameraHealth, CameraMetrics
+from imgstream.metrics import CameraHealth
+from imgstream.producers.backlog import Backlog
 from imgstream.producers.cameras import Camera
 from imgstream.producers.frames import FrameWriter
-from imgstream.producers.stream_reader import Backoff, StreamReader, Timeouts
+from imgstream.producers.stream_reader import StreamReader
 from imgstream.records import ImageRef
-from imgstream.stores import Outputs, OutputSink
+from imgstream.stores import OutputSink
 
 log = logging.getLogger("imgstream.capture")
 
 
+#: How a live camera treats frames it cannot send at once (``capture --frames``).
+FRAME_MODES = ("latest", "all")
+#: Seconds between two warnings that a camera drops frames.
+DROP_WARNING_EVERY_S = 60.0
+
+
 @dataclass
 class CaptureStats:
-    """What a capture did (one source)."""
+    """What a capture did (one source, or a sum of them)."""
 
     read: int = 0
     stored: int = 0
+    #: Not kept by the fps sampler.
+    skipped: int = 0
+    #: Kept, but replaced by a newer frame or refused while the workers are behind.
     dropped: int = 0
+    #: Not decoded, encoded, stored or sent.
+    failed: int = 0
     reconnects: int = 0
+
+    def add(self, other: CaptureStats) -> None:
+        """Add ``other``'s counts to these."""
+        for name in ("read", "stored", "skipped", "dropped", "failed", "reconnects"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
 def is_live(uri: str) -> bool:
@@ -124,11 +153,11 @@ def capture(
                     time.sleep(ahead)
             index += 1
             if not sampler.keep(t):
-                stats.dropped += 1
+                stats.skipped += 1
                 note("skipped")
                 continue
             if writer.write(frame, ts, index - 1, {"video_s": round(t, 3)}) is None:
-                stats.dropped += 1
+                stats.failed += 1
                 note("failed")
                 continue
             stats.stored += 1
@@ -138,99 +167,163 @@ def capture(
     return stats
 
 
+@dataclass(frozen=True)
+class Kept:
+    """A sampled frame on its way to the writer: pixels, capture time, read index, meta."""
+
+    image: Any
+    ts: int
+    index: int
+    meta: dict[str, Any]
+
+
+class Slot:
+    """The newest kept frame of a camera waiting for its writer: one at most.
+
+    :meth:`put` (the reader thread) never waits: a frame still waiting is
+    replaced. :meth:`take` (the writer thread) waits for a frame.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._frame: Kept | None = None  # guarded by _cond
+        self._closed = False
+
+    def put(self, frame: Kept) -> bool:
+        """Hand ``frame`` to the writer; True when it replaced one never written."""
+        with self._cond:
+            replaced = self._frame is not None
+            self._frame = frame
+            self._cond.notify()
+            return replaced
+
+    def take(self) -> Kept | None:
+        """The waiting frame (wait for one); None once closed and empty."""
+        with self._cond:
+            while self._frame is None and not self._closed:
+                self._cond.wait()
+            frame, self._frame = self._frame, None
+            return frame
+
+    def close(self) -> None:
+        """No more frames: :meth:`take` returns what waits, then None."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+
+class DropWarning:
+    """Logs that a camera drops frames: at once, then at most every ``every_s`` (one thread)."""
+
+    def __init__(self, camera: str, every_s: float = DROP_WARNING_EVERY_S) -> None:
+        self.camera = camera
+        self.every_s = every_s
+        self._last: float | None = None
+        self._since = 0  # frames dropped since the last warning
+
+    def dropped(self, now: float, lag_s: float, backlog: Backlog) -> None:
+        """A frame was dropped because the workers are ``lag_s`` behind."""
+        self._since += 1
+        if self._last is not None and now - self._last < self.every_s:
+            return
+        log.warning(
+            "camera %s: the workers%s are %.1fs behind its frames (--max-lag %gs); "
+            "dropping new frames until they catch up (%d dropped%s)",
+            self.camera,
+            f" of group {backlog.group!r}" if backlog.group else "",
+            lag_s,
+            backlog.max_lag_s,
+            self._since,
+            "" if self._last is None else f" in the last {now - self._last:.0f}s",
+        )
+        self._last = now
+        self._since = 0
+
+
 def run_camera(
-    camera: Camera, reader: StreamReader, writer: FrameWriter, health: CameraHealth, clock: Clock
+    camera: Camera,
+    reader: StreamReader,
+    writer: FrameWriter,
+    health: CameraHealth,
+    clock: Clock,
+    frames: str = "all",
+    backlog: Backlog | None = None,
 ) -> CaptureStats:
-    """Sample one camera's frames at its fps by wall-clock time until its reader stops."""
+    """Sample one camera's frames at its fps by wall-clock time until its reader stops.
+
+    ``frames="all"`` stores and sends every sampled frame, in this thread;
+    ``"latest"`` hands them to a writer thread through a :class:`Slot` and,
+    with a ``backlog``, drops them while the workers are too far behind.
+    """
+    if frames not in FRAME_MODES:
+        raise ConfigError(f"--frames must be one of {', '.join(FRAME_MODES)}, got {frames!r}")
     stats = CaptureStats()
+    written = CaptureStats()  # the writer thread's counts (stored, failed)
     sampler = Sampler(camera.fps)
     started = clock.monotonic()
-    for frame in reader.frames():
-        index = stats.read
-        stats.read += 1
-        if not sampler.keep(frame.mono - started):
-            stats.dropped += 1
-            health.frame("skipped")
-            continue
-        meta = {} if frame.gap_s is None else {"gap_s": round(frame.gap_s, 3)}
-        image = frame.image()
-        if image is None or writer.write(image, frame.wall_ms, index, meta) is None:
-            stats.dropped += 1
-            health.frame("failed")
-            continue
-        stats.stored += 1
-        health.frame("stored")
+    slot: Slot | None = None
+    thread: threading.Thread | None = None
+    warning = DropWarning(camera.name)
+
+    def write(kept: Kept, counts: CaptureStats) -> None:
+        if writer.write(kept.image, kept.ts, kept.index, kept.meta) is None:
+            counts.failed += 1
+            health.count("failed")
+        else:
+            counts.stored += 1
+            health.count("stored")
+
+    if frames == "latest":
+        slot = Slot()
+
+        def drain(slot: Slot = slot) -> None:
+            while (kept := slot.take()) is not None:
+                try:
+                    write(kept, written)
+                except Exception:  # a bug: count the frame, keep the camera going
+                    log.exception("camera %s: frame %d not stored", camera.name, kept.index)
+                    written.failed += 1
+                    health.count("failed")
+
+        thread = threading.Thread(target=drain, name=f"camera-{camera.name}-writer", daemon=True)
+        thread.start()
+    gap: float | None = None  # an outage before frames that were not kept
+    try:
+        for frame in reader.frames():
+            index = stats.read
+            stats.read += 1
+            gap = frame.gap_s if frame.gap_s is not None else gap
+            if not sampler.keep(frame.mono - started):
+                stats.skipped += 1
+                health.frame("skipped")
+                continue
+            lag = None if backlog is None else backlog.too_far_behind(camera.name, frame.mono)
+            if lag is not None and backlog is not None:
+                stats.dropped += 1
+                health.frame("dropped")
+                warning.dropped(frame.mono, lag, backlog)
+                continue
+            image = frame.image()
+            if image is None:
+                stats.failed += 1
+                health.frame("failed")
+                continue
+            meta = {} if gap is None else {"gap_s": round(gap, 3)}
+            gap = None
+            kept = Kept(image, frame.wall_ms, index, meta)
+            if slot is None:
+                health.seen()
+                write(kept, stats)
+            elif slot.put(kept):
+                stats.dropped += 1
+                health.frame("dropped")  # the frame it replaced
+            else:
+                health.seen()
+    finally:
+        if slot is not None and thread is not None:
+            slot.close()  # the writer stores the frame that waits, then ends
+            thread.join()
+    stats.stored += written.stored
+    stats.failed += written.failed
     stats.reconnects = reader.reconnects
     return stats
-
-
-@dataclass(frozen=True)
-class LiveOptions:
-    """How live cameras are read: timeouts and reconnection back-off."""
-
-    timeouts: Timeouts = field(default_factory=Timeouts)
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 10.0
-
-
-def run_cameras(
-    cameras: list[Camera],
-    store_dir: str,
-    emit: Callable[[ImageRef], None],
-    metrics: CameraMetrics,
-    clock: Clock,
-    stop: threading.Event,
-    duration_s: float | None = None,
-    options: LiveOptions | None = None,
-    outputs: OutputSink | None = None,
-) -> dict[str, CaptureStats]:
-    """Capture every camera, one thread each, until ``stop`` is set or ``duration_s`` passes.
-
-    A camera that fails is retried in its own thread and never holds up the
-    others; a thread that dies of an unexpected error is logged and its
-    camera marked disconnected. Returns each camera's stats.
-    """
-    opts = options if options is not None else LiveOptions()
-    sink: OutputSink = outputs if outputs is not None else Outputs()
-    results: dict[str, CaptureStats] = {}
-    threads: list[threading.Thread] = []
-    for camera in cameras:
-        health = metrics.camera(camera.name, clock.monotonic)
-        reader = StreamReader(
-            camera.name,
-            camera.url,
-            clock,
-            health,
-            stop.is_set,
-            stop.wait,
-            opts.timeouts,
-            Backoff(opts.backoff_initial_s, opts.backoff_max_s),
-            secrets=camera.secrets(),
-        )
-        writer = FrameWriter(camera.name, store_dir, emit, camera.quality, camera.max_width, sink)
-
-        def work(
-            camera: Camera = camera,
-            reader: StreamReader = reader,
-            writer: FrameWriter = writer,
-            health: CameraHealth = health,
-        ) -> None:
-            try:
-                results[camera.name] = run_camera(camera, reader, writer, health, clock)
-            except Exception:
-                log.exception("camera %s: reader stopped by an unexpected error", camera.name)
-                health.disconnected("error")
-
-        thread = threading.Thread(target=work, name=f"camera-{camera.name}", daemon=True)
-        thread.start()
-        threads.append(thread)
-    stop.wait(duration_s)
-    stop.set()
-    # A reader notices the stop between frames, or when its open or read times out.
-    grace = opts.timeouts.open_s + opts.timeouts.read_s + 5.0
-    deadline = clock.monotonic() + grace
-    for thread in threads:
-        thread.join(max(0.0, deadline - clock.monotonic()))
-        if thread.is_alive():
-            log.error("%s did not stop within %.0fs; leaving it", thread.name, grace)
-    return results

@@ -28,8 +28,10 @@ _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
 _PIXEL_BUCKETS = tuple(float(10**k) for k in range(4, 11))
 _OUTAGE_BUCKETS = (1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 
-#: Outcomes of a frame read by capture.
-FRAME_OUTCOMES = ("stored", "skipped", "failed")
+#: Outcomes of a frame read by capture: stored (and its ref sent), skipped by fps,
+#: dropped (``--frames latest``: a newer frame took its place, or the workers are
+#: behind), failed (not decoded, encoded or stored).
+FRAME_OUTCOMES = ("stored", "skipped", "dropped", "failed")
 
 STAGES = ("wait", "load", "decode", "ops", "encode", "store")
 
@@ -191,7 +193,8 @@ class CameraMetrics:
         )
         self.frames = Counter(
             "imgstream_camera_frames_total",
-            "Frames read from a camera, by outcome (stored, skipped by fps, failed).",
+            "Frames read from a camera, by outcome (stored, skipped by fps, dropped by "
+            "--frames latest, failed).",
             ["camera", "outcome"],
             registry=r,
         )
@@ -231,6 +234,17 @@ class CameraMetrics:
                 self._cameras[name] = CameraHealth(self, name, now)
             return self._cameras[name]
 
+    def forget(self, name: str) -> None:
+        """Remove camera ``name`` and its series (it left the cameras file)."""
+        with self._lock:
+            if self._cameras.pop(name, None) is None:
+                return
+            series = (self.connected, self.reconnects, self.last_frame_age, self.width)
+            for metric in (*series, self.height, self.outages):
+                metric.remove(name)
+            for outcome in FRAME_OUTCOMES:
+                self.frames.remove(name, outcome)
+
     def exposition(self) -> bytes:
         """The text exposition of every metric."""
         return generate_latest(self.registry)
@@ -241,7 +255,8 @@ class CameraMetrics:
 
 
 class CameraHealth:
-    """One camera's series; updated by its reader thread only."""
+    """One camera's series; updated by its reader thread, and by its writer thread
+    (:meth:`count` only) under ``--frames latest``."""
 
     def __init__(self, metrics: CameraMetrics, name: str, now: Callable[[], float]) -> None:
         self._m = metrics
@@ -276,8 +291,17 @@ class CameraHealth:
         self._m.outages.labels(camera=self.name).observe(seconds)
 
     def frame(self, outcome: str) -> None:
-        """A frame was read: ``stored``, ``skipped`` (by fps) or ``failed``."""
+        """A frame was read (reader thread) with this outcome: ``stored``, ``skipped``
+        (by fps), ``dropped`` or ``failed``."""
+        self.seen()
+        self.count(outcome)
+
+    def seen(self) -> None:
+        """A frame was read (reader thread); its outcome is counted later."""
         self._last = self._now()
+
+    def count(self, outcome: str) -> None:
+        """Count a frame's outcome, decided after it was read (any thread)."""
         self._m.frames.labels(camera=self.name, outcome=outcome).inc()
 
 

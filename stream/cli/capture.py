@@ -3,15 +3,20 @@
 A file is read to its end; a live source (a URL or a device) and every
 camera of ``--cameras`` are read until ``--duration`` passes or SIGTERM /
 Ctrl-C, each in its own thread, reconnecting by themselves. All of them send
-their refs through one producer. Stream passwords are kept out of logs and
-output.
+their refs through one producer. A live camera keeps its newest frames
+(``--frames latest``): it drops what it cannot send at once and what the
+workers (``--group``) would only get to ``--max-lag`` seconds late. The
+cameras file is read again on SIGHUP and when it changes. Stream passwords
+are kept out of logs and output.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -21,7 +26,8 @@ from imgstream.cli.app import cli, hide_in_logs
 from imgstream.cli.options import LOCATION, kafka_options, option_for, topic_options
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
-    from imgstream.kafka_io import ClientSettings
+    from imgstream.kafka_io import ClientSettings, KafkaSource
+    from imgstream.producers.backlog import Backlog
     from imgstream.topics import TopicSettings
 
 log = logging.getLogger("imgstream.capture")
@@ -106,6 +112,29 @@ log = logging.getLogger("imgstream.capture")
     show_default=True,
     help="Partitions when the topic has to be created.",
 )
+@click.option(
+    "--frames",
+    type=click.Choice(["latest", "all"]),
+    default=None,
+    help="Live sources: keep only the newest frames when storing or the workers cannot "
+    "keep up, dropping the rest (latest, the default), or queue every sampled frame (all). "
+    "A file's frames are all kept.",
+)
+@click.option(
+    "--max-lag",
+    "max_lag_s",
+    type=click.FloatRange(0.1),
+    default=2.0,
+    show_default=True,
+    help="With --frames latest: a camera drops new frames while the workers have not "
+    "finished one of its frames sent this many seconds ago.",
+)
+@option_for(
+    "group",
+    help="The workers' consumer group, whose progress --frames latest follows.",
+    envvar=None,
+    show_envvar=False,
+)
 def capture(
     video: str | None,
     bootstrap: str,
@@ -126,16 +155,22 @@ def capture(
     metrics_port: int | None,
     metrics_host: str,
     partitions: int,
+    frames: str | None,
+    max_lag_s: float,
+    group: str,
 ) -> int:
     """Capture frames from a video file, a camera device (0, 1, ...), a stream URL
-    (rtsp://, http://, ...) or every camera of --cameras FILE."""
+    (rtsp://, http://, ...) or every camera of --cameras FILE (read again on SIGHUP
+    and when it changes)."""
     from imgstream.clock import SystemClock
     from imgstream.codec import encode
     from imgstream.kafka_io import KafkaSink, ensure_topics
     from imgstream.metrics import CameraMetrics
     from imgstream.partitioning import BySource, partition_key
     from imgstream.producers import capture as cap
-    from imgstream.producers.cameras import Camera, load_cameras, redact_url
+    from imgstream.producers import live
+    from imgstream.producers.backlog import Backlog
+    from imgstream.producers.cameras import Camera, CamerasFile, redact_url
     from imgstream.producers.stream_reader import Timeouts
     from imgstream.signals import stop_on_signals
     from imgstream.stores import Outputs, absolute
@@ -146,10 +181,17 @@ def capture(
         raise click.UsageError("give a VIDEO (file, device or URL) or --cameras FILE, not both")
     cameras: list[Camera] = []
     name = source if source is not None or video is None else default_source(video)
+    cameras_file = None
     if cameras_path is not None:
-        cameras = load_cameras(cameras_path, os.environ)
+        cameras_file = CamerasFile(cameras_path, os.environ)
+        cameras = cameras_file.load()
     elif video is not None and cap.is_live(video):
         cameras = [Camera(name or "cam", video, fps, max_width, quality)]
+    if frames == "latest" and not cameras:
+        raise click.UsageError(
+            "--frames latest is for live sources: every sampled frame of a file is kept"
+        )
+    frames = frames or "latest"
     hide_in_logs([s for c in cameras for s in c.secrets()])
     if cameras and logging.getLogger().getEffectiveLevel() > logging.DEBUG:
         # Each failure is logged once with its reason: OpenCV's own warnings for the
@@ -175,29 +217,58 @@ def capture(
         log.info("metrics on http://%s:%d/metrics", metrics_host, server.server_port)
         click.echo(f"metrics on http://{metrics_host}:{server.server_port}/metrics", err=True)
 
-    def emit(ref: Any) -> None:
-        future = sink.send_partition(
-            topic, partitioner.partition(ref, n), partition_key(ref), encode(ref)
-        )
-        future.add_errback(undelivered.add)
+    backlog = Backlog(max_lag_s, group) if cameras and frames == "latest" else None
 
+    def emit(ref: Any) -> None:
+        partition = partitioner.partition(ref, n)
+        now = clock.monotonic()
+        sent = None if backlog is None else backlog.sent(ref.source or "", partition, now)
+        try:
+            future = sink.send_partition(topic, partition, partition_key(ref), encode(ref))
+        except Exception:
+            if sent is not None and backlog is not None:
+                backlog.failed(sent)
+            raise
+        future.add_errback(undelivered.add)
+        if sent is not None and backlog is not None:
+            future.add_callback(lambda md, s=sent, b=backlog: b.acked(s, md.offset))
+            future.add_errback(lambda exc, s=sent, b=backlog: b.failed(s))
+
+    follow = Following(bootstrap, group, topic, n, kafka, backlog)
+    reload = threading.Event()
+    if cameras_file is not None:
+        signal.signal(signal.SIGHUP, lambda signum, frame: reload.set())
     try:
         if cameras:
-            options = cap.LiveOptions(Timeouts(open_timeout_s, read_timeout_s))
-            per_camera = cap.run_cameras(
-                cameras, store, emit, metrics, clock, stop, duration_s, options, outputs
-            )
+            options = live.LiveOptions(Timeouts(open_timeout_s, read_timeout_s), frames=frames)
+            if backlog is not None:
+                log.info(
+                    "--frames latest: a camera drops new frames while group %r is %gs or more "
+                    "behind it (--max-lag)",
+                    group,
+                    max_lag_s,
+                )
+            follow.start()
+            pool = live.CameraPool(store, emit, metrics, clock, options, outputs, backlog)
+            for camera in cameras:
+                pool.start(camera)
+            if cameras_file is None:
+                stop.wait(duration_s)
+            else:
+                live.follow_cameras_file(
+                    pool, cameras_file, stop, reload, clock, duration_s, hide_in_logs
+                )
+            per_camera = pool.stop_all()
             totals = cap.CaptureStats()
             for label, stats in per_camera.items():
-                totals.read += stats.read
-                totals.stored += stats.stored
-                totals.dropped += stats.dropped
-                totals.reconnects += stats.reconnects
+                totals.add(stats)
                 if cameras_path is not None:
                     click.echo(
                         f"  {label}: {stats.stored} frames stored ({stats.read} read, "
-                        f"{stats.reconnects} reconnects)"
+                        f"{stats.dropped} dropped, {stats.reconnects} reconnects)"
                     )
+            if cameras_path is not None:
+                shown = f"{len(per_camera)} cameras"
         else:
             assert video is not None and name is not None
             health = metrics.camera(name, clock.monotonic)
@@ -219,13 +290,15 @@ def capture(
             )
         sink.flush()
     finally:
+        follow.close()
         sink.close()
     failed = undelivered.count
     who = f" as {(cameras[0].name if cameras else name)!r}" if cameras_path is None else ""
+    dropped = f"{totals.dropped} dropped (--frames latest), " if backlog is not None else ""
     click.echo(
         f"captured {totals.stored} frames from {shown}{who} "
-        f"({totals.read} read, {totals.dropped} skipped by --fps or failed, "
-        f"{totals.reconnects} reconnects) -> {topic}"
+        f"({totals.read} read, {totals.skipped} skipped by --fps, {dropped}"
+        f"{totals.failed} failed, {totals.reconnects} reconnects) -> {topic}"
         + (f"; {failed} NOT delivered" if failed else "")
     )
     return 1 if failed else 0
@@ -252,3 +325,62 @@ class Undelivered:
         with self._lock:
             self.count += 1
         log.error("a ref was not delivered: %s", exc)
+
+
+class Following:
+    """Reads the workers' committed offsets into the backlog of ``--frames latest``,
+    on a thread of its own (nothing to do without a backlog)."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topic: str,
+        partitions: int,
+        kafka: ClientSettings,
+        backlog: Backlog | None,
+    ) -> None:
+        self._args = (bootstrap, group, topic, partitions, kafka)
+        self.backlog = backlog
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._source: KafkaSource | None = None
+
+    def start(self) -> None:
+        """Start following (a consumer that reads the group's offsets, never joins it)."""
+        if self.backlog is None:
+            return
+        from imgstream.kafka_io import KafkaSource
+        from imgstream.producers.backlog import follow_commits
+        from imgstream.records import TopicPartition
+
+        bootstrap, group, topic, n, kafka = self._args
+        source = KafkaSource(
+            bootstrap,
+            group,
+            [topic],
+            client_id="imgstream-capture",
+            settings=kafka,
+            partitions=list(range(n)),
+        )
+        self._source = source
+
+        def committed(partitions: Sequence[int]) -> dict[int, int | None]:
+            tps = [TopicPartition(topic, p) for p in partitions]
+            return {tp.partition: o for tp, o in source.committed(tps, timeout_s=5.0).items()}
+
+        self._thread = threading.Thread(
+            target=follow_commits,
+            args=(self.backlog, committed, self._stop.wait),
+            name="capture-follow-commits",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop following and close the consumer."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+        if self._source is not None:
+            self._source.close()

@@ -1,10 +1,12 @@
-"""Cameras: the TOML file, URL redaction, back-off, the reader's reconnection logic and
+"""Cameras: the TOML file and its reloads, URL redaction, back-off, the reader's
+reconnection logic, ``--frames latest`` (the one-frame slot, the workers' backlog) and
 the camera metrics (fakes and a fake clock; no streams, no sleeps)."""
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -14,9 +16,18 @@ import pytest
 from imgstream.clock import FakeClock
 from imgstream.errors import ConfigError
 from imgstream.metrics import CameraMetrics, camera_health
-from imgstream.producers.cameras import Camera, parse_cameras, redact_url, secrets_of
-from imgstream.producers.capture import run_camera
+from imgstream.producers.backlog import Backlog
+from imgstream.producers.cameras import (
+    Camera,
+    CamerasFile,
+    diff_cameras,
+    parse_cameras,
+    redact_url,
+    secrets_of,
+)
+from imgstream.producers.capture import Kept, Slot, run_camera
 from imgstream.producers.frames import FrameWriter
+from imgstream.producers.live import reload_cameras
 from imgstream.producers.stream_reader import Backoff, StreamReader, Timeouts
 
 EXAMPLE = """
@@ -310,3 +321,253 @@ def test_run_camera_samples_by_wall_clock_and_never_repeats_an_id(tmp_path) -> N
     h = camera_health(metrics.exposition().decode())["door"]
     assert (h["stored"], h["skipped"], h["failed"]) == (9, 31, 0)
     assert h["last_frame_age_seconds"] == pytest.approx(0.1 + 1.0)  # the failed read, a back-off
+
+
+# --- --frames latest: the one-frame slot, the workers' backlog, dropped frames ---------
+
+
+def test_a_slot_holds_the_newest_frame_only() -> None:
+    slot = Slot()
+    frames = [Kept(None, ts, ts, {}) for ts in range(3)]
+    assert slot.put(frames[0]) is False
+    assert slot.put(frames[1]) is True  # frame 0 was never written: dropped
+    assert slot.take() is frames[1]
+    assert slot.put(frames[2]) is False
+    slot.close()
+    assert slot.take() is frames[2]  # what waits is still written after close
+    assert slot.take() is None
+
+
+class Gated(FakeCapture):
+    """A capture whose ``hold_at``-th grab waits until ``writing`` is set."""
+
+    def __init__(self, frames: int, hold_at: int, writing: threading.Event) -> None:
+        super().__init__(True, frames)
+        self.grabs = 0
+        self.hold_at = hold_at
+        self.writing = writing
+
+    def grab(self) -> bool:
+        self.grabs += 1
+        if self.grabs == self.hold_at:
+            assert self.writing.wait(10)
+        return super().grab()
+
+
+def test_latest_never_waits_for_a_slow_writer_and_drops_the_frames_it_replaced(
+    tmp_path,
+) -> None:
+    # 20 frames at 10/s sampled at 2/s: frames 0, 5, 10 and 15 are kept. Writing frame 0
+    # takes until the stream has ended: 5 waits, 10 replaces it, 15 replaces 10; after
+    # the stream ends the writer finishes 0 and writes 15, the newest.
+    clock = FakeClock()
+    writing, release = threading.Event(), threading.Event()
+    script = Script(clock, [Gated(20, 2, writing)], 0.1)
+    metrics = CameraMetrics()
+    health = metrics.camera("door", clock.monotonic)
+    camera = Camera("door", "http://h/live.ts", fps=2)
+
+    def wait(seconds: float) -> bool:
+        release.set()  # the stream failed: every frame was read
+        return script.wait(seconds)
+
+    reader = StreamReader(
+        "door", camera.url, clock, health, lambda: False, wait,
+        backoff=Backoff(1.0, 1.0, jitter=0.0), opener=script.open,
+        diagnose=lambda url, elapsed, t: "-",
+    )  # fmt: skip
+    refs: list[Any] = []
+
+    def emit(ref: Any) -> None:
+        writing.set()
+        assert release.wait(10)
+        refs.append(ref)
+
+    stats = run_camera(
+        camera, reader, FrameWriter("door", str(tmp_path), emit), health, clock, "latest"
+    )
+    assert [r.meta["frame"] for r in refs] == [0, 15]
+    assert (stats.read, stats.stored, stats.skipped, stats.dropped) == (20, 2, 16, 2)
+    h = camera_health(metrics.exposition().decode())["door"]
+    assert (h["stored"], h["skipped"], h["dropped"], h["failed"]) == (2, 16, 2, 0)
+
+
+def test_backlog_follows_acks_and_the_groups_commits() -> None:
+    backlog = Backlog(2.0)
+    a = [backlog.sent("gate", 1, t) for t in (10.0, 10.5, 11.0)]
+    b = backlog.sent("door", 1, 10.2)
+    assert backlog.partitions() == [1] and backlog.pending("gate") == 3
+    assert backlog.lag_s("gate", 12.0) == pytest.approx(2.0)
+    # no worker of the group has committed anything on partition 1: nothing to follow
+    assert backlog.too_far_behind("gate", 12.0) is None
+    backlog.committed({0: 3, 1: 0})
+    assert backlog.too_far_behind("gate", 11.5) is None
+    assert backlog.too_far_behind("gate", 12.0) == pytest.approx(2.0)
+    backlog.committed({1: 100})  # nothing acknowledged yet: nothing is known to be done
+    assert backlog.pending("gate") == 3
+    for item, offset in zip([*a, b], [7, 8, 10, 9], strict=True):
+        backlog.acked(item, offset)
+    backlog.committed({1: 9})  # offsets 7 and 8 are done; 9 (door) and 10 are not
+    assert backlog.pending("gate") == 1 and backlog.pending("door") == 1
+    assert backlog.lag_s("gate", 12.0) == pytest.approx(1.0)
+    backlog.committed({0: 50, 1: None})  # a partition the group never committed
+    assert backlog.pending("gate") == 1
+    backlog.failed(b)  # never delivered: no worker will finish it
+    assert backlog.pending("door") == 0 and backlog.lag_s("door", 99.0) == 0.0
+    backlog.forget("gate")
+    assert backlog.partitions() == [] and backlog.too_far_behind("gate", 99.0) is None
+    with pytest.raises(ValueError):
+        Backlog(0)
+
+
+def test_a_camera_drops_frames_while_the_workers_are_behind(tmp_path, caplog) -> None:
+    # 10 frames/s sampled at 5/s; the workers finish nothing until t = 3 s, then
+    # everything: with --max-lag 1, frames are sent until the first is 1 s old,
+    # dropped until the commit, then sent again.
+    clock = FakeClock()
+    script = Script(clock, [FakeCapture(True, 50)], 0.1)
+    metrics = CameraMetrics()
+    health = metrics.camera("gate", clock.monotonic)
+    camera = Camera("gate", "rtsp://viewer:pw@h/s", fps=5)
+    backlog = Backlog(1.0, "workers")
+    backlog.committed({0: 0})  # the group reads partition 0 (and has finished nothing)
+    started = clock.monotonic()
+    refs: list[Any] = []
+
+    def emit(ref: Any) -> None:
+        backlog.acked(backlog.sent("gate", 0, clock.monotonic()), len(refs))
+        refs.append(ref)
+
+    def grab_and_commit() -> bool:
+        if clock.monotonic() - started >= 3.0:
+            backlog.committed({0: len(refs)})
+        return original()
+
+    reader = StreamReader(
+        "gate", camera.url, clock, health, lambda: False, script.wait,
+        backoff=Backoff(1.0, 1.0, jitter=0.0), opener=script.open,
+        diagnose=lambda url, elapsed, t: "-",
+    )  # fmt: skip
+    cap = script.captures[0]
+    original = cap.grab
+    cap.grab = grab_and_commit  # type: ignore[method-assign]
+    with caplog.at_level(logging.INFO, logger="imgstream.capture"):
+        stats = run_camera(
+            camera, reader, FrameWriter("gate", str(tmp_path), emit), health, clock, "all", backlog
+        )
+    sent_at = [(r.ts - refs[0].ts) / 1000 for r in refs]
+    assert max(t for t in sent_at if t < 3) == pytest.approx(0.8)  # then dropped until 3 s
+    assert min(t for t in sent_at if t > 1) >= 3.0
+    assert stats.dropped == 10 and stats.stored == len(refs) == 25 - 10
+    h = camera_health(metrics.exposition().decode())["gate"]
+    assert (h["stored"], h["dropped"]) == (15, 10)
+    warnings = [r.getMessage() for r in caplog.records if "dropping new frames" in r.getMessage()]
+    assert warnings == [
+        "camera gate: the workers of group 'workers' are 1.0s behind its frames (--max-lag 1s); "
+        "dropping new frames until they catch up (1 dropped)"
+    ]
+    assert "pw" not in caplog.text
+
+
+def test_a_removed_camera_leaves_metrics() -> None:
+    metrics = CameraMetrics()
+    for name in ("gate", "door"):
+        metrics.camera(name, lambda: 0.0).frame("dropped")
+    metrics.forget("door")
+    metrics.forget("nope")
+    assert set(camera_health(metrics.exposition().decode())) == {"gate"}
+    assert camera_health(metrics.exposition().decode())["gate"]["dropped"] == 1
+
+
+# --- the cameras file, read again while capture runs ----------------------------------
+
+
+def test_diff_cameras_by_name() -> None:
+    gate, door = Camera("gate", "rtsp://u:a@h/1", 5), Camera("door", "http://h/2", 2)
+    yard = Camera("yard", "http://h/3", 2)
+    new_gate = Camera("gate", "rtsp://u:b@h/1", 10)
+    changes = diff_cameras([gate, door], [new_gate, door, yard])
+    assert changes.added == (yard,) and changes.removed == ()
+    assert changes.changed == (new_gate,) and changes.unchanged == ("door",)
+    assert changes.describe([gate, door]) == "added yard; restarted gate (url, fps); 1 unchanged"
+    assert not diff_cameras([gate, door], [door, gate])
+    gone = diff_cameras([gate, door], [door])
+    assert gone.removed == (gate,) and gone.describe([gate, door]) == "removed gate; 1 unchanged"
+
+
+def test_the_cameras_file_counts_as_changed_once_it_settles(tmp_path) -> None:
+    path = tmp_path / "cams.toml"
+    path.write_text('[[camera]]\nname = "gate"\nurl = "http://h/1"\n')
+    stats: list[Any] = [(1, 10, 1)]
+    file = CamerasFile(str(path), {}, stat=lambda p: stats[-1])
+    assert [c.name for c in file.load()] == ["gate"]
+    assert file.changed() is False
+    stats.append((2, 5, 1))  # being written
+    assert file.changed() is False
+    stats.append((3, 40, 1))  # still being written
+    assert file.changed() is False
+    assert file.changed() is True  # the same on two polls: settled
+    assert file.changed() is True  # until it is read
+    file.load()
+    assert file.changed() is False
+    stats.append(None)  # removed (or being replaced)
+    assert [file.changed(), file.changed()] == [False, True]
+
+
+class StubPool:
+    """What reload_cameras needs of a CameraPool."""
+
+    def __init__(self, cameras: list[Camera]) -> None:
+        self.running = cameras
+        self.applied: list[list[Camera]] = []
+
+    def cameras(self) -> list[Camera]:
+        return self.running
+
+    def apply(self, cameras: list[Camera]) -> Any:
+        self.applied.append(cameras)
+        changes = diff_cameras(self.running, cameras)
+        self.running = cameras
+        return changes
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ('[[camera]]\nname = "gate"\nurl = "http://h/1"\nfps = 0\n', "fps must be positive"),
+        ('[[camera]]\nname = "gate"\n', "url is required"),
+        ('[[camera]]\nname="a"\nurl="http://x"\n[[camera]]\nname="a"\nurl="http://y"\n', "two"),
+        ('[[camera]]\nname = "gate"\nurl = "rtsp://u:${NOPE}@h/1"\n', "NOPE is not set"),
+        ("[[camera]\n", "not valid TOML"),
+    ],
+)
+def test_a_bad_new_cameras_file_keeps_the_running_cameras(tmp_path, caplog, text, problem) -> None:
+    path = tmp_path / "cams.toml"
+    path.write_text('[[camera]]\nname = "gate"\nurl = "rtsp://u:${PW}@h/1"\n')
+    file = CamerasFile(str(path), {"PW": "hunter2"})
+    pool = StubPool(file.load())
+    path.write_text(text)
+    with caplog.at_level(logging.INFO, logger="imgstream.capture"):
+        assert reload_cameras(pool, file) is None  # type: ignore[arg-type]
+    assert pool.applied == [] and [c.name for c in pool.running] == ["gate"]
+    (line,) = caplog.messages
+    assert problem in line and line.startswith(f"--cameras {path}")
+    assert line.endswith("still running the 1 cameras of the last good file")
+    assert "hunter2" not in caplog.text
+
+
+def test_a_good_new_cameras_file_is_applied_and_its_secrets_hidden_first(tmp_path, caplog) -> None:
+    path = tmp_path / "cams.toml"
+    path.write_text('[[camera]]\nname = "gate"\nurl = "http://h/1"\n')
+    file = CamerasFile(str(path), {"PW": "hunter2"})
+    pool = StubPool(file.load())
+    path.write_text(
+        '[[camera]]\nname = "gate"\nurl = "http://h/1"\n'
+        '[[camera]]\nname = "door"\nurl = "rtsp://u:${PW}@h/2"\n'
+    )
+    hidden: list[str] = []
+    with caplog.at_level(logging.INFO, logger="imgstream.capture"):
+        changes = reload_cameras(pool, file, hidden.extend)  # type: ignore[arg-type]
+    assert changes is not None and [c.name for c in changes.added] == ["door"]
+    assert "hunter2" in hidden
+    assert caplog.messages == [f"cameras file {path}: added door; 1 unchanged"]
