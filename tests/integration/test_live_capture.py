@@ -3,7 +3,9 @@
 One stream is killed for 5 s mid-capture and started again, with a worker
 processing the frames; a cameras file mixes live streams (one with a
 password from the environment) with a dead one, a socket that never answers
-and a server that refuses the password. Measured times are printed (``-s``).
+and a server that refuses the password; a worker slower than its camera
+keeps a flat latency with ``--frames latest`` while ``--frames all`` queues.
+Measured times are printed (``-s``).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import Any
 from imgstream.metrics import camera_health
 from imgstream.records import Result
 from tests.fixtures.deploy import scrape
+from tests.fixtures.kafka import Topics
+from tests.fixtures.plugins import env_with, write_plugin
 from tests.fixtures.streams import free_port
 from tests.helpers import cli, wait_until
 
@@ -183,3 +187,91 @@ def test_live_camera_frames_uploaded_to_s3(
     assert len(keys) >= 8, (keys, capture.output())  # ~2/s once the stream opened
     refs = topics.read_refs()
     assert sorted(r.uri for r in refs) == sorted(f"s3://{s3_bucket}/{k}" for k in keys)
+
+
+SLOW_PLUGIN = """
+import time
+
+import imgstream
+
+
+@imgstream.op("slow")
+def slow(img, *, seconds: float = 0.4):
+    \"\"\"Sleep, then pass the image on: a worker slower than its camera.\"\"\"
+    time.sleep(seconds)
+    return img
+"""
+
+
+def p99(values: list[float]) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * 0.99))]
+
+
+def test_latest_keeps_latency_flat_behind_a_slow_worker_while_all_queues(
+    topics, background, stream_server, clip, tmp_path
+) -> None:
+    """5 frames/s into a worker that finishes 2.5/s, for 12 s, both modes at once."""
+    site = write_plugin(
+        tmp_path / "site", "imgstream-slow", "1.0", {"imgstream_slow": SLOW_PLUGIN},
+        {"slow": "imgstream_slow"},
+    )  # fmt: skip
+    env = {"PYTHONPATH": env_with(site)["PYTHONPATH"]}
+    other = Topics(topics.bootstrap, background)
+    runs: dict[str, tuple[Topics, Path, Any]] = {}
+    for mode, t in (("latest", topics), ("all", other)):
+        store = tmp_path / f"frames-{mode}"
+        store.mkdir()
+        extra = (
+            "--ops",
+            "slow:seconds=0.4",
+            "--threads",
+            "1",
+            "--max-wait",
+            "0.1",
+            "--max-batch",
+            "2",
+        )
+        args = t.worker_args(tmp_path / f"out-{mode}", store, *extra)
+        runs[mode] = (t, store, background(*args, name=f"worker-{mode}", env=env))
+    captures = {}
+    try:
+        for mode, (t, store, w) in runs.items():
+            w.wait_for_output("partitions assigned", 120)
+            captures[mode] = background(
+                *("capture", stream_server(clip).url, "--source", "cam", "--fps", "5"),
+                *("--store", str(store), "--bootstrap", t.bootstrap, "--topic", t.refs),
+                *("--group", t.group, "--frames", mode, "--max-lag", "1", "--duration", "12"),
+                name=f"capture-{mode}",
+            )
+        summaries = {}
+        for mode, c in captures.items():
+            assert c.wait(60) == 0, c.output()
+            summaries[mode] = c.output().strip().splitlines()[-1]
+        latencies: dict[str, list[tuple[float, float]]] = {}
+        for mode, (t, store, _w) in runs.items():
+            results = [r for r in t.read_all().records if isinstance(r, Result)]
+            first = min(ts_of(f) for f in stored(store, "cam"))
+            latencies[mode] = sorted(
+                ((r.ts - first) / 1000, (r.latency_ms or 0) / 1000) for r in results
+            )
+    finally:
+        other.close()
+    latest, queued = latencies["latest"], latencies["all"]
+    early = [lat for t, lat in latest if t < 6]
+    late = [lat for t, lat in latest if t >= 6]
+    print(
+        f"\n--frames latest: p99 {p99(early):.2f}s (frames of the first 6 s), "
+        f"{p99(late):.2f}s (the rest); {summaries['latest']}"
+        f"\n--frames all: latency from {queued[0][1]:.2f}s to {queued[-1][1]:.2f}s "
+        f"over {len(queued)} results; {summaries['all']}"
+    )
+    dropped = re.search(r"(\d+) dropped", summaries["latest"])
+    assert dropped and int(dropped[1]) > 0, summaries["latest"]
+    assert early and late, latest
+    assert p99(late) <= p99(early) + 1.5, "--frames latest: the latency grew"
+    assert p99(late) < 5.0
+    # all: every sampled frame queued; the worker falls further behind with each frame
+    stored_all = int(re.search(r"captured (\d+) frames", summaries["all"])[1])  # type: ignore[index]
+    assert stored_all - len(queued) >= 15, "no backlog with --frames all"
+    assert queued[-1][1] > p99(late) + 2.0, "--frames all: the latency did not grow"
