@@ -3,8 +3,10 @@
 Modules, one concept each: :mod:`~imgstream.dashboard.db` (opening the store
 read-only), :mod:`~imgstream.dashboard.queries` (the questions, as JSON-ready
 data), :mod:`~imgstream.dashboard.media` (which image files may be shown;
-bounded, cached thumbnails), :mod:`~imgstream.dashboard.scrape` (workers'
-``/metrics``), :mod:`~imgstream.dashboard.app` (routes as plain calls),
+bounded, cached thumbnails), :mod:`~imgstream.dashboard.scrape` (workers' and
+captures' ``/metrics``), :mod:`~imgstream.dashboard.cameras` (the cameras
+panel: health from captures, motion from the store),
+:mod:`~imgstream.dashboard.app` (routes as plain calls),
 :mod:`~imgstream.dashboard.server` (HTTP). The page itself is in ``static/``
 (plain DOM code and the vendored uPlot chart library); it polls
 ``/api/state`` every two seconds.

@@ -8,7 +8,7 @@ routes below answer; anything else is 404:
   a record has that id); ``/static/NAME`` the page's own files (a fixed list);
 - ``/api/state[?failure_type=T]`` everything the page shows, in one answer;
   ``/api/totals``, ``/api/series``, ``/api/sources``, ``/api/failures[?type=T]``,
-  ``/api/tiles``, ``/api/metrics``, ``/api/record?id=ID[&p=HASH]``;
+  ``/api/tiles``, ``/api/metrics``, ``/api/cameras``, ``/api/record?id=ID[&p=HASH]``;
 - ``/media?id=ID&p=HASH&side=in|out[&w=PX]`` a JPEG thumbnail of a record's
   input or output (see :mod:`imgstream.dashboard.media` for what may be read).
 """
@@ -29,6 +29,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from imgstream.dashboard import queries
+from imgstream.dashboard.cameras import MotionTail, panel
 from imgstream.dashboard.db import connect_readonly
 from imgstream.dashboard.media import MediaResolver, NotServed, ThumbnailCache
 from imgstream.dashboard.scrape import Scraper
@@ -114,6 +115,7 @@ class Dashboard:
         self.thumbs = thumbs if thumbs is not None else ThumbnailCache(resolver)
         self.static = load_static()
         self.tail = Tail()
+        self.motion = MotionTail()
         #: The last state answer, reused while the store is unchanged (for STATE_REUSE_MS).
         self._state_cache: tuple[tuple[int, str | None], int, dict[str, Any]] | None = None
         self._state_lock = threading.Lock()
@@ -209,24 +211,40 @@ class Dashboard:
                 "failures": queries.failures(db, failure_type),
                 "tiles": queries.tiled(db),
             }
+            motion = self.motion.read(db)
             db.execute("COMMIT")
         for src in out["sources"]:
             src["latest"] = [self.with_media(i) for i in src["latest"]]
         for t in out["tiles"]:
             t["fused"] = self.with_media(t["fused"])
         out["metrics"] = self.scraper.state() if self.scraper is not None else None
+        out["cameras"] = self.cameras(out["metrics"], motion)
         with self._state_lock:
             self._state_cache = (key, now, out)
         return out
+
+    def cameras(
+        self,
+        metrics: Mapping[str, Any] | None,
+        motion: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The cameras panel: health from ``metrics`` (a scrape), motion from the store."""
+        if motion is None:
+            with self._db() as db:
+                motion = self.motion.read(db)
+        return panel(metrics["cameras"] if metrics else [], motion)
 
     def _api(self, name: str, query: Mapping[str, str]) -> Response:
         if name == "state":
             state = dict(self.state(query.get("failure_type") or None))
             if self.scraper is not None:  # scrapes are fresher than the cached state
                 state["metrics"] = self.scraper.state()
+                state["cameras"] = self.cameras(state["metrics"])
             return json_response(state)
         if name == "metrics":
             return json_response(self.scraper.state() if self.scraper is not None else None)
+        if name == "cameras":
+            return json_response(self.cameras(self.scraper.state() if self.scraper else None))
         with self._db() as db:
             if name == "totals":
                 return json_response(queries.totals(db, self.wall_ms(), self.tail))

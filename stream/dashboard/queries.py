@@ -111,15 +111,23 @@ def series(db: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def boxes_of(outputs: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Detection boxes of a result's outputs: faces, plates, contours, and QR codes."""
+    """Detection boxes of a result's outputs: faces, plates, contours, QR codes, and
+    motion (its boxes are in the analysed frame's pixels: ``scale`` gives the image's)."""
     out: list[dict[str, Any]] = []
     for name, data in outputs.items():
         kind = name.split("#", 1)[0]
         if not isinstance(data, Mapping):
             continue
         boxes: Sequence[Any] = []
+        scale = 1.0
         if kind in BOX_KINDS:
             boxes = data.get("boxes") or []
+        elif kind == "motion":
+            boxes = data.get("boxes") or []
+            try:
+                scale = float(data.get("scale", 1.0))
+            except (TypeError, ValueError):
+                continue
         elif kind == "qr" and data.get("found"):
             pts = data.get("points") or []
             try:
@@ -130,7 +138,7 @@ def boxes_of(outputs: Mapping[str, Any]) -> list[dict[str, Any]]:
                 boxes = [[min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]]
         for b in boxes:
             try:
-                x, y, w, h = (float(v) for v in list(b)[:4])
+                x, y, w, h = (float(v) * scale for v in list(b)[:4])
             except (TypeError, ValueError):
                 continue
             out.append({"kind": kind, "x": x, "y": y, "w": w, "h": h})

@@ -1,9 +1,12 @@
-"""Workers' ``/metrics`` for the dashboard: throughput, latency and lag per scrape.
+"""Workers' and captures' ``/metrics`` for the dashboard: throughput, latency, lag, cameras.
 
 A small reader of the Prometheus text exposition (only the sample lines the
 dashboard needs; ``prometheus_client`` stays in :mod:`imgstream.metrics`).
 :class:`Scraper` keeps the newest scrapes in a bounded ring; the per-scrape
-rates are differences of counters between two scrapes. Time is injected.
+rates are differences of counters between two scrapes. A capture's
+``/metrics`` (``capture --metrics-port``) gives each camera's health: whether
+it is connected, frames stored per second, seconds since its last frame,
+frames dropped. Time is injected.
 """
 
 from __future__ import annotations
@@ -63,7 +66,17 @@ class Scrape:
     latency_sum_s: float = 0.0
     latency_count: float = 0.0
     lag: dict[str, float] = field(default_factory=dict)
+    #: Per camera: ``connected``, ``age_s``, ``reconnects`` and frames by outcome.
+    cameras: dict[str, dict[str, float]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+
+
+#: Camera series of a capture's /metrics, and their keys in :attr:`Scrape.cameras`.
+_CAMERA_SERIES = {
+    "imgstream_camera_connected": "connected",
+    "imgstream_camera_last_frame_age_seconds": "age_s",
+    "imgstream_camera_reconnects_total": "reconnects",
+}
 
 
 def summarise(t: float, texts: Sequence[str | Exception]) -> Scrape:
@@ -85,7 +98,39 @@ def summarise(t: float, texts: Sequence[str | Exception]) -> Scrape:
             d = dict(labels)
             key = f"{d.get('topic', '?')}/{d.get('partition', '?')}"
             s.lag[key] = s.lag.get(key, 0.0) + v
+        for name, key in _CAMERA_SERIES.items():
+            for labels, v in m.get(name, {}).items():
+                camera = dict(labels).get("camera")
+                if camera is not None:
+                    s.cameras.setdefault(camera, {})[key] = v
+        for labels, v in m.get("imgstream_camera_frames_total", {}).items():
+            d = dict(labels)
+            if "camera" in d and "outcome" in d:
+                s.cameras.setdefault(d["camera"], {})[d["outcome"]] = v
     return s
+
+
+def camera_health(before: Scrape | None, last: Scrape) -> list[dict[str, Any]]:
+    """Each camera of the newest scrape: connected, frames stored per second since the
+    scrape ``before``, seconds since its last frame, frames dropped (None: not known)."""
+    out = []
+    for name, c in sorted(last.cameras.items()):
+        fps = None
+        old = before.cameras.get(name) if before is not None else None
+        if before is not None and old is not None and last.t > before.t:
+            stored = c.get("stored", 0.0) - old.get("stored", 0.0)
+            fps = round(stored / (last.t - before.t), 2) if stored >= 0 else None
+        out.append(
+            {
+                "camera": name,
+                "connected": bool(c["connected"]) if "connected" in c else None,
+                "fps": fps,
+                "last_frame_age_s": c.get("age_s"),
+                "dropped": c.get("dropped"),
+                "reconnects": c.get("reconnects"),
+            }
+        )
+    return out
 
 
 def fetch(url: str, timeout_s: float = 2.0) -> str | Exception:
@@ -151,9 +196,11 @@ class Scraper:
             lat = (b.latency_sum_s - a.latency_sum_s) / n * 1000 if n > 0 else None
             points.append({"t": b.t, "images_per_s": images / dt, "mean_latency_ms": lat})
         last = ring[-1] if ring else None
+        before = ring[-2] if len(ring) >= 2 else None
         return {
             "urls": self.urls,
             "series": points,
             "lag": dict(sorted(last.lag.items())) if last else {},
+            "cameras": camera_health(before, last) if last else [],
             "errors": last.errors if last else [],
         }

@@ -4,8 +4,9 @@ The run processes the sample photos (the astronaut has a face) with
 ``faces:action=draw`` plus broken files, one of them named like an HTML tag.
 The page must show the store's totals, thumbnails that load, the failures
 with their types, names as text, no console error, and a live store's new
-results within 5 s. Screenshots are saved under the test's tmp dir (their
-paths are printed).
+results within 5 s. The cameras panel joins a capture's /metrics (served
+from the test) with the motion ratios in a store. Screenshots are saved
+under the test's tmp dir (their paths are printed).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import json
 import re
 import shutil
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +25,7 @@ import pytest
 
 from imgstream.clock import SystemClock
 from imgstream.consumers.aggregator import Aggregator
+from imgstream.metrics import CameraMetrics
 from imgstream.store import Query, SQLiteStore
 from tests.helpers import PHOTOS, refs_for, wait_until
 
@@ -272,3 +275,74 @@ def test_live_beside_a_worker_and_the_aggregator(page, background, topics, tmp_p
     assert page.locator("#metrics-section").is_visible()
     shot(page, tmp_path, "live-worker.png")
     assert page.console.errors == []
+
+
+def test_the_cameras_panel(page, background, tmp_path: Path) -> None:
+    """gate and door on a capture's /metrics (door disconnected); gate and lobby move."""
+    from tests.unit.test_dashboard_data import result
+
+    now_ms = int(time.time() * 1000)
+    records = [
+        result(
+            f"{source}-{i}", tmp_path / "out.png", tmp_path / "in.png", source=source,
+            ts=now_ms - 20_000 + i * 1000, outputs={"motion": {"ratio": ratio * i, "boxes": []}},
+        )
+        for source, ratio in (("gate", 0.01), ("lobby", 0.02))
+        for i in range(1, 16)
+    ]  # fmt: skip
+    db = tmp_path / "results.db"
+    store = SQLiteStore(str(db))
+    assert store.add_many(records) == len(records)
+    store.close()
+    metrics = CameraMetrics()
+    gate = metrics.camera("gate", time.monotonic)
+    gate.connected(320, 240)
+    gate.frame("dropped")
+    metrics.camera("door", time.monotonic).disconnected("refused")
+    stop = threading.Event()
+
+    def frames() -> None:  # gate stores 5 frames a second
+        while not stop.wait(0.2):
+            gate.frame("stored")
+
+    feeder = threading.Thread(target=frames, daemon=True)
+    feeder.start()
+    server, _thread = metrics.serve(0)
+    try:
+        url = open_dashboard(
+            background, db, "--metrics", f"http://127.0.0.1:{server.server_port}/metrics"
+        )
+        page.goto(url)
+        wait_loaded(page)
+        wait_js(page, "document.querySelectorAll('#cameras .camera').length === 3")
+        names = page.eval_on_selector_all(
+            "#cameras .camera .cam-name", "els => els.map(e => e.textContent)"
+        )
+        assert names == ["door", "gate", "lobby"]
+
+        def cell(camera: str, cls: str) -> str:
+            return str(page.inner_text(f"#cameras .camera[data-camera='{camera}'] .{cls}"))
+
+        took = wait_js(page, "document.querySelector(\"[data-camera='gate'] .cam-fps\")"
+                       ".textContent !== '–'", 15)  # fmt: skip
+        print(f"gate's frames/s shown {took:.1f}s after the page loaded (two scrapes)")
+        assert 3.0 <= float(cell("gate", "cam-fps")) <= 7.0
+        assert cell("gate", "cam-connected") == "connected"
+        assert cell("gate", "cam-age").endswith(" s ago") and cell("gate", "cam-dropped") == "1"
+        assert cell("gate", "cam-motion-now") == "0.15"
+        assert cell("door", "cam-connected") == "disconnected"
+        assert (cell("door", "cam-motion-now"), cell("door", "cam-dropped")) == ("–", "0")
+        assert cell("lobby", "cam-connected") == "–" and cell("lobby", "cam-fps") == "–"
+        # a motion chart where the store has motion, none where it has not
+        for camera, charts in (("gate", 1), ("lobby", 1), ("door", 0)):
+            sel = f"#cameras .camera[data-camera='{camera}'] .cam-motion:not([hidden]) canvas"
+            assert page.locator(sel).count() == charts, camera
+        # door leaves the cameras file: its card goes with its series
+        metrics.forget("door")
+        wait_js(page, "document.querySelectorAll('#cameras .camera').length === 2", 15)
+        shot(page, tmp_path, "cameras.png")
+        assert page.console.errors == []
+    finally:
+        stop.set()
+        server.shutdown()
+        server.server_close()

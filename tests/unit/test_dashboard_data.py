@@ -315,3 +315,96 @@ def test_state_follows_the_store_as_it_grows(site) -> None:
     assert second["version"] > first["version"]
     assert second["totals"]["ok"] == first["totals"]["ok"] + 1
     assert second["sources"][0]["latest"][0]["id"] == "new"
+
+
+# --- the cameras panel: capture /metrics and motion from the store ---------------------
+
+
+def capture_exposition(stored: int, connected: bool = True) -> str:
+    """A capture's /metrics: gate (connected or not) and door, as CameraMetrics writes them."""
+    from imgstream.metrics import CameraMetrics
+
+    metrics = CameraMetrics()
+    gate = metrics.camera("gate", lambda: 10.0)
+    if connected:
+        gate.connected(320, 240)
+    for _ in range(stored):
+        gate.frame("stored")
+    gate.frame("dropped")
+    metrics.camera("door", lambda: 0.0).disconnected("refused")
+    return metrics.exposition().decode()
+
+
+def test_scrapes_of_a_capture_give_each_cameras_health() -> None:
+    now = [100.0]
+    pages = iter([capture_exposition(4), capture_exposition(14), OSError("refused")])
+    scraper = Scraper(["http://127.0.0.1:9/"], lambda: now[0], get=lambda url: next(pages))
+    scraper.scrape_once()
+    assert [c["fps"] for c in scraper.state()["cameras"]] == [None, None]  # one scrape: no rate
+    now[0] += 2.0
+    scraper.scrape_once()
+    door, gate = scraper.state()["cameras"]
+    assert gate == {
+        "camera": "gate", "connected": True, "fps": 5.0, "last_frame_age_s": 0.0,
+        "dropped": 1.0, "reconnects": 0.0,
+    }  # fmt: skip
+    assert door["connected"] is False and door["fps"] == 0.0 and door["dropped"] == 0.0
+    now[0] += 2.0
+    scraper.scrape_once()  # the capture is gone: nothing is known of its cameras
+    assert scraper.state()["cameras"] == []
+
+
+def test_motion_is_read_incrementally_per_source(tmp_path: Path) -> None:
+    from imgstream.dashboard.cameras import MotionTail
+
+    db_path = tmp_path / "r.db"
+    store = SQLiteStore(str(db_path))
+    out = image(tmp_path / "o.png")
+
+    def frame(i: int, source: str, ratio: float | None) -> dict:
+        outputs = {} if ratio is None else {"motion": {"ratio": ratio, "boxes": []}}
+        return result(f"{source}{i}", out, out, source=source, ts=T0 + i * 1000, outputs=outputs)
+
+    store.add_many([frame(i, "gate", i / 10) for i in range(4)] + [frame(0, "door", None)])
+    tail = MotionTail(keep=3)
+    db = connect_readonly(str(db_path))
+    assert tail.read(db) == {"gate": [(T0 + 1000, 0.1), (T0 + 2000, 0.2), (T0 + 3000, 0.3)]}
+    store.add_many([frame(4, "gate", 0.5), frame(1, "lobby", 0.05)])
+    motion = tail.read(db)
+    assert motion["gate"][-1] == (T0 + 4000, 0.5) and len(motion["gate"]) == 3
+    assert motion["lobby"] == [(T0 + 1000, 0.05)]
+    store.close()
+    db.close()
+
+
+def test_the_cameras_panel_joins_metrics_and_motion() -> None:
+    from imgstream.dashboard.cameras import panel
+
+    health = [
+        {"camera": "gate", "connected": True, "fps": 5.0, "last_frame_age_s": 0.2, "dropped": 3},
+        {"camera": "yard", "connected": False, "fps": 0.0, "last_frame_age_s": 40.0},
+    ]
+    motion = {"gate": [(T0, 0.0), (T0 + 500, 0.25)], "lobby": [(T0, 0.5)]}
+    gate, lobby, yard = panel(health, motion)
+    assert gate["motion"] == [[T0 / 1000, 0.0], [T0 / 1000 + 0.5, 0.25]]
+    assert gate["motion_now"] == 0.25 and gate["dropped"] == 3 and gate["connected"] is True
+    assert lobby["connected"] is None and lobby["fps"] is None and lobby["motion_now"] == 0.5
+    assert yard["motion"] == [] and yard["motion_now"] is None and yard["dropped"] is None
+
+
+def test_state_has_a_cameras_panel(site) -> None:
+    dash = site["dash"]
+    assert dash.state()["cameras"] == []  # no capture scraped, no motion in the store
+    store = SQLiteStore(str(site["db"]))
+    out = site["out"] / "h1" / "cam" / "a0.png"
+    moving = {"motion": {"ratio": 0.125, "boxes": [[1, 2, 3, 4]], "scale": 2.0}}
+    store.add(result("moving", out, out, ts=T0 + 9000, outputs=moving))
+    store.close()
+    state = dash.state()
+    (cam,) = state["cameras"]
+    assert cam["camera"] == "cam" and cam["motion_now"] == 0.125 and cam["connected"] is None
+    # its boxes are drawn over the thumbnail, scaled from the analysed frame to the image
+    (box,) = state["sources"][0]["latest"][0]["boxes"]
+    assert box == {"kind": "motion", "x": 2.0, "y": 4.0, "w": 6.0, "h": 8.0}
+    answer = json.loads(dash.handle("/api/cameras").body)
+    assert answer == [cam]

@@ -6,6 +6,8 @@ const THUMB_W = 320;
 let failureType = "";
 const charts = {};
 const sourceViews = new Map();
+const cameraViews = new Map();
+const CAMERA_CHART_H = 90;
 
 function $(id) { return document.getElementById(id); }
 
@@ -73,6 +75,77 @@ function renderMetrics(m) {
     body.append(el("tr", { cls: "lag-row" }, el("td", { cls: "mono", text: tp }), el("td", { text: fmtNum(n, 0) }), el("td", { cls: "barcell" }, bar)));
   }
   setText("metrics-errors", (m.errors || []).length ? "scrape errors: " + m.errors.join("; ") : "");
+}
+
+function kvRow(label, cls) {
+  const value = el("td", { cls: cls, text: "–" });
+  return [el("tr", {}, el("th", { text: label }), value), value];
+}
+
+function cameraView(name) {
+  const state = el("span", { cls: "cam-connected", text: "–" });
+  const [fpsRow, fps] = kvRow("frames/s stored", "cam-fps");
+  const [ageRow, age] = kvRow("last frame", "cam-age");
+  const [droppedRow, dropped] = kvRow("dropped", "cam-dropped");
+  const [motionRow, motionNow] = kvRow("motion now", "cam-motion-now");
+  const chartHost = el("div", { cls: "cam-motion" });
+  const node = el("div", { cls: "card camera" },
+    el("h3", {}, el("span", { cls: "cam-name", text: name }), state),
+    el("table", { cls: "kv cam-kv" }, el("tbody", {}, fpsRow, ageRow, droppedRow, motionRow)),
+    chartHost);
+  node.dataset.camera = name;
+  return { node: node, state: state, fps: fps, age: age, dropped: dropped, motionNow: motionNow, chartHost: chartHost, chart: null };
+}
+
+function motionChart(view) {
+  if (view.chart) return view.chart;
+  const opts = {
+    width: Math.max(200, view.chartHost.clientWidth || 240),
+    height: CAMERA_CHART_H,
+    legend: { show: false },
+    series: [{}, { label: "motion ratio", stroke: "#805ad5", width: 1.5, spanGaps: true, points: { show: false } }],
+    axes: [{ size: 30 }, { size: 45 }],
+  };
+  view.chart = new uPlot(opts, [[], []], view.chartHost);
+  return view.chart;
+}
+
+function renderCameras(cams) {
+  cams = cams || [];
+  $("cameras-section").hidden = cams.length === 0;
+  const host = $("cameras");
+  const seen = new Set();
+  for (const c of cams) {
+    const key = String(c.camera);
+    seen.add(key);
+    let view = cameraViews.get(key);
+    if (!view) {
+      view = cameraView(key);
+      host.append(view.node);
+      cameraViews.set(key, view);
+    }
+    const known = c.connected === true || c.connected === false;
+    view.state.textContent = known ? (c.connected ? "connected" : "disconnected") : "–";
+    view.state.className = "cam-connected" + (known ? (c.connected ? " up" : " down") : "");
+    view.fps.textContent = fmtNum(c.fps, 1);
+    view.age.textContent = c.last_frame_age_s === null || c.last_frame_age_s === undefined ? "–" : fmtNum(c.last_frame_age_s, 1) + " s ago";
+    view.dropped.textContent = fmtNum(c.dropped, 0);
+    view.motionNow.textContent = fmtNum(c.motion_now, 3);
+    const points = c.motion || [];
+    view.chartHost.hidden = points.length === 0;
+    if (points.length) {
+      const u = motionChart(view);
+      const xs = points.map((p) => p[0]);
+      u.setData([xs, points.map((p) => p[1])]);
+      if (xs.length === 1) u.setScale("x", { min: xs[0] - 60, max: xs[0] + 60 });
+    }
+  }
+  for (const [key, view] of cameraViews) {
+    if (seen.has(key)) continue;
+    if (view.chart) view.chart.destroy();
+    view.node.remove();
+    cameraViews.delete(key);
+  }
 }
 
 function card(item) {
@@ -152,6 +225,7 @@ function render(s) {
   renderTotals(s.totals);
   renderSeries(s.series);
   renderMetrics(s.metrics);
+  renderCameras(s.cameras);
   renderSources(s.sources);
   renderFailures(s.failures);
   renderTiles(s.tiles);
@@ -186,6 +260,9 @@ $("failure-type").addEventListener("change", (ev) => {
 window.addEventListener("resize", () => {
   for (const [id, c] of Object.entries(charts)) {
     c.setSize({ width: Math.max(240, $(id).clientWidth || 400), height: 180 });
+  }
+  for (const view of cameraViews.values()) {
+    if (view.chart) view.chart.setSize({ width: Math.max(200, view.chartHost.clientWidth || 240), height: CAMERA_CHART_H });
   }
 });
 
