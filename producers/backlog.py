@@ -33,9 +33,12 @@ log = logging.getLogger("imgstream.capture")
 
 #: Seconds between two reads of the group's committed offsets.
 FOLLOW_EVERY_S = 0.5
+#: Refs remembered per camera at most (the oldest are forgotten first): a capture with
+#: no worker runs for days. Whatever is left is still far more than --max-lag behind.
+MAX_PENDING = 10_000
 
 
-@dataclass
+@dataclass(slots=True)
 class Sent:
     """One ref a camera sent that the workers have not finished (yet)."""
 
@@ -53,12 +56,13 @@ class Backlog:
     ``_lock``; a :class:`Sent` is changed only under it too.
     """
 
-    def __init__(self, max_lag_s: float, group: str = "") -> None:
+    def __init__(self, max_lag_s: float, group: str = "", max_pending: int = MAX_PENDING) -> None:
         if max_lag_s <= 0:
             raise ValueError(f"max_lag_s must be positive, got {max_lag_s}")
         self.max_lag_s = max_lag_s
         #: The consumer group followed (for messages).
         self.group = group
+        self.max_pending = max_pending
         self._lock = threading.Lock()
         self._pending: dict[str, deque[Sent]] = {}
         #: Partitions the group has committed an offset on.
@@ -68,7 +72,10 @@ class Backlog:
         """A ref of ``camera`` goes to ``partition`` at ``now`` (monotonic seconds)."""
         item = Sent(camera, now, partition)
         with self._lock:
-            self._pending.setdefault(camera, deque()).append(item)
+            pending = self._pending.get(camera)
+            if pending is None:
+                pending = self._pending[camera] = deque(maxlen=self.max_pending)
+            pending.append(item)
         return item
 
     def acked(self, item: Sent, offset: int) -> None:

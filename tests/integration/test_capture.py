@@ -94,3 +94,11 @@ def test_capture_counts_stored_and_skipped_frames(tmp_path) -> None:
         max_frames=5,
     )
     assert limited.stored == 5
+
+
+def test_frames_latest_is_for_live_sources(run_cli, tmp_path) -> None:
+    video = tmp_path / "clip.avi"
+    make_video(video, seconds=0.2)
+    proc = run_cli("capture", str(video), "--frames", "latest", "--bootstrap", "127.0.0.1:9")
+    assert proc.returncode == 2, proc.stderr
+    assert "--frames latest is for live sources" in proc.stderr

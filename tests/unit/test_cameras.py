@@ -418,6 +418,11 @@ def test_backlog_follows_acks_and_the_groups_commits() -> None:
     assert backlog.partitions() == [] and backlog.too_far_behind("gate", 99.0) is None
     with pytest.raises(ValueError):
         Backlog(0)
+    # a capture without workers: what it remembers is bounded, and still old enough
+    bounded = Backlog(2.0, max_pending=5)
+    for t in range(100):
+        bounded.sent("gate", 0, float(t))
+    assert bounded.pending("gate") == 5 and bounded.lag_s("gate", 100.0) == 5.0
 
 
 def test_a_camera_drops_frames_while_the_workers_are_behind(tmp_path, caplog) -> None:
