@@ -27,8 +27,8 @@ Preprocessing (:meth:`Model.preprocess`), in this order:
 
 Running (:meth:`Model.run`): when the model's batch axis is dynamic, every
 image of the call goes through **one** ``session.run`` (``batch=N`` caps a run
-at N images, for models that measure faster in smaller batches: on the CPU a
-large fully-convolutional model can); a fixed batch of 1
+at N images, for models that measure faster in smaller batches: on a busy CPU
+a large fully-convolutional model can); a fixed batch of 1
 runs image by image; a fixed batch of B > 1 runs in chunks of B (the last
 padded with copies of its last image, their outputs dropped). A model whose
 outputs do not carry the batch on axis 0 is run image by image from then on.
