@@ -16,6 +16,10 @@ recogniser's character set is read from the model's own metadata.
   [[{"text", "score"}, ...], ...]``: the text inside given ``[x, y, w, h]``
   boxes (``plates:read=true``), each box read as one line, nothing dropped.
 
+:func:`shared_reader` is the process's reader for a set of
+:class:`OcrSettings` (made once, at start-up, shared by the worker's threads):
+what the ``ocr`` and ``plates:read=true`` batch operations call.
+
 Batching, per call (one call per micro-batch): detection runs once per image,
 or once for up to ``det_batch`` images of the same input size (a camera's
 frames); then **every** text box of every image of the call is recognised
@@ -302,3 +306,17 @@ class TextReader:
     def _add(self, stage: str, seconds: float) -> None:
         with self._lock:
             self.seconds[stage] += seconds
+
+
+_shared_lock = threading.Lock()
+_shared: dict[OcrSettings, TextReader] = {}
+
+
+def shared_reader(settings: OcrSettings | None = None) -> TextReader:
+    """The process's reader for ``settings`` (loaded on first use, under a lock; ConfigError)."""
+    key = settings if settings is not None else OcrSettings()
+    with _shared_lock:
+        reader = _shared.get(key)
+        if reader is None:
+            reader = _shared[key] = TextReader(key)
+        return reader

@@ -40,6 +40,11 @@ NaN and infinities as ``null``); a larger one is ``{"shape", "dtype",
 line), each 2-D output of that many classes becomes the ``top`` ``{"label",
 "score"}`` pairs by descending score (the output's own values: no softmax).
 
+:func:`shared_model` is the process's :class:`Model` for a spec (made once,
+at start-up, and shared by the worker's threads): what the ``infer`` batch
+operation calls, from its parameter check (so a bad model exits 2 before the
+first message) and for each micro-batch.
+
 Start-up errors (ConfigError, exit 2, one line, naming the parameter): a model
 that does not load or cannot be read, more than one input, an input that is
 not rank-4 NCHW float with 1 or 3 channels, dynamic height/width without
@@ -424,3 +429,16 @@ class Model:
             )
         order = np.argsort(-scores.astype(np.float64), kind="stable")[: self.spec.top]
         return [{"label": self.labels[i], "score": float(scores[i])} for i in order]
+
+
+_shared_lock = threading.Lock()
+_shared: dict[InferSpec, Model] = {}
+
+
+def shared_model(spec: InferSpec) -> Model:
+    """The process's model for ``spec`` (loaded on first use, under a lock; ConfigError)."""
+    with _shared_lock:
+        model = _shared.get(spec)
+        if model is None:
+            model = _shared[spec] = Model(spec)
+        return model

@@ -15,7 +15,14 @@ import pytest
 from onnx import TensorProto, helper, save_model
 
 from imgstream.errors import ConfigError
-from imgstream.models.onnx import MAX_VALUES, InferSpec, Model, pack, parse_channels
+from imgstream.models.onnx import (
+    MAX_VALUES,
+    InferSpec,
+    Model,
+    pack,
+    parse_channels,
+    shared_model,
+)
 from imgstream.models.runtime import SessionCache, onnxruntime, read_model
 
 CLASSES = 10
@@ -307,6 +314,12 @@ def test_sessions_are_shared_per_model(models) -> None:
     assert a.providers == ("CPUExecutionProvider",)
     assert a.lineage()["providers"] == ["CPUExecutionProvider"]
     assert a.lineage()["model_sha256"] == hashlib.sha256(models["dynamic"].read_bytes()).hexdigest()
+
+
+def test_shared_model_is_one_per_spec(models) -> None:
+    spec = InferSpec(str(models["fixed1"]), top=2)
+    assert shared_model(spec) is shared_model(InferSpec(str(models["fixed1"]), top=2))
+    assert shared_model(spec) is not shared_model(InferSpec(str(models["fixed1"]), top=3))
 
 
 def test_an_s3_model_is_read_through_the_object_store(models, images) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from imgstream.errors import ConfigError
 from imgstream.models import ocr as ocr_module
-from imgstream.models.ocr import OcrSettings, TextReader
+from imgstream.models.ocr import OcrSettings, TextReader, shared_reader
 from imgstream.models.runtime import SessionCache
 from imgstream.models.textdet import bounding_box, det_size, order_quad, reading_order
 from imgstream.models.textrec import CtcDecoder, plan_batches
@@ -142,6 +142,11 @@ def test_text_inside_given_boxes(reader: TextReader, rendered: list[np.ndarray])
     assert got[2] == []
     with pytest.raises(ValueError):
         reader.read_in_boxes([word], [])
+
+
+def test_shared_reader_is_one_per_settings() -> None:
+    assert shared_reader() is shared_reader(OcrSettings())
+    assert shared_reader(OcrSettings(limit_side=640)).settings.limit_side == 640
 
 
 def test_lineage_names_the_models_and_providers(reader: TextReader) -> None:
