@@ -9,13 +9,16 @@ nothing of specs, records or Kafka.
   ``s3://``, and :class:`~imgstream.models.runtime.SessionCache`: one
   ``InferenceSession`` per model and providers in a process, shared by its
   threads.
-* :mod:`imgstream.models.onnx` — ``infer``: :class:`~imgstream.models.onnx.InferSpec`
-  (the parameters) and :class:`~imgstream.models.onnx.Model` (checks the input
-  at start-up, preprocesses, one ``session.run`` per micro-batch, packs outputs).
+* :mod:`imgstream.models.inferspec` — ``infer``'s parameters
+  (:class:`~imgstream.models.inferspec.InferSpec`) and the input check.
+* :mod:`imgstream.models.onnx` — ``infer``: :class:`~imgstream.models.onnx.Model`
+  (checks the input at start-up, preprocesses, one ``session.run`` per
+  micro-batch, packs outputs) and ``shared_model(spec)``.
 * :mod:`imgstream.models.textdet` / :mod:`imgstream.models.textrec` — PP-OCR's
   DB post-processing and CTC decoding (numpy, OpenCV, pyclipper).
 * :mod:`imgstream.models.ocr` — ``ocr``: :class:`~imgstream.models.ocr.TextReader`
-  (``read_text``, ``read_in_boxes``) on the PP-OCR models inside the rapidocr wheel.
+  (``read_text``, ``read_in_boxes``) on the PP-OCR models inside the rapidocr
+  wheel, and ``shared_reader(settings)``.
 
 Importing this package imports neither ONNX Runtime nor rapidocr.
 """
