@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp iptables
+.PHONY: vtest bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp iptables
 
 $(STAMP): pyproject.toml stream/_deflate.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -43,6 +43,20 @@ iptables:
 	@command -v iptables >/dev/null 2>&1 || { \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends iptables >/dev/null) \
 	  || echo "warning: could not install iptables"; }
+
+# A real video of people walking (OpenCV's sample vtest.avi, from Debian's package
+# opencv-doc, not installed: only the file is taken) for the stateful-pipeline tests
+# in tests/integration/test_motion_state.py.
+VTEST := $(HOME)/.cache/imgstream/vtest.avi
+vtest: $(VTEST)
+$(VTEST):
+	@mkdir -p $(dir $(VTEST)) && tmp=$$(mktemp -d) && cd $$tmp && { \
+	  apt-get download -qq opencv-doc >/dev/null 2>&1 \
+	  || (apt-get update -qq && apt-get download -qq opencv-doc >/dev/null); } \
+	  && dpkg-deb --fsys-tarfile opencv-doc_*.deb \
+	  | tar -xO ./usr/share/doc/opencv-doc/examples/data/vtest.avi > $(VTEST).part \
+	  && mv $(VTEST).part $(VTEST); rm -rf $$tmp; \
+	  test -s $(VTEST) || echo "warning: could not fetch vtest.avi"
 
 # GStreamer's RTSP server with its GObject bindings, for Debian's python3 (not the
 # venv's): tests/fixtures/rtsp_server.py serves an H.264 test stream with a login
@@ -102,7 +116,7 @@ typecheck: $(STAMP)
 
 # Two pytest processes (pytest-xdist), one test file each at a time: module and
 # session fixtures (each process starts its own brokers) stay within a file.
-test: $(STAMP) bytecode promtool ffmpeg rtsp chromium iptables lint typecheck
+test: $(STAMP) bytecode promtool ffmpeg rtsp chromium iptables vtest lint typecheck
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=30 tests
 
 unit: $(STAMP)

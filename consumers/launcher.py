@@ -240,6 +240,7 @@ def _run(
             config.results_topic: partitions,
             config.dlq_topic: 1,
             config.attempts_topic: 1,
+            config.state_topic: 1,
         },
         kafka,
         config.topic_roles(),

@@ -66,7 +66,9 @@ def replay(
             done_so_far["n"] = scanned
         return all(position(runner, tp) >= end for tp, end in ends.items())
 
-    runner = build_runner(config, Metrics(), RunnerHooks(skip=skip, done=done, observe=observe))
+    # A replay starts every source from empty state (no snapshot is read or written).
+    hooks = RunnerHooks(skip=skip, done=done, observe=observe)
+    runner = build_runner(config, Metrics(), hooks, keep_state=False)
     summary.pipeline = runner.processor.pipeline.canonical
     summary.pipeline_hash = runner.processor.pipeline.hash
     started = time.monotonic()

@@ -20,6 +20,7 @@ from imgstream.kafka_io import (
     KafkaAttempts,
     KafkaSink,
     KafkaSource,
+    KafkaStateStore,
     KafkaTransactor,
     ensure_topics,
     refuse_unreliable_transactions,
@@ -72,9 +73,11 @@ def build_runner(
     metrics: Metrics | None = None,
     hooks: RunnerHooks | None = None,
     pipeline: Pipeline | None = None,
+    keep_state: bool = True,
 ) -> Runner:
     """A Runner wired to Kafka, for ``config`` (validated here; ``pipeline``: its parsed
-    ``--ops``, if the caller has it)."""
+    ``--ops``, if the caller has it). A stateful pipeline's states are snapshotted
+    and restored unless ``keep_state`` is False (replay starts from empty state)."""
     config.validate()
     if pipeline is None:
         pipeline = parse_spec(config.ops, build_registry())
@@ -118,8 +121,11 @@ def build_runner(
     attempts = KafkaAttempts(
         config.bootstrap, config.attempts_topic, config.group, config.worker_id, kafka
     )
+    states = None
+    if pipeline.stateful and keep_state:
+        states = KafkaStateStore(config.bootstrap, config.state_topic, kafka)
     relay.runner = Runner(
-        config, processor, source, sink, clock, metrics, hooks, transactor, attempts
+        config, processor, source, sink, clock, metrics, hooks, transactor, attempts, states
     )
     return relay.runner
 
@@ -190,6 +196,7 @@ def run_worker(config: WorkerConfig, held_s: float = 0.0) -> int:
             config.results_topic: DEFAULT_PARTITIONS,
             config.dlq_topic: 1,
             config.attempts_topic: 1,
+            config.state_topic: 1,
         },
         worker_settings(config),
         config.topic_roles(),

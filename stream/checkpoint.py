@@ -20,7 +20,7 @@ from __future__ import annotations
 import collections
 import logging
 from collections.abc import Callable, Iterable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from imgstream.clock import Clock
 from imgstream.delivery import Delivery
@@ -28,6 +28,9 @@ from imgstream.errors import ImgstreamError, TransactionFailed
 from imgstream.offsets import OffsetTracker
 from imgstream.records import Message, TopicPartition
 from imgstream.transactions import SealedBatch, Staged, Staging, transaction_plan
+
+if TYPE_CHECKING:
+    from imgstream.snapshots import StateSnapshots
 
 log = logging.getLogger(__name__)
 
@@ -134,8 +137,10 @@ class Checkpoint(OffsetLedger):
         clock: Clock,
         on_commit: Callable[[bool], None] | None = None,
         every_s: float = COMMIT_EVERY_S,
+        snapshots: StateSnapshots | None = None,
     ) -> None:
         self._commit_fn = commit
+        self._snapshots = snapshots
         self._delivery = delivery
         self._clock = clock
         self._on_commit = on_commit
@@ -149,8 +154,9 @@ class Checkpoint(OffsetLedger):
 
         1. apply delivery acknowledgements (raises a given-up delivery);
         2. compute the safe points: below each, every message is complete;
-        3. commit them (a failed commit is logged and the work redone later);
-        4. mark them committed and trim the arrivals below them.
+        3. write the states of a stateful pipeline as of those points, then commit
+           them (a failed write or commit is logged and the work redone later);
+        4. mark them committed (the states too) and trim the arrivals below them.
         """
         self._delivery.drain(self.complete)
         now = self._clock.monotonic()
@@ -160,7 +166,10 @@ class Checkpoint(OffsetLedger):
         if not due:
             return {}
         self._last_commit = now
+        states = self._snapshots.records(due) if self._snapshots is not None else []
         try:
+            if self._snapshots is not None:
+                self._snapshots.write(states)  # the states before the offsets they go with
             self._commit_fn(due)
         except Exception as exc:  # e.g. a rebalance in progress: the work is redone
             # the first failure of a run of them is worth a warning; the rest are
@@ -176,6 +185,8 @@ class Checkpoint(OffsetLedger):
             self._failed_commits = 0
         if self._on_commit is not None:
             self._on_commit(True)
+        if self._snapshots is not None:
+            self._snapshots.committed(states)
         self.mark_committed(due)
         return due
 
@@ -221,8 +232,10 @@ class TransactionalCheckpoint(OffsetLedger):
         clock: Clock,
         on_commit: Callable[[bool], None] | None = None,
         every_s: float = COMMIT_EVERY_S,
+        snapshots: StateSnapshots | None = None,
     ) -> None:
         self._transact = transact
+        self._snapshots = snapshots
         self._staging = staging
         self._clock = clock
         self._on_commit = on_commit
@@ -240,8 +253,9 @@ class TransactionalCheckpoint(OffsetLedger):
 
         1. take the sealed batches (dropped while a rewind is pending);
         2. complete their messages and compute the safe points;
-        3. write their records and the safe offsets in one transaction
-           (a failure aborts it and asks for a rewind);
+        3. write their records, the states of a stateful pipeline as of the safe
+           offsets, and the safe offsets in one transaction (a failure aborts it
+           and asks for a rewind);
         4. mark the offsets committed and trim the arrivals below them.
         """
         taken = self._staging.take()
@@ -259,8 +273,14 @@ class TransactionalCheckpoint(OffsetLedger):
             return {}
         self._last_commit = now
         plan = transaction_plan(self._sealed, due)
+        records = plan.records
+        states = self._snapshots.records(due) if self._snapshots is not None else []
+        if states and self._snapshots is not None:  # in the transaction, with the offsets
+            topic = self._snapshots.topic
+            staged = [Staged(topic, k, v, None) for k, v in self._snapshots.encoded(states)]
+            records = (*records, *staged)
         try:
-            self._transact(plan.records, plan.offsets)
+            self._transact(records, plan.offsets)
         except TransactionFailed as exc:
             log.warning("transaction aborted (%s): rewinding to the committed offsets", exc)
             self.aborted += 1
@@ -270,6 +290,8 @@ class TransactionalCheckpoint(OffsetLedger):
             return {}
         if self._on_commit is not None:
             self._on_commit(True)
+        if self._snapshots is not None:
+            self._snapshots.committed(states)
         self._sealed = []
         self.mark_committed(due)
         return due

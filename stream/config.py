@@ -34,6 +34,7 @@ REFS_TOPIC = "imgstream.refs"
 RESULTS_TOPIC = "imgstream.results"
 DLQ_TOPIC = "imgstream.dlq"
 ATTEMPTS_TOPIC = "imgstream.attempts"
+STATE_TOPIC = "imgstream.state"
 DEFAULT_GROUP = "imgstream"
 #: Seconds every command waits for the bootstrap servers before it exits 3.
 DEFAULT_CONNECT_TIMEOUT_S = 10.0
@@ -102,6 +103,11 @@ class WorkerConfig:
         ATTEMPTS_TOPIC,
         flag="--attempts-topic",
         help="Compacted topic of start counts: an image that kills its worker is found here.",
+    )
+    state_topic: str = setting(
+        STATE_TOPIC,
+        flag="--state-topic",
+        help="Compacted topic of per-source state snapshots (pipelines with a stateful step).",
     )
     roots: tuple[str, ...] = setting(
         flag="--root",
@@ -256,6 +262,7 @@ class WorkerConfig:
             self.results_topic: "results",
             self.dlq_topic: "dlq",
             self.attempts_topic: "attempts",
+            self.state_topic: "state",
         }
 
     @property

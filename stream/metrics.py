@@ -151,6 +151,17 @@ class Metrics:
             "Image threads abandoned after --image-timeout that have not returned.",
             registry=r,
         )
+        self.state_bytes = Gauge(
+            "imgstream_state_snapshot_bytes",
+            "Bytes of per-source state written by the last snapshot (stateful pipelines).",
+            registry=r,
+        )
+        self.state_restore = Histogram(
+            "imgstream_state_restore_seconds",
+            "Time to read back and apply the per-source states of newly assigned partitions.",
+            buckets=_STAGE_BUCKETS,
+            registry=r,
+        )
         for status in ("ok", "failed"):
             self.images.labels(status=status)
         for stage in STAGES:

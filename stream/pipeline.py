@@ -29,6 +29,8 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, TypeVar
 
+import numpy as np
+
 from imgstream.errors import OP_ERROR, ImageError, SpecError
 from imgstream.ops.registry import Image, Operation, OpResult, Registry, normalise
 from imgstream.tiling import Box
@@ -57,8 +59,18 @@ class Step:
         body = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()) if v is not None)
         return f"{name}:{body}" if body else name
 
-    def apply(self, img: Image, tile: TileView | None = None) -> OpResult:
-        """This step on one image (a batch step: a batch of one); see :meth:`apply_many`."""
+    def apply(
+        self, img: Image, tile: TileView | None = None, state: dict[str, Any] | None = None
+    ) -> OpResult:
+        """This step on one image (a batch step: a batch of one); see :meth:`apply_many`.
+
+        A stateful step updates ``state`` (its source's, for this step) in place;
+        without one it sees a source's first frame.
+        """
+        if state is not None and self.op.state_fn is not None:
+            return self._finish(
+                img, tile, self.op.state_fn(self._input(img, tile), state, self.params)
+            )
         return self._finish(img, tile, self.op.fn(self._input(img, tile), self.params))
 
     def apply_many(
@@ -188,13 +200,32 @@ class Pipeline:
         """The plugin distributions the steps come from, ``{dist: version}`` (lineage)."""
         return {s.op.dist: s.op.version for s in self.steps if s.op.dist and s.op.version}
 
-    def run(self, img: Image, tile: TileView | None = None) -> tuple[Image, dict[str, Any]]:
+    @property
+    def stateful(self) -> bool:
+        """Whether a step remembers each source's past (run a source's frames in order)."""
+        return any(step.op.stateful for step in self.steps)
+
+    def run(
+        self,
+        img: Image,
+        tile: TileView | None = None,
+        state: dict[str, dict[str, Any]] | None = None,
+    ) -> tuple[Image, dict[str, Any]]:
         """Apply every step; return the image and analysis outputs by step name.
 
         A ``batch`` step runs as a batch of one. An operation that fails raises
-        ImageError(``op_error``) naming the step.
+        ImageError(``op_error``) naming the step. ``state`` is the frame's
+        source's state, by stateful step (:meth:`state_key`): each such step
+        works on a copy of its entry and replaces it only when it succeeds, so
+        a failed frame leaves the state as it was and earlier entries are never
+        changed (a caller may keep them as versions). Without ``state`` a
+        stateful step sees its source's first frame.
         """
-        return self._run_steps(self.steps, img, tile, {})
+        return self._run_steps(self.steps, img, tile, {}, state)
+
+    def state_key(self, index: int) -> str:
+        """The key of step ``index``'s state in a source's state: ``{index}:{name}``."""
+        return f"{index}:{self.steps[index].op.name}"
 
     def run_many(
         self,
@@ -259,16 +290,27 @@ class Pipeline:
         img: Image,
         tile: TileView | None,
         outputs: dict[str, Any],
+        state: dict[str, dict[str, Any]] | None = None,
     ) -> tuple[Image, dict[str, Any]]:
-        for step in steps:
+        for index, step in enumerate(steps):
+            work = None
+            if state is not None and step.op.stateful:
+                work = copy_state(state.get(self.state_key(index), {}))
             try:
-                img, data = step.apply(img, tile)
+                img, data = step.apply(img, tile, work)
             except ImageError:
                 raise
             except Exception as exc:  # one bad image must not take the batch down
                 raise step.failed(exc) from exc
+            if state is not None and work is not None:
+                state[self.state_key(index)] = work
             _store(outputs, step, data)
         return img, outputs
+
+
+def copy_state(state: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of one step's state whose arrays the step may change in place."""
+    return {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in state.items()}
 
 
 def _stretches(steps: tuple[Step, ...]) -> Iterator[tuple[Step | None, tuple[Step, ...]]]:
@@ -332,7 +374,13 @@ def parse_spec(spec: str, registry: Registry) -> Pipeline:
         if op.check is not None:
             op.check(params)
         steps.append(Step(op, params))
-    return Pipeline(tuple(steps))
+    pipeline = Pipeline(tuple(steps))
+    if pipeline.stateful and pipeline.has_batch_steps:
+        raise SpecError(
+            "a pipeline cannot have both a stateful step (it runs a source's frames in "
+            "order) and a batch step (it runs a micro-batch together)"
+        )
+    return pipeline
 
 
 def _check_pin(op: Operation, pin: str) -> None:

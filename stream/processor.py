@@ -44,6 +44,7 @@ from imgstream.objstore import ObjectStore
 from imgstream.outage import OutputGate
 from imgstream.pipeline import Pipeline, TileView
 from imgstream.records import Failure, ImageRef, Lineage, Message, Result
+from imgstream.state import Key, SourceStates
 from imgstream.storage import output_path
 from imgstream.stores import Inputs, Outputs, absolute
 from imgstream.tiling import Tile, tile_from_meta
@@ -94,6 +95,8 @@ class ImageProcessor:
             config.output_format, config.png_level, config.jpeg_quality
         )
         self.versions = {**library_versions(), **pipeline.versions()}
+        #: A stateful pipeline's per-source states (frames of a source run in order).
+        self.states = SourceStates(config.group, pipeline.hash) if pipeline.stateful else None
         self._tile_slot = threading.Lock()
         probe_path = posixpath.join(config.out_dir, pipeline.hash, PROBE_NAME)
         #: A write at the top of the pipeline's outputs: tells a folder that fails
@@ -138,16 +141,41 @@ class ImageProcessor:
         was queued: its ``wait`` timing is the time until a thread took it,
         and ``--max-age`` is checked against its age at queueing.
         """
-        ready = self.prepare(msg, batch_id, queued_at, queued_ms, hold_tile=True)
-        if isinstance(ready, Outcome):
-            return ready
+        lane = self.lane(msg)
+        ran = False  # a reserved turn is passed on exactly once, however the frame ends
         try:
-            t0 = self.clock.monotonic()
-            out, outputs = self.pipeline.run(ready.image, ready.view)
-            ready.image = out
-            return self.finish(ready, outputs, self.clock.monotonic() - t0)
+            ready = self.prepare(msg, batch_id, queued_at, queued_ms, hold_tile=True)
+            if isinstance(ready, Outcome):
+                return ready
+            try:
+                t0 = self.clock.monotonic()
+                with self._guard(msg, batch_id, ready.ref) as failed:
+                    if lane is None or self.states is None:
+                        out, outputs = self.pipeline.run(ready.image, ready.view)
+                    else:
+                        ran = True
+                        with self.states.turn(lane, msg.offset) as state:
+                            out, outputs = self.pipeline.run(ready.image, ready.view, state)
+                if failed:
+                    return failed[0]
+                ready.image = out
+                return self.finish(ready, outputs, self.clock.monotonic() - t0)
+            finally:
+                ready.release()
         finally:
-            ready.release()
+            if lane is not None and self.states is not None and not ran:
+                self.states.skip(lane, msg.offset)
+
+    def lane(self, msg: Message) -> Key | None:
+        """The (partition, source) whose frames a stateful pipeline runs in order; None
+        for a stateless pipeline or a message that is no ref."""
+        if self.states is None:
+            return None
+        try:
+            ref = decode_ref(msg.value, msg.timestamp_ms)
+        except ImageError:
+            return None
+        return (msg.tp, ref.source or "_")
 
     def prepare(
         self,
@@ -305,20 +333,26 @@ class ImageProcessor:
             k = view.core
             out = out[k.y : k.y + k.h, k.x : k.x + k.w]
         t3 = mono()
-        try:
-            encoded = imaging.encode(out, self.config.output_format, self.encode_params)
-        except (ValueError, cv2.error) as exc:
-            raise ImageError(OP_ERROR, f"cannot encode the output: {exc}") from None
+        # ``motion:action=gate`` and ``dedupe`` keep only some frames: the others'
+        # records still come, without an output image.
+        kept = all(d.get("kept", True) for d in outputs.values() if isinstance(d, dict))
+        encoded = b""
+        if kept:
+            try:
+                encoded = imaging.encode(out, self.config.output_format, self.encode_params)
+            except (ValueError, cv2.error) as exc:
+                raise ImageError(OP_ERROR, f"cannot encode the output: {exc}") from None
         del out
         ready.image = None  # the pixels are encoded: let them go
         t4 = mono()
         path = output_path(
             self.config.out_dir, self.pipeline.hash, ref.source, ref.id, self.config.output_format
         )
-        try:
-            self.gate.write(path, lambda: self.outputs.write(path, encoded), self._probe)
-        except OSError as exc:
-            raise ImageError(IO_ERROR, f"cannot write {path}: {exc.strerror or exc}") from None
+        if kept:
+            try:
+                self.gate.write(path, lambda: self.outputs.write(path, encoded), self._probe)
+            except OSError as exc:
+                raise ImageError(IO_ERROR, f"cannot write {path}: {exc.strerror or exc}") from None
         t5 = mono()
         timings = dict(ready.timings, ops=ops_s, encode=t4 - t3, store=t5 - t4)
         msg = ready.message
@@ -326,7 +360,7 @@ class ImageProcessor:
         result = Result(
             id=ref.id,
             uri=ref.uri,
-            output_uri=absolute(path),
+            output_uri=absolute(path) if kept else None,
             pipeline=self.pipeline.canonical,
             pipeline_hash=self.pipeline.hash,
             width=ready.width,

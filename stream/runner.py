@@ -34,7 +34,7 @@ from functools import partial
 from imgstream import batching
 from imgstream.attempts import AttemptBook
 from imgstream.batching import Batch, MicroBatcher
-from imgstream.checkpoint import Checkpoint, TransactionalCheckpoint
+from imgstream.checkpoint import COMMIT_EVERY_S, Checkpoint, TransactionalCheckpoint
 from imgstream.clock import Clock
 from imgstream.config import WorkerConfig
 from imgstream.delivery import Delivery, Sink
@@ -48,6 +48,7 @@ from imgstream.memory import peak_rss_mb
 from imgstream.metrics import Metrics
 from imgstream.processor import ImageProcessor
 from imgstream.records import Message, TopicPartition
+from imgstream.snapshots import StateSnapshots, StateStore
 from imgstream.source import Source
 from imgstream.starts import BatchStarts
 from imgstream.transactions import Staging, Transactor
@@ -58,6 +59,8 @@ log = logging.getLogger(__name__)
 POLL_MAX_S = 0.05
 POLL_BUSY_S = 0.02
 JOIN_GRACE_S = 60.0
+#: Seconds between commits of a stateful pipeline (each writes the states that moved).
+STATE_COMMIT_EVERY_S = 1.0
 #: How long shutdown waits for in-flight work before leaving it uncommitted.
 SHUTDOWN_GRACE_S = 30.0
 #: Seconds between checks while waiting for in-flight work (timeouts, outages).
@@ -84,6 +87,7 @@ class Runner:
         hooks: RunnerHooks | None = None,
         transactor: Transactor | None = None,
         attempts: AttemptStore | None = None,
+        state_store: StateStore | None = None,
     ) -> None:
         self.config = config
         self.hooks = hooks if hooks is not None else RunnerHooks()
@@ -99,12 +103,23 @@ class Runner:
         self.delivery: Delivery | Staging
         self.checkpoint: Checkpoint | TransactionalCheckpoint
         self._transactor = transactor
+        states = processor.states
+        self.snapshots = None
+        if states is not None and state_store is not None:
+            out = config.out_dir
+            self.snapshots = StateSnapshots(states, state_store, processor.outputs, out, clock, m)
+        # A stateful pipeline commits (and snapshots its states) once a second.
+        every = COMMIT_EVERY_S if self.snapshots is None else STATE_COMMIT_EVERY_S
         if transactor is None:
             self.delivery = Delivery(sink_factory, m.producer_restarts.inc)
-            self.checkpoint = Checkpoint(source.commit, self.delivery, clock, on_commit)
+            self.checkpoint = Checkpoint(
+                source.commit, self.delivery, clock, on_commit, every, self.snapshots
+            )
         else:
             self.delivery = staging = Staging()
-            self.checkpoint = TransactionalCheckpoint(transactor.commit, staging, clock, on_commit)
+            self.checkpoint = TransactionalCheckpoint(
+                transactor.commit, staging, clock, on_commit, every, self.snapshots
+            )
         self.pool = ImagePool(
             config.threads, clock, config.image_timeout_s, config.max_stuck_threads
         )
@@ -161,6 +176,8 @@ class Runner:
             self._fatal = exc
         self.checkpoint.forget(tps)
         self.guard.forget(tps)
+        if self.processor.states is not None:
+            self.processor.states.forget(tps)
         self.lag.revoked(tps)
         self._paused = False
 
@@ -215,6 +232,8 @@ class Runner:
         committed = self.lag.read_new()
         if committed:
             self.guard.assigned(sorted(committed), committed)
+            if self.snapshots is not None:
+                self.snapshots.restore(sorted(committed), committed)
         self._adapt()  # the fetch just updated the high-watermarks
         skip = self.hooks.skip
         fetched = []
@@ -371,6 +390,10 @@ class Runner:
         self.guard.drop_held()
         grace_s = self.config.poll_interval_s / 2  # like a revocation
         tps = checkpoint.rewind(self.source, self.emitter, self._watch, grace_s, WAIT_STEP_S)
+        if self.processor.states is not None:  # back to the states of the committed offsets
+            self.processor.states.forget(tps)
+            if self.snapshots is not None:
+                self.snapshots.restore(tps, self.source.committed(tps))
         log.info("rewound %s to the committed offsets", _fmt_tps(tps))
 
     # -- shutdown ------------------------------------------------------------
@@ -396,6 +419,8 @@ class Runner:
                     self._transactor.close(5.0)
                 if self.guard.store is not None:
                     self.guard.store.close(5.0)
+                if self.snapshots is not None:
+                    self.snapshots.store.close(5.0)
         log.info("stopped after %d messages; peak memory %.0f MB", self.processed, peak_rss_mb())
 
 

@@ -79,7 +79,12 @@ class BatchStarts:
         fn: Callable[..., Any] = self._processor.process if run is None else run
         if run is None and self.batch_run is not None:
             fn = self._processor.prepare
+        states = self._processor.states if run is None else None
         for msg in items[len(open_.jobs) :]:
+            if states is not None:  # its turn, in offset order, before any thread can run it
+                lane = self._processor.lane(msg)
+                if lane is not None:
+                    states.reserve(lane, msg.offset)
             queued = self._clock.monotonic()
             args = (msg, open_.batch_id, queued, self._clock.wall_ms())
             open_.jobs.append(self._pool.submit(fn, *args))

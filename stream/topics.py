@@ -1,6 +1,6 @@
 """Settings of the topics imgstream creates, by their role (pure: no Kafka, no environment).
 
-imgstream creates four kinds of topic when they are missing, and each role
+imgstream creates five kinds of topic when they are missing, and each role
 wants different broker-side settings (Kafka's topic-level configs):
 
 - ``refs``: the input; kept :data:`REFS_RETENTION_MS` (7 days) so a new
@@ -11,7 +11,8 @@ wants different broker-side settings (Kafka's topic-level configs):
 - ``dlq``: failures; kept :data:`DLQ_RETENTION_MS` (30 days), long enough for
   someone to look at them;
 - ``attempts``: start counts of uncommitted images (crash isolation);
-  ``cleanup.policy=compact``: only the last record of each key matters.
+  ``cleanup.policy=compact``: only the last record of each key matters;
+- ``state``: per-source state snapshots of stateful pipelines; compacted too.
 
 The user overrides any of these the way ``kafka-topics.sh --config`` does,
 with ``[ROLE:]key=value`` items (``--topic-config``, repeatable; no role means
@@ -31,7 +32,7 @@ from types import MappingProxyType
 from imgstream.errors import ConfigError
 
 #: The roles of imgstream's topics.
-ROLES = ("refs", "results", "dlq", "attempts")
+ROLES = ("refs", "results", "dlq", "attempts", "state")
 
 DAY_MS = 24 * 60 * 60 * 1000
 #: How long the refs topic keeps refs (replay needs history): 7 days.
@@ -46,6 +47,7 @@ ROLE_DEFAULTS: Mapping[str, Mapping[str, str]] = MappingProxyType(
         "results": {"cleanup.policy": "delete"},
         "dlq": {"cleanup.policy": "delete", "retention.ms": str(DLQ_RETENTION_MS)},
         "attempts": {"cleanup.policy": "compact"},
+        "state": {"cleanup.policy": "compact"},
     }
 )
 

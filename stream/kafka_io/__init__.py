@@ -7,7 +7,8 @@ error mapping (worded by ``diagnosis``),
 ``rebalance`` the group listener that runs rebalance handlers off the IO thread;
 ``links`` the state of each broker link (one warning per broker outage);
 ``admin`` the offset and group helpers, ``transactional`` the producer of
-``--exactly-once``, ``attempts`` the start counts of crash isolation.
+``--exactly-once``, ``attempts`` the start counts of crash isolation,
+``statestore`` the per-source state snapshots, ``scan`` their reading.
 Everything is re-exported here.
 """
 
@@ -40,6 +41,7 @@ from imgstream.kafka_io.settings import (
     load_client_settings,
     worker_settings,
 )
+from imgstream.kafka_io.statestore import KafkaStateStore
 from imgstream.kafka_io.transactional import KafkaTransactor, refuse_unreliable_transactions
 
 __all__ = [
@@ -50,6 +52,7 @@ __all__ = [
     "KafkaAttempts",
     "KafkaSink",
     "KafkaSource",
+    "KafkaStateStore",
     "KafkaTransactor",
     "PartitionState",
     "RebalanceHandler",

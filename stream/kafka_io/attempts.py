@@ -3,10 +3,10 @@
 :class:`KafkaAttempts` writes one record per partition before the worker
 starts images (synchronously: the count must be on the broker before the
 image can kill the process) and, on assignment, reads the latest record of
-each newly assigned partition. The topic has one partition and is compacted
-(the last record per key is all that matters), so reading it is a scan from
-its start to its high-watermark. The records are written by a producer of
-their own, outside any transaction: an aborted transaction (the worker died)
+each newly assigned partition. The topic is compacted (the last record
+per key is all that matters), so reading it is a scan from its start to its
+high-watermark (:mod:`imgstream.kafka_io.scan`). The records are written by
+a producer of their own, outside any transaction: an aborted transaction (the worker died)
 must not take the count with it. See :mod:`imgstream.attempts`.
 """
 
@@ -16,13 +16,12 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 
-from kafka import TopicPartition as KTP
 from kafka.errors import KafkaTimeoutError
 
 from imgstream.attempts import Counts, decode_record, encode_record, record_key
 from imgstream.errors import BrokerError
-from imgstream.kafka_io.admin import fetch_highwaters
-from imgstream.kafka_io.clients import KafkaSink, new_consumer
+from imgstream.kafka_io.clients import KafkaSink
+from imgstream.kafka_io.scan import scan
 from imgstream.kafka_io.settings import ClientSettings, broker_errors
 from imgstream.records import TopicPartition
 
@@ -33,8 +32,6 @@ log = logging.getLogger(__name__)
 #: record is sent again each time the producer expires it (its delivery timeout,
 #: 30 s), and no image starts meanwhile; as long as Delivery tries a result (4 x 30 s).
 RECORD_TIMEOUT_S = 120.0
-#: How long reading the topic to its end may take.
-READ_TIMEOUT_S = 30.0
 
 
 class KafkaAttempts:
@@ -113,36 +110,9 @@ class KafkaAttempts:
         """The latest counts recorded for each of ``tps`` (absent: none recorded)."""
         wanted = set(tps)
         found: dict[TopicPartition, Counts] = {}
-        if not wanted:
-            return found
-        consumer = new_consumer(
-            self._bootstrap, self._settings, enable_auto_commit=False, fetch_max_wait_ms=50
-        )
-        try:
-            with broker_errors(self._bootstrap, self._settings, action="read"):
-                part = KTP(self.topic, 0)
-                consumer.assign([part])
-                consumer.seek_to_beginning(part)
-                end = fetch_highwaters(consumer, [part])[part]
-                consumer.seek_to_beginning(part)
-                position = 0
-                deadline = time.monotonic() + READ_TIMEOUT_S
-                while position < end:
-                    if time.monotonic() > deadline:
-                        raise BrokerError(
-                            f"could not read {self.topic} to its end ({end}) "
-                            f"within {READ_TIMEOUT_S:.0f}s"
-                        )
-                    batches = consumer.poll(timeout_ms=500)
-                    if not batches:
-                        position = consumer.position(part)
-                        continue
-                    for records in batches.values():
-                        for r in records:
-                            position = r.offset + 1
-                            self._take(r.value, wanted, found)
-        finally:
-            consumer.close(autocommit=False)
+        if wanted:
+            for _key, value in scan(self._bootstrap, self.topic, self._settings):
+                self._take(value, wanted, found)
         return found
 
     def _take(

@@ -29,12 +29,22 @@ def build_registry(plugins: Iterable[EntryPoint] | None = None) -> Registry:
     ``imgstream.ops`` ones; ``()`` for the built-ins only). A plugin that
     cannot be loaded, or an operation name defined twice, raises ConfigError.
     """
-    from imgstream.ops import analysis, color, detect, edges, enhance, filters, geometry, segment
+    from imgstream.ops import (
+        analysis,
+        color,
+        detect,
+        edges,
+        enhance,
+        filters,
+        geometry,
+        motion,
+        segment,
+    )
     from imgstream.ops.adapters import operations_in
     from imgstream.ops.plugins import load_plugins
 
     registry = Registry()
-    for family in (color, enhance, geometry, filters, edges, segment, analysis, detect):
+    for family in (color, enhance, geometry, filters, edges, segment, analysis, detect, motion):
         for operation in operations_in(family):
             registry.add(operation)
     for plugin in load_plugins(plugins):

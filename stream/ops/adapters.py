@@ -27,6 +27,7 @@ from imgstream.ops.registry import (
     Operation,
     OpFn,
     OpResult,
+    StateFn,
     whole_image,
 )
 from imgstream.ops.signature import params_of
@@ -43,12 +44,16 @@ def operation(
     mark = mark_of(fn)
     if mark is None:
         raise TypeError(f"{fn!r} is not marked with @imgstream.op")
-    params = params_of(fn, mark.name)
+    params = params_of(fn, mark.name, mark.stateful)
     help, details = _docs(fn, mark)
     batch_fn: BatchFn | None = None
+    state_fn: StateFn | None = None
     if mark.kind == "batch":
         batch_fn = _batch_call(fn)
         one = _one_of(batch_fn)
+    elif mark.stateful:
+        state_fn = _state_call(fn, mark.kind)
+        one = _fresh(state_fn)
     else:
         one = _call(fn, mark.kind)
     return Operation(
@@ -64,6 +69,7 @@ def operation(
         batch_fn=batch_fn,
         dist=dist,
         version=version,
+        state_fn=state_fn,
     )
 
 
@@ -102,6 +108,22 @@ def _call(fn: Callable[..., Any], kind: str) -> OpFn:
         return _result(kind, img, fn(img, **params))
 
     return call
+
+
+def _state_call(fn: Callable[..., Any], kind: str) -> StateFn:
+    def call(img: Image, state: dict[str, Any], params: Mapping[str, Any]) -> OpResult:
+        return _result(kind, img, fn(img, state, **params))
+
+    return call
+
+
+def _fresh(call: StateFn) -> OpFn:
+    """A stateful operation on one image alone: the first frame of its source."""
+
+    def one(img: Image, params: Mapping[str, Any]) -> OpResult:
+        return call(img, {}, params)
+
+    return one
 
 
 def _batch_call(fn: Callable[..., Any]) -> BatchFn:

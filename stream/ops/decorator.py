@@ -20,6 +20,13 @@ The kinds, and what the function returns:
 
 An ``image`` or ``analysis`` function may also return ``(image, dict)`` when
 it does both (a detector that draws its boxes).
+
+A ``stateful`` operation (``image`` or ``analysis``) remembers a source's
+past: it takes a second positional argument, the state of the frame's source
+for this step (a dict, empty for a source's first frame), and updates it in
+place. The worker runs a source's frames through it in order, snapshots the
+state with the committed offsets and restores it on assignment
+(:mod:`imgstream.state`). Values are numpy arrays or Python scalars.
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ class OpMark:
     check: CheckFn | None
     footprint: int | FootprintFn | None
     tiles: str
+    stateful: bool = False
 
 
 def op(
@@ -77,6 +85,7 @@ def op(
     check: CheckFn | None = None,
     footprint: int | FootprintFn | None = None,
     tiles: str = "image",
+    stateful: bool = False,
 ) -> Callable[[F], F]:
     """Mark a function as the operation ``name`` of ``kind`` (image, analysis or batch).
 
@@ -89,7 +98,8 @@ def op(
     parameters); ``None``, the default, means it needs the whole image, so the
     pipeline is refused on tiles. ``tiles`` says how it runs on a tile:
     ``image`` (the tile with its halo), ``core`` (statistics on the core only)
-    or ``boxes`` (detections shifted to the parent image).
+    or ``boxes`` (detections shifted to the parent image). ``stateful``: the
+    function takes the source's state as its second argument (see above).
     """
     if not NAME.fullmatch(name):
         raise ValueError(f"@imgstream.op({name!r}): a name is letters, digits, '_' and '-'")
@@ -97,7 +107,9 @@ def op(
         raise ValueError(f"@imgstream.op({name!r}): kind must be one of {', '.join(KINDS)}")
     if tiles not in TILE_MODES:
         raise ValueError(f"@imgstream.op({name!r}): tiles must be one of {', '.join(TILE_MODES)}")
-    mark = OpMark(name, kind, help, details, check, footprint, tiles)
+    if stateful and kind == "batch":
+        raise ValueError(f"@imgstream.op({name!r}): a batch operation cannot be stateful")
+    mark = OpMark(name, kind, help, details, check, footprint, tiles, stateful)
 
     def decorate(fn: F) -> F:
         setattr(fn, MARK, mark)

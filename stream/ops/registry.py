@@ -30,6 +30,8 @@ OpResult: TypeAlias = "tuple[Image, Mapping[str, Any] | None]"
 OpFn = Callable[[Image, Mapping[str, Any]], OpResult]
 #: A batch operation: the images of one micro-batch in, one result per image out.
 BatchFn = Callable[[Sequence[Image], Mapping[str, Any]], list[OpResult]]
+#: A stateful operation with one source's state for its step (updated in place).
+StateFn = Callable[[Image, dict[str, Any], Mapping[str, Any]], OpResult]
 #: Validates the parameters together (one parameter depending on another).
 CheckFn = Callable[[Mapping[str, Any]], None]
 #: The radius in pixels an operation reads around each output pixel, or None
@@ -154,6 +156,8 @@ class Operation:
     batch_fn: BatchFn | None = None
     dist: str | None = None
     version: str | None = None
+    #: A stateful operation's call with the source's state: ``(image, state, params)``.
+    state_fn: StateFn | None = None
     _by_name: dict[str, Param] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -163,7 +167,14 @@ class Operation:
             raise ValueError(f"operation {self.name!r}: a batch_fn is for (and needed by) batch")
         if self.tiles not in TILE_MODES:
             raise ValueError(f"operation {self.name!r}: tiles must be one of {TILE_MODES}")
+        if self.state_fn is not None and self.kind == "batch":
+            raise ValueError(f"operation {self.name!r}: a batch operation cannot be stateful")
         self._by_name.update({p.name: p for p in self.params})
+
+    @property
+    def stateful(self) -> bool:
+        """Whether it remembers each source's past (``state_fn``)."""
+        return self.state_fn is not None
 
     @property
     def origin(self) -> str:

@@ -38,13 +38,19 @@ TYPES = (int, float, bool, str)
 _EMPTY = inspect.Parameter.empty
 
 
-def params_of(fn: Callable[..., Any], op: str) -> tuple[Param, ...]:
-    """The parameters of the function of operation ``op``, in signature order."""
+def params_of(fn: Callable[..., Any], op: str, stateful: bool = False) -> tuple[Param, ...]:
+    """The parameters of the function of operation ``op``, in signature order
+    (a ``stateful`` one takes the image and the state positionally)."""
     where = f"@imgstream.op({op!r})"
     params = list(inspect.signature(fn).parameters.values())
     if any(p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params):
         raise TypeError(f"{where}: *args and **kwargs cannot be given by a spec")
-    if sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params) != 1:
+    positional = sum(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) for p in params)
+    if stateful and positional != 2:
+        raise TypeError(
+            f"{where}: a stateful operation takes two positional arguments, the image and the state"
+        )
+    if not stateful and positional != 1:
         raise TypeError(f"{where}: takes one positional argument, the image (or the images)")
     keyword = [p for p in params if p.kind is p.KEYWORD_ONLY]
     annotated = {p.name: p.annotation for p in keyword if p.annotation is not _EMPTY}

@@ -44,6 +44,7 @@ def _unusual(tmp_path) -> WorkerConfig:
         results_topic="res",
         dlq_topic="d",
         attempts_topic="att",
+        state_topic="st",
         roots=(str(tmp_path / "a"), str(tmp_path / "b")),
         max_batch=3,
         max_wait_s=0.25,

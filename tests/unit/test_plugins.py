@@ -144,11 +144,22 @@ def test_import_imgstream_loads_neither_numpy_nor_opencv_nor_an_operation() -> N
 
 
 def test_every_builtin_is_defined_through_the_decorator() -> None:
-    from imgstream.ops import analysis, color, detect, edges, enhance, filters, geometry, segment
+    from imgstream.ops import (
+        analysis,
+        color,
+        detect,
+        edges,
+        enhance,
+        filters,
+        geometry,
+        motion,
+        segment,
+    )
 
+    families = (color, enhance, geometry, filters, edges, segment, analysis, detect, motion)
     marked = {
         mark.name
-        for family in (color, enhance, geometry, filters, edges, segment, analysis, detect)
+        for family in families
         for value in vars(family).values()
         if (mark := mark_of(value)) is not None
     }

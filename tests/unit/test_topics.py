@@ -45,7 +45,7 @@ def test_a_role_item_overrides_only_that_role() -> None:
 
 def test_an_item_without_a_role_applies_to_every_role_and_later_items_win() -> None:
     layout = topic_settings(["min.insync.replicas=2", "results:min.insync.replicas=1"], 3)
-    assert [layout.configs(r)["min.insync.replicas"] for r in ROLES] == ["2", "1", "2", "2"]
+    assert [layout.configs(r)["min.insync.replicas"] for r in ROLES] == ["2", "1", "2", "2", "2"]
     assert layout.configs(None) == {"min.insync.replicas": "2"}
     assert parse_topic_configs([" refs : retention.ms = 5 "]) == {"refs": {"retention.ms": "5"}}
 
@@ -93,6 +93,7 @@ def test_a_worker_config_maps_its_topics_to_roles(tmp_path) -> None:
         "out": "results",
         "bad": "dlq",
         "imgstream.attempts": "attempts",
+        "imgstream.state": "state",
     }
     assert config.topic_settings.configs("attempts")["cleanup.policy"] == "compact"
     assert config.topic_settings.configs("dlq")["retention.ms"] == "60000"
