@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: vtest bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp iptables
+.PHONY: bench-infer vtest bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp iptables
 
 $(STAMP): pyproject.toml stream/_deflate.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -133,6 +133,13 @@ bench-live: $(STAMP) bytecode
 # A fresh `work` joining a busy group: time to its first result (BOOTSTRAP= for Kafka).
 bench-join: $(STAMP) bytecode
 	$(BIN)/python benchmarks/bench_join.py $(if $(BOOTSTRAP),--bootstrap $(BOOTSTRAP))
+
+# Debian's package "opencv-doc": the held-back scene-text photos of bench_infer.py.
+bench-infer: $(STAMP) bytecode
+	@test -d /usr/share/doc/opencv-doc/examples/text || { \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends opencv-doc >/dev/null) \
+	  || echo "warning: could not install opencv-doc"; }
+	$(BIN)/python benchmarks/bench_infer.py
 
 bench-ops: $(STAMP) bytecode
 	$(BIN)/python benchmarks/bench_ops.py

@@ -121,6 +121,15 @@ def run(
     if n_partitions < 1:
         raise click.BadParameter("must be at least 1", param_hint="--partitions")
     pipeline = parse_spec(config.ops, build_registry())  # fail before starting anything
+    if pipeline.stateful and partition_by != "source":
+        # A source's frames must meet in one partition, in order, for its state.
+        if _given("partition_by"):
+            raise click.BadParameter(
+                "a stateful pipeline runs each source's frames in order: use --partition-by "
+                "source",
+                param_hint="--partition-by",
+            )
+        partition_by = "source"
     if tile is not None:
         need = pipeline.footprint()
         if need is None:
