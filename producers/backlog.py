@@ -3,13 +3,21 @@
 Every ref a camera sends is remembered (when it was sent, its partition, and
 its offset once the broker has acknowledged it) until the worker group's
 committed offset of that partition passes it: the group has then stored its
-result. The oldest ref a camera still has there is how far behind its
-workers are. With ``--frames latest`` a camera more than ``--max-lag``
-seconds behind drops its new frames (counted ``dropped``) instead of queueing
-them on the refs topic; when the group catches up, the next frame is sent:
-the newest one, never one that waited. So a worker slower than its cameras
-sees a fresh frame every time it is ready for one, and the end-to-end
-latency stays near ``--max-lag`` plus a batch, however long the run.
+result. With ``--frames latest`` a camera whose workers are ``--max-lag``
+seconds behind drops its new frames (counted ``dropped``) instead of
+queueing them on the refs topic; once they catch up, the next frame is sent:
+the newest one, never one that waited.
+
+"Behind" is the longer of two times: how long the oldest unfinished ref has
+waited, and how long a frame sent now would wait, the refs still to do times
+the workers' pace on this camera (seconds per frame, from how fast the
+group's commits have passed its refs while it had some to do). The first
+alone would let a camera send for ``--max-lag`` seconds at its own rate
+before noticing, so a worker at half the camera's rate would deliver frames
+``2 x --max-lag`` late; with the second, a worker slower than its camera
+gets a fresh frame whenever it is ready for one and the end-to-end latency
+stays near ``--max-lag`` (plus a batch: the group commits once per batch),
+however long the run and however slow the worker.
 
 A partition counts only once the group has committed an offset there: until
 a worker of the group has finished something on it (none runs yet, or
@@ -49,10 +57,27 @@ class Sent:
     offset: int | None = None
 
 
+class _Queue:
+    """One camera's unfinished refs, oldest first, and the workers' pace on them."""
+
+    __slots__ = ("busy_since", "pending", "per_frame_s")
+
+    def __init__(self, max_pending: int) -> None:
+        self.pending: deque[Sent] = deque(maxlen=max_pending)
+        #: Since when the workers have had this camera's refs to do without finishing one.
+        self.busy_since: float | None = None
+        #: Seconds per frame the workers have taken on this camera (a moving average).
+        self.per_frame_s: float | None = None
+
+
+#: Weight of the newest measure in the moving average of the workers' pace.
+PACE_WEIGHT = 0.3
+
+
 class Backlog:
     """The refs each camera sent that the worker group has not committed past.
 
-    Ownership: ``_pending`` is shared by every thread that calls in, under
+    Ownership: ``_queues`` is shared by every thread that calls in, under
     ``_lock``; a :class:`Sent` is changed only under it too.
     """
 
@@ -64,7 +89,7 @@ class Backlog:
         self.group = group
         self.max_pending = max_pending
         self._lock = threading.Lock()
-        self._pending: dict[str, deque[Sent]] = {}
+        self._queues: dict[str, _Queue] = {}
         #: Partitions the group has committed an offset on.
         self._followed: set[int] = set()
 
@@ -72,10 +97,12 @@ class Backlog:
         """A ref of ``camera`` goes to ``partition`` at ``now`` (monotonic seconds)."""
         item = Sent(camera, now, partition)
         with self._lock:
-            pending = self._pending.get(camera)
-            if pending is None:
-                pending = self._pending[camera] = deque(maxlen=self.max_pending)
-            pending.append(item)
+            queue = self._queues.get(camera)
+            if queue is None:
+                queue = self._queues[camera] = _Queue(self.max_pending)
+            if not queue.pending:
+                queue.busy_since = now
+            queue.pending.append(item)
         return item
 
     def acked(self, item: Sent, offset: int) -> None:
@@ -86,64 +113,92 @@ class Backlog:
     def failed(self, item: Sent) -> None:
         """The ref was not delivered: no worker will ever finish it."""
         with self._lock:
-            pending = self._pending.get(item.camera)
-            if pending is not None and item in pending:
-                pending.remove(item)
+            queue = self._queues.get(item.camera)
+            if queue is not None and item in queue.pending:
+                queue.pending.remove(item)
 
-    def committed(self, offsets: Mapping[int, int | None]) -> None:
-        """The group's committed offsets (next to read) by partition: forget what they passed."""
+    def committed(self, offsets: Mapping[int, int | None], now: float) -> None:
+        """The group's committed offsets (next to read) by partition, read at ``now``:
+        forget the refs they passed, and measure the workers' pace on each camera."""
         with self._lock:
             self._followed.update(p for p, offset in offsets.items() if offset is not None)
-            for pending in self._pending.values():
-                while pending:
-                    head = pending[0]
-                    done = offsets.get(head.partition)
-                    if head.offset is None or done is None or head.offset >= done:
+            for queue in self._queues.values():
+                done = 0
+                while queue.pending:
+                    head = queue.pending[0]
+                    upto = offsets.get(head.partition)
+                    if head.offset is None or upto is None or head.offset >= upto:
                         break
-                    pending.popleft()
+                    queue.pending.popleft()
+                    done += 1
+                if not done:
+                    continue
+                if queue.busy_since is not None:
+                    pace = (now - queue.busy_since) / done
+                    old = queue.per_frame_s
+                    queue.per_frame_s = pace if old is None else old + PACE_WEIGHT * (pace - old)
+                queue.busy_since = now if queue.pending else None
 
     def partitions(self) -> list[int]:
         """The partitions that hold unfinished refs (whose committed offsets matter)."""
         with self._lock:
-            return sorted({s.partition for pending in self._pending.values() for s in pending})
-
-    def lag_s(self, camera: str, now: float) -> float:
-        """Seconds since the oldest unfinished ref of ``camera`` was sent (0 when none)."""
-        with self._lock:
-            pending = self._pending.get(camera)
-            return max(0.0, now - pending[0].at) if pending else 0.0
+            return sorted({s.partition for q in self._queues.values() for s in q.pending})
 
     def pending(self, camera: str) -> int:
         """How many refs of ``camera`` the workers have not finished."""
         with self._lock:
-            return len(self._pending.get(camera, ()))
+            queue = self._queues.get(camera)
+            return len(queue.pending) if queue is not None else 0
+
+    def pace_s(self, camera: str) -> float | None:
+        """Seconds per frame the workers take on ``camera`` (None: not measured yet)."""
+        with self._lock:
+            queue = self._queues.get(camera)
+            return queue.per_frame_s if queue is not None else None
+
+    def lag_s(self, camera: str, now: float) -> float:
+        """How far the workers are behind ``camera``: the longer of the time its oldest
+        unfinished ref has waited and the time a frame sent now would wait (0: none)."""
+        with self._lock:
+            return self._lag(self._queues.get(camera), now)
+
+    def _lag(self, queue: _Queue | None, now: float) -> float:
+        if queue is None or not queue.pending:
+            return 0.0
+        waited = now - queue.pending[0].at
+        ahead = len(queue.pending) * (queue.per_frame_s or 0.0)
+        return max(0.0, waited, ahead)
 
     def too_far_behind(self, camera: str, now: float) -> float | None:
         """The workers' lag on ``camera`` when it is ``max_lag_s`` or more (drop the frame),
         else None (send it). None too while the group has committed nothing on the
         camera's partition."""
         with self._lock:
-            pending = self._pending.get(camera)
-            if not pending or pending[0].partition not in self._followed:
+            queue = self._queues.get(camera)
+            if queue is None or not queue.pending:
                 return None
-            lag = now - pending[0].at
+            if queue.pending[0].partition not in self._followed:
+                return None
+            lag = self._lag(queue, now)
         return lag if lag >= self.max_lag_s else None
 
     def forget(self, camera: str) -> None:
         """``camera`` is gone (removed from the cameras file)."""
         with self._lock:
-            self._pending.pop(camera, None)
+            self._queues.pop(camera, None)
 
 
 def follow_commits(
     backlog: Backlog,
     committed: Callable[[Sequence[int]], Mapping[int, int | None]],
     stopped: Callable[[float], bool],
+    now: Callable[[], float],
     every_s: float = FOLLOW_EVERY_S,
 ) -> None:
     """Feed the group's committed offsets to ``backlog`` every ``every_s`` until stopped.
 
-    ``committed(partitions)`` reads them; ``stopped(seconds)`` waits (True: stop).
+    ``committed(partitions)`` reads them; ``stopped(seconds)`` waits (True: stop);
+    ``now`` is the monotonic clock.
     A broker that does not answer is logged once, and once again when it
     answers: meanwhile the backlog only grows, so cameras drop frames, as
     they should while no result can be stored.
@@ -163,4 +218,4 @@ def follow_commits(
         if failing:
             log.info("the workers' committed offsets can be read again")
         failing = False
-        backlog.committed(offsets)
+        backlog.committed(offsets, now())

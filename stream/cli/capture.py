@@ -16,7 +16,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -126,8 +126,9 @@ log = logging.getLogger("imgstream.capture")
     type=click.FloatRange(0.1),
     default=2.0,
     show_default=True,
-    help="With --frames latest: a camera drops new frames while the workers have not "
-    "finished one of its frames sent this many seconds ago.",
+    help="With --frames latest: a camera drops new frames while the workers of --group are "
+    "this many seconds behind it (its oldest unfinished frame has waited that long, or a "
+    "frame sent now would, at their pace).",
 )
 @option_for(
     "group",
@@ -248,7 +249,7 @@ def capture(
                     group,
                     max_lag_s,
                 )
-            follow.start()
+            follow.start(clock.monotonic)
             pool = live.CameraPool(store, emit, metrics, clock, options, outputs, backlog)
             for camera in cameras:
                 pool.start(camera)
@@ -346,8 +347,9 @@ class Following:
         self._thread: threading.Thread | None = None
         self._source: KafkaSource | None = None
 
-    def start(self) -> None:
-        """Start following (a consumer that reads the group's offsets, never joins it)."""
+    def start(self, now: Callable[[], float]) -> None:
+        """Start following (a consumer that reads the group's offsets, never joins it);
+        ``now`` is the monotonic clock."""
         if self.backlog is None:
             return
         from imgstream.kafka_io import KafkaSource
@@ -371,7 +373,7 @@ class Following:
 
         self._thread = threading.Thread(
             target=follow_commits,
-            args=(self.backlog, committed, self._stop.wait),
+            args=(self.backlog, committed, self._stop.wait, now),
             name="capture-follow-commits",
             daemon=True,
         )

@@ -270,7 +270,7 @@ def test_latest_keeps_latency_flat_behind_a_slow_worker_while_all_queues(
     assert dropped and int(dropped[1]) > 0, summaries["latest"]
     assert early and late, latest
     assert p99(late) <= p99(early) + 1.5, "--frames latest: the latency grew"
-    assert p99(late) < 5.0
+    assert p99(late) <= 3.0  # --max-lag 1, plus a batch of 2 frames, plus a commit read
     # all: every sampled frame queued; the worker falls further behind with each frame
     stored_all = int(re.search(r"captured (\d+) frames", summaries["all"])[1])  # type: ignore[index]
     assert stored_all - len(queued) >= 15, "no backlog with --frames all"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+from collections import deque
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
@@ -400,22 +401,28 @@ def test_backlog_follows_acks_and_the_groups_commits() -> None:
     assert backlog.lag_s("gate", 12.0) == pytest.approx(2.0)
     # no worker of the group has committed anything on partition 1: nothing to follow
     assert backlog.too_far_behind("gate", 12.0) is None
-    backlog.committed({0: 3, 1: 0})
+    backlog.committed({0: 3, 1: 0}, 11.0)
     assert backlog.too_far_behind("gate", 11.5) is None
     assert backlog.too_far_behind("gate", 12.0) == pytest.approx(2.0)
-    backlog.committed({1: 100})  # nothing acknowledged yet: nothing is known to be done
+    backlog.committed({1: 100}, 11.5)  # nothing acknowledged yet: nothing is known to be done
     assert backlog.pending("gate") == 3
     for item, offset in zip([*a, b], [7, 8, 10, 9], strict=True):
         backlog.acked(item, offset)
-    backlog.committed({1: 9})  # offsets 7 and 8 are done; 9 (door) and 10 are not
+    backlog.committed({1: 9}, 12.0)  # offsets 7 and 8 are done; 9 (door) and 10 are not
     assert backlog.pending("gate") == 1 and backlog.pending("door") == 1
-    assert backlog.lag_s("gate", 12.0) == pytest.approx(1.0)
-    backlog.committed({0: 50, 1: None})  # a partition the group never committed
-    assert backlog.pending("gate") == 1
+    # two of gate's refs done in the 2 s since its first was sent: 1 s a frame
+    assert backlog.pace_s("gate") == pytest.approx(1.0) and backlog.pace_s("door") is None
+    assert backlog.lag_s("gate", 12.0) == pytest.approx(1.0)  # waited 1 s, 1 frame to do
+    for t in (12.5, 13.0):
+        backlog.sent("gate", 1, t)
+    assert backlog.lag_s("gate", 13.0) == pytest.approx(3.0)  # 3 frames at 1 s each
+    backlog.committed({0: 50, 1: None}, 13.0)  # a partition the group never committed
+    assert backlog.pending("gate") == 3
     backlog.failed(b)  # never delivered: no worker will finish it
     assert backlog.pending("door") == 0 and backlog.lag_s("door", 99.0) == 0.0
     backlog.forget("gate")
     assert backlog.partitions() == [] and backlog.too_far_behind("gate", 99.0) is None
+    assert backlog.pace_s("gate") is None
     with pytest.raises(ValueError):
         Backlog(0)
     # a capture without workers: what it remembers is bounded, and still old enough
@@ -423,6 +430,48 @@ def test_backlog_follows_acks_and_the_groups_commits() -> None:
     for t in range(100):
         bounded.sent("gate", 0, float(t))
     assert bounded.pending("gate") == 5 and bounded.lag_s("gate", 100.0) == 5.0
+
+
+def simulate(backlog: Backlog, seconds: int = 60) -> tuple[list[tuple[float, float]], int]:
+    """A camera at 5 frames/s and a worker at 2.5/s, in ticks of 0.1 s: the worker takes
+    4 ticks a frame and commits after every 2 (or when it runs out), its commits are
+    read every 5 ticks. (finish time, latency) of each frame done, and frames dropped."""
+    backlog.committed({0: 0}, 0.0)
+    todo: deque[tuple[int, float]] = deque()
+    latencies: list[tuple[float, float]] = []
+    dropped = offset = done = commit = 0
+    current: tuple[int, float] | None = None
+    busy_until: int | None = None
+    for k in range(seconds * 10):
+        t = k / 10
+        if k % 2 == 0:  # a frame
+            if backlog.too_far_behind("cam", t) is None:
+                backlog.acked(backlog.sent("cam", 0, t), offset)
+                todo.append((offset, t))
+                offset += 1
+            else:
+                dropped += 1
+        if busy_until == k and current is not None:
+            latencies.append((t, t - current[1]))
+            done += 1
+            current = busy_until = None
+            if done % 2 == 0 or not todo:
+                commit = done
+        if busy_until is None and todo:
+            current, busy_until = todo.popleft(), k + 4
+        if k % 5 == 0:
+            backlog.committed({0: commit}, t)
+    return latencies, dropped
+
+
+def test_a_worker_slower_than_its_camera_is_kept_busy_with_fresh_frames() -> None:
+    latencies, dropped = simulate(Backlog(2.0))
+    settled = [lat for t, lat in latencies if t > 10]
+    # near --max-lag, not twice it (the camera sends twice what the worker does): the
+    # refs still to do are counted at the worker's pace, not only the oldest one's wait
+    assert max(settled) <= 2.0
+    assert len(latencies) >= 0.98 * 60 / 0.4  # the worker is never idle
+    assert dropped >= 0.45 * 300  # about half the frames: what the worker cannot do
 
 
 def test_a_camera_drops_frames_while_the_workers_are_behind(tmp_path, caplog) -> None:
@@ -435,7 +484,9 @@ def test_a_camera_drops_frames_while_the_workers_are_behind(tmp_path, caplog) ->
     health = metrics.camera("gate", clock.monotonic)
     camera = Camera("gate", "rtsp://viewer:pw@h/s", fps=5)
     backlog = Backlog(1.0, "workers")
-    backlog.committed({0: 0})  # the group reads partition 0 (and has finished nothing)
+    backlog.committed(
+        {0: 0}, clock.monotonic()
+    )  # the group reads partition 0 (and has finished nothing)
     started = clock.monotonic()
     refs: list[Any] = []
 
@@ -445,7 +496,7 @@ def test_a_camera_drops_frames_while_the_workers_are_behind(tmp_path, caplog) ->
 
     def grab_and_commit() -> bool:
         if clock.monotonic() - started >= 3.0:
-            backlog.committed({0: len(refs)})
+            backlog.committed({0: len(refs)}, clock.monotonic())
         return original()
 
     reader = StreamReader(
