@@ -107,11 +107,12 @@ def test_cameras_added_removed_changed_and_a_bad_file_while_capture_runs(
     assert log.count("camera door: connected") == 1, log
     assert health["door"]["reconnects"] == 0 and health["door"]["connected"] == 1
     doors = stored(store, "door")
-    assert len(doors) >= before_stop
+    assert len(doors) >= before_stop and ts_of(doors[-1]) > removed_ms + 3000
     indices = [index_of(f) for f in doors]
     assert indices == sorted(set(indices)), "door's frame counter went back"
     pauses = [(ts_of(b) - ts_of(a)) / 1000 for a, b in itertools.pairwise(doors)]
-    assert max(pauses) < 1.5, f"door paused {max(pauses):.2f}s at 2 frames/s"
+    # (reopening would take --read-timeout and a back-off, and find no server)
+    assert max(pauses) < 2.0, f"door paused {max(pauses):.2f}s at 2 frames/s"
     # gate stopped when it was removed (a frame being stored then may still land)
     assert all(ts_of(f) < removed_ms for f in stored(store, "gate")[:-1])
     assert "camera gate: connected" in log and "camera yard: connected" in log
