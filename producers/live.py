@@ -212,28 +212,3 @@ def follow_cameras_file(
         reload.clear()
         if asked or file.changed():
             reload_cameras(pool, file, hide)
-
-
-def run_cameras(
-    cameras: list[Camera],
-    store_dir: str,
-    emit: Callable[[ImageRef], None],
-    metrics: CameraMetrics,
-    clock: Clock,
-    stop: threading.Event,
-    duration_s: float | None = None,
-    options: LiveOptions | None = None,
-    outputs: OutputSink | None = None,
-    backlog: Backlog | None = None,
-) -> dict[str, CaptureStats]:
-    """Capture every camera, one thread each, until ``stop`` is set or ``duration_s`` passes.
-
-    A camera that fails is retried in its own thread and never holds up the
-    others; a thread that dies of an unexpected error is logged and its
-    camera marked disconnected. Returns each camera's stats.
-    """
-    pool = CameraPool(store_dir, emit, metrics, clock, options, outputs, backlog)
-    for camera in cameras:
-        pool.start(camera)
-    stop.wait(duration_s)
-    return pool.stop_all()

@@ -17,7 +17,7 @@ import pytest
 from imgstream.clock import FakeClock
 from imgstream.errors import ConfigError
 from imgstream.metrics import CameraMetrics, camera_health
-from imgstream.producers.backlog import Backlog
+from imgstream.producers.backlog import Backlog, follow_commits
 from imgstream.producers.cameras import (
     Camera,
     CamerasFile,
@@ -430,6 +430,30 @@ def test_backlog_follows_acks_and_the_groups_commits() -> None:
     for t in range(100):
         bounded.sent("gate", 0, float(t))
     assert bounded.pending("gate") == 5 and bounded.lag_s("gate", 100.0) == 5.0
+
+
+def test_following_the_commits_survives_a_broker_that_does_not_answer(caplog) -> None:
+    backlog = Backlog(2.0)
+    backlog.acked(backlog.sent("gate", 3, 0.0), 41)
+    answers: list[Any] = [OSError("no broker"), OSError("no broker"), {3: 42}]
+    asked: list[list[int]] = []
+
+    def committed(partitions: Any) -> Any:
+        asked.append(list(partitions))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    rounds = iter([False, False, False, False, True])
+    with caplog.at_level(logging.INFO, logger="imgstream.capture"):
+        follow_commits(backlog, committed, lambda s: next(rounds), lambda: 1.0)
+    assert asked == [[3], [3], [3]]  # then nothing is left to ask about
+    assert backlog.pending("gate") == 0
+    assert caplog.messages == [
+        "cannot read the workers' committed offsets: no broker",
+        "the workers' committed offsets can be read again",
+    ]
 
 
 def simulate(backlog: Backlog, seconds: int = 60) -> tuple[list[tuple[float, float]], int]:
