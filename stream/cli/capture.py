@@ -130,12 +130,7 @@ log = logging.getLogger("imgstream.capture")
     "this many seconds behind it (its oldest unfinished frame has waited that long, or a "
     "frame sent now would, at their pace).",
 )
-@option_for(
-    "group",
-    help="The workers' consumer group, whose progress --frames latest follows.",
-    envvar=None,
-    show_envvar=False,
-)
+@option_for("group", help="The workers' consumer group, whose progress --frames latest follows.")
 def capture(
     video: str | None,
     bootstrap: str,
