@@ -22,7 +22,7 @@ from imgstream.consumers.worker import build_runner
 from imgstream.hooks import RunnerHooks
 from imgstream.kafka_io import topic_state, worker_settings
 from imgstream.metrics import Metrics
-from imgstream.processor import Outcome
+from imgstream.outcome import Outcome
 from imgstream.records import Message, TopicPartition
 from imgstream.runner import Runner
 
@@ -55,7 +55,7 @@ def replay(
 
     def position(runner: Runner, tp: TopicPartition) -> int:
         # not committed(): a rebalance (Kafka's second join) forgets what was committed
-        return max(runner.highest_committed(tp) or 0, start[tp])
+        return max(runner.checkpoint.highest_committed(tp) or 0, start[tp])
 
     done_so_far = {"n": 0}
 

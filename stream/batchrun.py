@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from imgstream.errors import TIMEOUT, ImageError
 from imgstream.imagepool import Job
-from imgstream.processor import ImageProcessor, Outcome, Prepared
+from imgstream.outcome import Outcome, Prepared
+from imgstream.processor import ImageProcessor
 from imgstream.records import Message
 
 

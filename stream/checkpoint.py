@@ -27,15 +27,23 @@ from imgstream.delivery import Delivery
 from imgstream.errors import ImgstreamError, TransactionFailed
 from imgstream.offsets import OffsetTracker
 from imgstream.records import Message, TopicPartition
+from imgstream.snapshots import StateSnapshots
 from imgstream.transactions import SealedBatch, Staged, Staging, transaction_plan
 
 if TYPE_CHECKING:
-    from imgstream.snapshots import StateSnapshots
+    from imgstream.config import WorkerConfig
+    from imgstream.delivery import Sink
+    from imgstream.metrics import Metrics
+    from imgstream.processor import ImageProcessor
+    from imgstream.snapshots import StateStore
+    from imgstream.transactions import Transactor
 
 log = logging.getLogger(__name__)
 
 #: Commits are at most this often (seconds): prompt, without a commit per record.
 COMMIT_EVERY_S = 0.02
+#: Commits of a stateful pipeline (each writes the states that moved) are this often.
+STATE_COMMIT_EVERY_S = 1.0
 
 CommitFn = Callable[[dict[TopicPartition, int]], None]
 
@@ -344,3 +352,43 @@ class TransactionalCheckpoint(OffsetLedger):
             # nothing left to rewind: a new assignment starts from the committed offsets
             self.rewind_needed = False
             self._sealed = []
+
+
+def checkpoint_for(
+    config: WorkerConfig,
+    processor: ImageProcessor,
+    source: Committer,
+    sink_factory: Callable[[], Sink],
+    clock: Clock,
+    metrics: Metrics,
+    transactor: Transactor | None = None,
+    state_store: StateStore | None = None,
+) -> tuple[Delivery | Staging, Checkpoint | TransactionalCheckpoint, StateSnapshots | None]:
+    """A worker's delivery and checkpoint (transactional with a ``transactor``), and the
+    state snapshots of a stateful pipeline that has a ``state_store``."""
+
+    def on_commit(ok: bool) -> None:
+        metrics.commits.labels(outcome="ok" if ok else "failed").inc()
+
+    snapshots = None
+    if processor.states is not None and state_store is not None:
+        snapshots = StateSnapshots(
+            processor.states, state_store, processor.outputs, config.out_dir, clock, metrics
+        )
+    # A stateful pipeline commits (and snapshots its states) once a second.
+    every = COMMIT_EVERY_S if snapshots is None else STATE_COMMIT_EVERY_S
+    if transactor is None:
+        delivery = Delivery(sink_factory, metrics.producer_restarts.inc)
+        checkpoint = Checkpoint(source.commit, delivery, clock, on_commit, every, snapshots)
+        return delivery, checkpoint, snapshots
+    staging = Staging()
+    transactional = TransactionalCheckpoint(
+        transactor.commit, staging, clock, on_commit, every, snapshots
+    )
+    return staging, transactional, snapshots
+
+
+class Committer(Protocol):
+    """What commits a worker's offsets when there is no transaction (its source)."""
+
+    def commit(self, offsets: dict[TopicPartition, int]) -> None: ...

@@ -33,7 +33,8 @@ from imgstream.delivery import Delivery
 from imgstream.errors import TIMEOUT, ImageError, OutputUnavailable
 from imgstream.imagepool import Pending
 from imgstream.metrics import Metrics
-from imgstream.processor import ImageProcessor, Outcome
+from imgstream.outcome import Outcome
+from imgstream.processor import ImageProcessor
 from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result
 from imgstream.transactions import Staging
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 from imgstream.records import Message
 
 if TYPE_CHECKING:
-    from imgstream.processor import Outcome
+    from imgstream.outcome import Outcome
     from imgstream.runner import Runner
 
 

@@ -19,7 +19,7 @@ import hashlib
 import posixpath
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ from imgstream.errors import (
 )
 from imgstream.objstore import ObjectStore
 from imgstream.outage import OutputGate
+from imgstream.outcome import Outcome, Prepared
 from imgstream.pipeline import Pipeline, TileView
 from imgstream.records import Failure, ImageRef, Lineage, Message, Result
 from imgstream.state import Key, SourceStates
@@ -56,22 +57,6 @@ PROBE_NAME = ".imgstream-probe"
 def library_versions() -> dict[str, str]:
     """Versions recorded in every result's lineage."""
     return {"imgstream": __version__, "opencv": cv2.__version__, "numpy": np.__version__}
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What became of one message."""
-
-    message: Message
-    record: Result | Failure
-    pixels: int = 0
-    bytes_in: int = 0
-    bytes_out: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """True for a result, False for a failure."""
-        return isinstance(self.record, Result)
 
 
 class ImageProcessor:
@@ -378,33 +363,6 @@ class ImageProcessor:
             tile=ref.tile,
         )
         return Outcome(msg, result, ready.width * ready.height, ready.n_in, len(encoded))
-
-
-@dataclass
-class Prepared:
-    """An image decoded and ready for the pipeline, with what its record will need.
-
-    ``image`` is replaced by the pipeline's output, then dropped once encoded.
-    """
-
-    message: Message
-    ref: ImageRef
-    batch_id: str
-    image: Any
-    view: TileView | None
-    width: int
-    height: int
-    channels: int
-    sha: str
-    n_in: int
-    timings: dict[str, float]
-    slot: threading.Lock | None = None
-
-    def release(self) -> None:
-        """Give the tile slot back, if this image holds it."""
-        if self.slot is not None:
-            self.slot.release()
-            self.slot = None
 
 
 def _parent(ref: ImageRef | None) -> str | None:

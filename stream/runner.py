@@ -34,10 +34,10 @@ from functools import partial
 from imgstream import batching
 from imgstream.attempts import AttemptBook
 from imgstream.batching import Batch, MicroBatcher
-from imgstream.checkpoint import COMMIT_EVERY_S, Checkpoint, TransactionalCheckpoint
+from imgstream.checkpoint import TransactionalCheckpoint, checkpoint_for
 from imgstream.clock import Clock
 from imgstream.config import WorkerConfig
-from imgstream.delivery import Delivery, Sink
+from imgstream.delivery import Sink
 from imgstream.emitter import Emitter
 from imgstream.errors import ImgstreamError
 from imgstream.hooks import RunnerHooks
@@ -48,10 +48,10 @@ from imgstream.memory import peak_rss_mb
 from imgstream.metrics import Metrics
 from imgstream.processor import ImageProcessor
 from imgstream.records import Message, TopicPartition
-from imgstream.snapshots import StateSnapshots, StateStore
+from imgstream.snapshots import StateStore
 from imgstream.source import Source
 from imgstream.starts import BatchStarts
-from imgstream.transactions import Staging, Transactor
+from imgstream.transactions import Transactor
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +59,6 @@ log = logging.getLogger(__name__)
 POLL_MAX_S = 0.05
 POLL_BUSY_S = 0.02
 JOIN_GRACE_S = 60.0
-#: Seconds between commits of a stateful pipeline (each writes the states that moved).
-STATE_COMMIT_EVERY_S = 1.0
 #: How long shutdown waits for in-flight work before leaving it uncommitted.
 SHUTDOWN_GRACE_S = 30.0
 #: Seconds between checks while waiting for in-flight work (timeouts, outages).
@@ -97,29 +95,10 @@ class Runner:
         self.metrics = m = metrics if metrics is not None else Metrics()
         self.batcher: MicroBatcher[Message] = MicroBatcher(config.max_batch, config.max_wait_s)
 
-        def on_commit(ok: bool) -> None:
-            m.commits.labels(outcome="ok" if ok else "failed").inc()
-
-        self.delivery: Delivery | Staging
-        self.checkpoint: Checkpoint | TransactionalCheckpoint
         self._transactor = transactor
-        states = processor.states
-        self.snapshots = None
-        if states is not None and state_store is not None:
-            out = config.out_dir
-            self.snapshots = StateSnapshots(states, state_store, processor.outputs, out, clock, m)
-        # A stateful pipeline commits (and snapshots its states) once a second.
-        every = COMMIT_EVERY_S if self.snapshots is None else STATE_COMMIT_EVERY_S
-        if transactor is None:
-            self.delivery = Delivery(sink_factory, m.producer_restarts.inc)
-            self.checkpoint = Checkpoint(
-                source.commit, self.delivery, clock, on_commit, every, self.snapshots
-            )
-        else:
-            self.delivery = staging = Staging()
-            self.checkpoint = TransactionalCheckpoint(
-                transactor.commit, staging, clock, on_commit, every, self.snapshots
-            )
+        self.delivery, self.checkpoint, self.snapshots = checkpoint_for(
+            config, processor, source, sink_factory, clock, m, transactor, state_store
+        )
         self.pool = ImagePool(
             config.threads, clock, config.image_timeout_s, config.max_stuck_threads
         )
@@ -149,14 +128,6 @@ class Runner:
     def processed(self) -> int:
         """Messages delivered so far (skipped ones are counted in ``skipped``)."""
         return self.checkpoint.completed - self.skipped
-
-    def committed(self, tp: TopicPartition) -> int | None:
-        """The last offset committed for an assigned partition (next to read), if any."""
-        return self.checkpoint.committed(tp)
-
-    def highest_committed(self, tp: TopicPartition) -> int | None:
-        """The highest offset committed for ``tp``, even if revoked since."""
-        return self.checkpoint.highest_committed(tp)
 
     # -- rebalance handler (called on the poll thread, inside poll) --------
 

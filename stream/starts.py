@@ -27,7 +27,8 @@ from imgstream.batchrun import BatchRun, Part
 from imgstream.clock import Clock
 from imgstream.emitter import Emitter, Submitted
 from imgstream.imagepool import ImagePool, Job, Pending
-from imgstream.processor import ImageProcessor, Outcome
+from imgstream.outcome import Outcome
+from imgstream.processor import ImageProcessor
 from imgstream.records import Message
 
 #: ``process(msg, batch_id, queued_at, queued_ms)``: one message to an outcome.
