@@ -125,8 +125,7 @@ def run(
         # A source's frames must meet in one partition, in order, for its state.
         if _given("partition_by"):
             raise click.BadParameter(
-                "a stateful pipeline runs each source's frames in order: use --partition-by "
-                "source",
+                "a stateful pipeline runs each source's frames in order: use --partition-by source",
                 param_hint="--partition-by",
             )
         partition_by = "source"
