@@ -65,7 +65,9 @@ class MotionTail:
                             points = self._points[source] = deque(maxlen=self.keep)
                         points.append((int(ts), float(ratio)))
                 self._last_rowid = top
-            return {source: sorted(points) for source, points in self._points.items()}
+            # by capture time; frames of one time stay in the order they were stored
+            by_ts = {s: sorted(p, key=lambda point: point[0]) for s, p in self._points.items()}
+            return by_ts
 
 
 def panel(

@@ -373,6 +373,9 @@ def test_motion_is_read_incrementally_per_source(tmp_path: Path) -> None:
     motion = tail.read(db)
     assert motion["gate"][-1] == (T0 + 4000, 0.5) and len(motion["gate"]) == 3
     assert motion["lobby"] == [(T0 + 1000, 0.05)]
+    # frames with one timestamp (files of one run) keep their order, not their ratios'
+    store.add_many([frame(1, "same", r) | {"id": f"same-{r}"} for r in (0.3, 0.1, 0.2)])
+    assert [r for _, r in tail.read(db)["same"]] == [0.3, 0.1, 0.2]
     store.close()
     db.close()
 
