@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bench-infer vtest bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp iptables
+.PHONY: bench-motion bench-infer vtest bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp iptables
 
 $(STAMP): pyproject.toml stream/_deflate.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -140,6 +140,10 @@ bench-infer: $(STAMP) bytecode
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends opencv-doc >/dev/null) \
 	  || echo "warning: could not install opencv-doc"; }
 	$(BIN)/python benchmarks/bench_infer.py
+
+# 8 sources of a real video through --ops motion: throughput, latency, snapshots, restore.
+bench-motion: $(STAMP) bytecode vtest
+	$(BIN)/python benchmarks/bench_motion.py $(if $(BOOTSTRAP),--bootstrap $(BOOTSTRAP))
 
 bench-ops: $(STAMP) bytecode
 	$(BIN)/python benchmarks/bench_ops.py
