@@ -184,6 +184,8 @@ class SourceStates:
         self._committed: dict[Key, Snapshot] = {}
         #: The last frame offset a snapshot was taken of, per source.
         self._snapped: dict[Key, int] = {}
+        #: Moves on each :meth:`forget`: frames begun before it leave no version.
+        self._epoch = 0
 
     # -- image threads ---------------------------------------------------------
 
@@ -199,13 +201,16 @@ class SourceStates:
             self._cond.wait_for(lambda: self._head(key) == offset)
             versions = self._versions.get(key)
             state: State = dict(versions[-1][1]) if versions else {}
+            epoch = self._epoch
         ok = False
         try:
             yield state
             ok = True
         finally:
             with self._cond:
-                if ok:
+                # A frame that started before its partition was forgotten (revoked,
+                # rewound) must not add to the state restored since.
+                if ok and epoch == self._epoch:
                     self._versions.setdefault(key, []).append((offset, state))
                 self._pass(key, offset)
 
@@ -300,6 +305,7 @@ class SourceStates:
         """Partitions revoked (or rewound): their states go; a new owner restores them."""
         gone = set(tps)
         with self._cond:
+            self._epoch += 1
             for table in (self._versions, self._committed, self._snapped):
                 for key in [k for k in table if k[0] in gone]:
                     del table[key]

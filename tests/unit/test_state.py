@@ -184,3 +184,14 @@ def test_another_pipeline_s_state_is_not_applied(tmp_path) -> None:
         store.values[other.key()] = encode_state_record(other)
     results = _run(config, ResumingSource(frames[13:], 13), store)
     assert {r.source for r in results if r.outputs["motion"]["first"]} == {"a", "b"}
+
+
+def test_a_frame_that_began_before_a_forget_adds_no_version() -> None:
+    """A rewind (or revocation) forgets a partition while a frame of it still runs."""
+    states = SourceStates("g", "h")
+    key = (TP, "cam")
+    states.reserve(key, 7)
+    with states.turn(key, 7) as state:
+        state["0:count"] = {"n": 1}
+        states.forget([TP])  # the partition was rewound meanwhile
+    assert states.snapshot({TP: 100}) == []
