@@ -23,6 +23,9 @@ Two kinds, kept apart on purpose:
     └── StuckImagesError           exit 6   more image threads are stuck in an operation
                                             than the worker may replace
 
+:func:`exit_codes` is the one table of every exit code (these and 0, 1, 2,
+130) that ``imgstream --help`` and the documentation show.
+
 :class:`OutputUnavailable` is not in the tree on purpose: it is raised by the
 per-image work when the *output store* (not the image) fails, and the runner
 answers it by pausing and retrying, never by a failure record.
@@ -152,3 +155,44 @@ class TransactionFailed(Exception):
 class ProducerFenced(TransactionFailed):
     """The transactional producer was fenced (a newer one with its id, or a
     stale group generation): it cannot be used again and is recreated."""
+
+
+#: Exit codes the command decides by itself, with no exception behind them.
+EXIT_DONE = 0
+EXIT_INCOMPLETE = 1
+EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130
+
+
+def exit_codes() -> list[tuple[int, str, tuple[str, ...]]]:
+    """The exit codes of every command: ``(code, meaning, error classes)``, by code.
+
+    The one table: ``imgstream --help`` and the documentation render it. A
+    code comes from the outcome (0, 1), from click's usage errors (2), from
+    the :class:`ImgstreamError` subclasses above, which carry theirs (a class
+    added here appears by itself, described by its docstring's first line),
+    or from Ctrl-C (130).
+    """
+    rows: dict[int, tuple[str, list[str]]] = {
+        EXIT_DONE: ("done: every input accounted for", []),
+        EXIT_INCOMPLETE: (
+            "incomplete: some inputs have no record or were not delivered; or a file error",
+            [],
+        ),
+        EXIT_USAGE: ("usage: a bad flag, option, environment value or pipeline spec", []),
+    }
+    rows[EXIT_INCOMPLETE][1].append(ImgstreamError.__name__)
+    for cls in _tree(ImgstreamError):
+        doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".").replace("``", "")
+        _, names = rows.setdefault(cls.exit_code, (doc[0].lower() + doc[1:], []))
+        names.append(cls.__name__)
+    rows[EXIT_INTERRUPTED] = ("interrupted (Ctrl-C)", [])
+    return [(code, text, tuple(names)) for code, (text, names) in sorted(rows.items())]
+
+
+def _tree(cls: type[ImgstreamError]) -> list[type[ImgstreamError]]:
+    """The subclasses of ``cls``, depth first, in definition order."""
+    out: list[type[ImgstreamError]] = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_tree(sub)]
+    return out
