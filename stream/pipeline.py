@@ -18,7 +18,9 @@ a built-in's canonical form has no ``@``.
 
 Running: :meth:`Pipeline.run` takes one image (a ``batch`` step runs as a
 batch of one); :meth:`Pipeline.run_many` takes the images of a micro-batch
-and calls each ``batch`` step once with every image still alive at it.
+and calls each ``batch`` step once with every image still alive at it (a
+batch operation whose parameters need no batch, ``plates`` without
+``read``, runs image by image: :attr:`Step.batched`).
 """
 
 from __future__ import annotations
@@ -59,6 +61,11 @@ class Step:
         body = ",".join(f"{k}={_fmt(v)}" for k, v in sorted(self.params.items()) if v is not None)
         return f"{name}:{body}" if body else name
 
+    @property
+    def batched(self) -> bool:
+        """Whether this step runs once per micro-batch (:meth:`Operation.batches`)."""
+        return self.op.batches(self.params)
+
     def apply(
         self, img: Image, tile: TileView | None = None, state: dict[str, Any] | None = None
     ) -> OpResult:
@@ -82,7 +89,7 @@ class Step:
         As on one image, a ``core`` step sees each tile's core and a ``boxes``
         step's detections move to the parent's coordinates.
         """
-        if self.op.batch_fn is None:
+        if self.op.batch_fn is None or not self.batched:
             return [self.apply(img, tile) for img, tile in zip(images, tiles, strict=True)]
         inputs = [self._input(img, tile) for img, tile in zip(images, tiles, strict=True)]
         results = self.op.batch_fn(inputs, self.params)
@@ -193,12 +200,27 @@ class Pipeline:
 
     @property
     def has_batch_steps(self) -> bool:
-        """Whether a step is a ``batch`` operation (run it with :meth:`run_many`)."""
-        return any(step.op.kind == "batch" for step in self.steps)
+        """Whether a step runs once per micro-batch (run it with :meth:`run_many`)."""
+        return any(step.batched for step in self.steps)
 
     def versions(self) -> dict[str, str]:
-        """The plugin distributions the steps come from, ``{dist: version}`` (lineage)."""
-        return {s.op.dist: s.op.version for s in self.steps if s.op.dist and s.op.version}
+        """What every result's ``lineage.versions`` records about the steps.
+
+        The plugin distributions they come from, ``{dist: version}``, and what
+        each step's ``lineage`` gives (a model's sha256, ONNX Runtime's version
+        and the providers it runs on). A key a later step gives another value
+        is numbered as outputs are (``infer.model_sha256#2``).
+        """
+        out = {s.op.dist: s.op.version for s in self.steps if s.op.dist and s.op.version}
+        for step in self.steps:
+            if step.op.lineage is None:
+                continue
+            for key, given in step.op.lineage(step.params).items():
+                value, name, n = str(given), key, 2
+                while out.get(name, value) != value:
+                    name, n = f"{key}#{n}", n + 1
+                out[name] = value
+        return out
 
     @property
     def stateful(self) -> bool:
@@ -317,7 +339,7 @@ def _stretches(steps: tuple[Step, ...]) -> Iterator[tuple[Step | None, tuple[Ste
     """The steps cut at each batch step: ``(None, per-image steps)`` or ``(batch step, ())``."""
     run: list[Step] = []
     for step in steps:
-        if step.op.kind != "batch":
+        if not step.batched:
             run.append(step)
             continue
         if run:

@@ -37,6 +37,7 @@ def build_registry(plugins: Iterable[EntryPoint] | None = None) -> Registry:
         enhance,
         filters,
         geometry,
+        models,
         motion,
         segment,
     )
@@ -44,7 +45,8 @@ def build_registry(plugins: Iterable[EntryPoint] | None = None) -> Registry:
     from imgstream.ops.plugins import load_plugins
 
     registry = Registry()
-    for family in (color, enhance, geometry, filters, edges, segment, analysis, detect, motion):
+    families = (color, enhance, geometry, filters, edges, segment, analysis, detect, motion, models)
+    for family in families:
         for operation in operations_in(family):
             registry.add(operation)
     for plugin in load_plugins(plugins):

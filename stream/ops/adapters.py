@@ -70,6 +70,8 @@ def operation(
         dist=dist,
         version=version,
         state_fn=state_fn,
+        lineage=mark.lineage,
+        batch_when=mark.batch_when,
     )
 
 
@@ -150,7 +152,7 @@ def _one_of(batch: BatchFn) -> OpFn:
 def _result(kind: str, img: Image, value: Any) -> OpResult:
     """``(image, data)`` from what an operation function returned, checked."""
     data: Any = None
-    if isinstance(value, tuple) and kind != "batch":
+    if isinstance(value, tuple):
         if len(value) != 2:
             raise TypeError(f"returned a tuple of {len(value)}; expected (image, dict)")
         out, data = value

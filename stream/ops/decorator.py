@@ -16,9 +16,12 @@ The kinds, and what the function returns:
 * ``batch``: takes the list of images of one micro-batch (the ones still
   alive at this step of the pipeline) and returns a list with one item per
   image, in order: an image (it replaces that image) or a dict (stored under
-  ``outputs[name]``, the image passes on).
+  ``outputs[name]``, the image passes on). A batch operation that needs the
+  micro-batch only for some parameters says which with ``batch_when``; for
+  the others each image runs alone (a batch of one), in parallel, like an
+  analysis step (``plates`` batches only to read the plates' text).
 
-An ``image`` or ``analysis`` function may also return ``(image, dict)`` when
+Any kind may also return ``(image, dict)`` (one per image for a batch) when
 it does both (a detector that draws its boxes).
 
 A ``stateful`` operation (``image`` or ``analysis``) remembers a source's
@@ -39,7 +42,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from imgstream.ops.registry import KINDS, TILE_MODES
 
 if TYPE_CHECKING:
-    from imgstream.ops.registry import CheckFn, FootprintFn
+    from imgstream.ops.registry import BatchWhenFn, CheckFn, FootprintFn, LineageFn
 
 #: The attribute the decorator sets on a function it marks.
 MARK = "__imgstream_op__"
@@ -74,6 +77,8 @@ class OpMark:
     footprint: int | FootprintFn | None
     tiles: str
     stateful: bool = False
+    lineage: LineageFn | None = None
+    batch_when: BatchWhenFn | None = None
 
 
 def op(
@@ -86,6 +91,8 @@ def op(
     footprint: int | FootprintFn | None = None,
     tiles: str = "image",
     stateful: bool = False,
+    lineage: LineageFn | None = None,
+    batch_when: BatchWhenFn | None = None,
 ) -> Callable[[F], F]:
     """Mark a function as the operation ``name`` of ``kind`` (image, analysis or batch).
 
@@ -100,6 +107,10 @@ def op(
     ``image`` (the tile with its halo), ``core`` (statistics on the core only)
     or ``boxes`` (detections shifted to the parent image). ``stateful``: the
     function takes the source's state as its second argument (see above).
+    ``lineage``: a function of the parameters giving ``{key: text}`` for every
+    result's ``lineage.versions`` (a model's sha256, the runtime, its
+    providers). ``batch_when``: a batch operation's parameters that need the
+    micro-batch together (default: all; see above).
     """
     if not NAME.fullmatch(name):
         raise ValueError(f"@imgstream.op({name!r}): a name is letters, digits, '_' and '-'")
@@ -109,7 +120,9 @@ def op(
         raise ValueError(f"@imgstream.op({name!r}): tiles must be one of {', '.join(TILE_MODES)}")
     if stateful and kind == "batch":
         raise ValueError(f"@imgstream.op({name!r}): a batch operation cannot be stateful")
-    mark = OpMark(name, kind, help, details, check, footprint, tiles, stateful)
+    if batch_when is not None and kind != "batch":
+        raise ValueError(f"@imgstream.op({name!r}): batch_when is for a batch operation")
+    mark = OpMark(name, kind, help, details, check, footprint, tiles, stateful, lineage, batch_when)
 
     def decorate(fn: F) -> F:
         setattr(fn, MARK, mark)

@@ -1,5 +1,11 @@
 """Detection: faces and licence plates (OpenCV's bundled Haar cascades), QR codes.
 
+``plates:read=true`` also reads the text inside each plate box with PP-OCR's
+recogniser (:mod:`imgstream.ops.models`), every box of the micro-batch in a
+few batched calls: ``plates`` is a ``batch`` operation that needs the batch
+only to read (``batch_when``); without ``read`` each image runs alone, in
+parallel, exactly as the analysis it was (same canonical form and hash).
+
 Cascades are loaded once per thread (a ``CascadeClassifier`` is not safe to
 share between threads) and reused for every image. Boxes are ``[x, y, w, h]``,
 exactly what ``detectMultiScale(gray, scale, neighbors, minSize=(min, min))``
@@ -12,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -91,17 +98,73 @@ def faces(
     return _detect(img, FACE_CASCADE, scale, neighbors, min, action)
 
 
-@op("plates", kind="analysis", help="licence plates (Haar cascade)", footprint=0, tiles="boxes")
+def _reads(params: Mapping[str, Any]) -> bool:
+    return bool(params.get("read"))
+
+
+def _plates_footprint(params: Mapping[str, Any]) -> int | None:
+    # Text read on a tile would not follow its box when seams drop or move boxes.
+    return None if _reads(params) else 0
+
+
+def _check_plates(params: Mapping[str, Any]) -> None:
+    if _reads(params):
+        from imgstream.ops.models import text_reader
+
+        text_reader()  # the recogniser loads at start-up: exit 2 without rapidocr
+
+
+def _plates_lineage(params: Mapping[str, Any]) -> dict[str, str]:
+    if not _reads(params):
+        return {}
+    from imgstream.ops.models import runtime_versions, text_reader
+
+    return runtime_versions(text_reader().lineage(), "plates", ("rec_sha256",))
+
+
+Read = Annotated[bool | None, Arg("read the text in each box (PP-OCR), across the micro-batch")]
+
+
+@op(
+    "plates",
+    kind="batch",
+    help="licence plates (Haar cascade); read=true reads their text",
+    footprint=_plates_footprint,
+    tiles="boxes",
+    check=_check_plates,
+    lineage=_plates_lineage,
+    batch_when=_reads,
+)
 def plates(
-    img: Image,
+    images: list[Image],
     *,
     scale: Scale = 1.1,
     neighbors: Neighbors = 3,
     min: MinSize = 20,
     action: Action = "none",
-) -> tuple[Image, dict[str, Any]]:
-    """Licence plates: the plate cascade's boxes, drawn or blurred on request."""
-    return _detect(img, PLATE_CASCADE, scale, neighbors, min, action)
+    read: Read = None,
+) -> list[tuple[Image, dict[str, Any]]]:
+    """Licence plates: the plate cascade's boxes, drawn or blurred on request.
+
+    With ``read=true`` each box's text is read (PP-OCR's recogniser, the
+    micro-batch's boxes together) from the image before any drawing or
+    blurring, and stored as ``texts``, one ``{text, score}`` per box, in the
+    order of ``boxes`` (an empty text when nothing is legible). Reading needs
+    the whole image: ``read=true`` is refused on tiles.
+    """
+    found = [detect_boxes(img, PLATE_CASCADE, scale, neighbors, min) for img in images]
+    texts: list[list[dict[str, Any]]] | None = None
+    if read:
+        from imgstream.ops.models import text_reader
+
+        texts = text_reader().read_in_boxes(images, found)
+    out = []
+    for i, (img, boxes) in enumerate(zip(images, found, strict=True)):
+        data: dict[str, Any] = {"count": len(boxes), "boxes": boxes}
+        if texts is not None:
+            data["texts"] = texts[i]
+        out.append((apply_action(img, boxes, action), data))
+    return out
 
 
 @op("qr", kind="analysis", help="QR code: decoded text and corners", footprint=0, tiles="boxes")

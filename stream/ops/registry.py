@@ -37,6 +37,11 @@ CheckFn = Callable[[Mapping[str, Any]], None]
 #: The radius in pixels an operation reads around each output pixel, or None
 #: when the output depends on the whole image (it cannot run on tiles).
 FootprintFn = Callable[[Mapping[str, Any]], "int | None"]
+#: What a result's ``lineage.versions`` records about a step, from its parameters
+#: (a model's sha256, the runtime and the providers it runs on).
+LineageFn = Callable[[Mapping[str, Any]], Mapping[str, str]]
+#: Whether a batch operation needs the micro-batch together for these parameters.
+BatchWhenFn = Callable[[Mapping[str, Any]], bool]
 
 
 def point(params: Mapping[str, Any]) -> int:
@@ -79,7 +84,12 @@ class Param:
     max: float | None = None
 
     def parse(self, op: str, text: str) -> Any:
-        """Convert the spec text of this parameter, or raise SpecError."""
+        """Convert the spec text of this parameter, or raise SpecError.
+
+        An optional flag (``bool | None``, unset by default) is true or unset:
+        ``false`` parses as unset, so spelling it out leaves the canonical form
+        alone (a flag added to an operation keeps the hashes of its pipelines).
+        """
         where = f"operation {op!r}: parameter {self.name!r}"
         value: Any
         try:
@@ -88,6 +98,8 @@ class Param:
                 if lowered not in ("true", "false", "1", "0", "yes", "no"):
                     raise ValueError(text)
                 value = lowered in ("true", "1", "yes")
+                if not value and self.default is None:
+                    return None
             elif self.type is int:
                 value = int(text)
             elif self.type is float:
@@ -139,9 +151,13 @@ class Operation:
     """A named image operation.
 
     ``fn`` takes one image and the parameters; a ``batch`` operation also has
-    ``batch_fn`` for the whole micro-batch (its ``fn`` runs a batch of one).
-    A plugin's operation names its distribution and version (``dist``,
-    normalised as pip does, and ``version``); a built-in has neither.
+    ``batch_fn`` for the whole micro-batch (its ``fn`` runs a batch of one),
+    and maybe ``batch_when``: the parameters for which it needs the
+    micro-batch together (for the others it runs image by image, see
+    :meth:`batches`). ``lineage`` gives what a result's lineage records about
+    a step. A plugin's operation names its distribution and version
+    (``dist``, normalised as pip does, and ``version``); a built-in has
+    neither.
     """
 
     name: str
@@ -158,6 +174,8 @@ class Operation:
     version: str | None = None
     #: A stateful operation's call with the source's state: ``(image, state, params)``.
     state_fn: StateFn | None = None
+    lineage: LineageFn | None = None
+    batch_when: BatchWhenFn | None = None
     _by_name: dict[str, Param] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -169,12 +187,20 @@ class Operation:
             raise ValueError(f"operation {self.name!r}: tiles must be one of {TILE_MODES}")
         if self.state_fn is not None and self.kind == "batch":
             raise ValueError(f"operation {self.name!r}: a batch operation cannot be stateful")
+        if self.batch_when is not None and self.kind != "batch":
+            raise ValueError(f"operation {self.name!r}: batch_when is for a batch operation")
         self._by_name.update({p.name: p for p in self.params})
 
     @property
     def stateful(self) -> bool:
         """Whether it remembers each source's past (``state_fn``)."""
         return self.state_fn is not None
+
+    def batches(self, params: Mapping[str, Any]) -> bool:
+        """Whether a step with these parameters runs once per micro-batch (a ``batch``
+        operation, unless its ``batch_when`` says these parameters need no batch: then
+        each image runs alone, a batch of one, like an analysis step)."""
+        return self.kind == "batch" and (self.batch_when is None or self.batch_when(params))
 
     @property
     def origin(self) -> str:

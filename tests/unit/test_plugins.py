@@ -152,11 +152,12 @@ def test_every_builtin_is_defined_through_the_decorator() -> None:
         enhance,
         filters,
         geometry,
+        models,
         motion,
         segment,
     )
 
-    families = (color, enhance, geometry, filters, edges, segment, analysis, detect, motion)
+    families = (color, enhance, geometry, filters, edges, segment, analysis, detect, motion, models)
     marked = {
         mark.name
         for family in families
