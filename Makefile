@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bench-motion bench-infer vtest bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp iptables
+.PHONY: docs bench-motion bench-infer vtest bytecode install demo test lint typecheck unit bench bench-live bench-join bench-ops bench-multihost clean promtool kafka bench-eos chromium vendor-uplot ffmpeg rtsp iptables
 
 $(STAMP): pyproject.toml stream/_deflate.c
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -116,8 +116,16 @@ typecheck: $(STAMP)
 
 # Two pytest processes (pytest-xdist), one test file each at a time: module and
 # session fixtures (each process starts its own brokers) stay within a file.
-test: $(STAMP) bytecode promtool ffmpeg rtsp chromium iptables vtest lint typecheck
+test: $(STAMP) bytecode promtool ffmpeg rtsp chromium iptables vtest lint typecheck docs
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=30 tests
+
+# The documentation site (mkdocs.yml, docs/) into site/, --strict: a broken link or
+# a reference marker the code cannot fill fails the build. The reference pages are
+# generated from the code by docs/hooks.py. `$(BIN)/mkdocs serve` serves it live.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@printf '*\n' > site/.gitignore
+	@echo "docs: open site/index.html"
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q tests/unit
