@@ -123,7 +123,7 @@ test: $(STAMP) bytecode promtool ffmpeg rtsp chromium iptables vtest lint typech
 # a reference marker the code cannot fill fails the build. The reference pages are
 # generated from the code by docs/hooks.py. `$(BIN)/mkdocs serve` serves it live.
 docs: $(STAMP)
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 	@printf '*\n' > site/.gitignore
 	@echo "docs: open site/index.html"
 
