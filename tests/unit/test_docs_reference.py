@@ -1,0 +1,155 @@
+"""The documentation's reference pages list everything the code's registries hold.
+
+The tables come from docs/hooks.py (run by `make docs`); these tests compare what
+it generates with the registries themselves, so nothing can be left out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import re
+from pathlib import Path
+from types import ModuleType
+
+import click
+import pytest
+from prometheus_client import CollectorRegistry
+
+import imgstream
+from imgstream import api, config, records
+from imgstream.cli import cli
+from imgstream.errors import exit_codes
+from imgstream.metrics import CameraMetrics, Metrics
+from imgstream.ops import build_registry
+
+ROOT = Path(__file__).parents[2]
+DOCS = ROOT / "docs"
+
+
+@pytest.fixture(scope="module")
+def hooks() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("docs_hooks", DOCS / "hooks.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_operation_has_its_section_and_parameters(hooks: ModuleType) -> None:
+    text = hooks.operations_md()
+    for op in build_registry():
+        assert f"### `{op.name}` {{ #op-{op.name} }}" in text
+        section = text.split(f"{{ #op-{op.name} }}")[1].split("\n### ")[0]
+        for param in op.params:
+            assert f"| `{param.name}` | {param.type.__name__} |" in section, (op.name, param.name)
+
+
+def test_every_metric_is_listed(hooks: ModuleType) -> None:
+    registry = CollectorRegistry()
+    Metrics(registry)
+    CameraMetrics(registry)
+    names = {f.name + ("_total" if f.type == "counter" else "") for f in registry.collect()}
+    text = hooks.metrics_md()
+    listed = set(re.findall(r"^\| `(imgstream_[a-z_]+)` \|", text, re.MULTILINE))
+    assert listed == names
+    assert "| `imgstream_failures_total` | counter | `type` |" in text
+
+
+def test_every_setting_and_its_variable_is_listed(hooks: ModuleType) -> None:
+    text = hooks.settings_md()
+    for field in config.settings():
+        flag, env = field.metadata["flag"], field.metadata["env"]
+        assert f"| `{flag}` | `{env}` |" in text
+        assert env == config.env_name(flag)
+
+
+def _envvars(cmd: click.Command) -> set[str]:
+    found = set()
+    for param in cmd.params:
+        envvar = getattr(param, "envvar", None)
+        found |= {envvar} if isinstance(envvar, str) else set(envvar or ())
+    if isinstance(cmd, click.Group):
+        for sub in cmd.commands.values():
+            found |= _envvars(sub)
+    return found
+
+
+def test_every_environment_variable_of_every_command_is_listed(hooks: ModuleType) -> None:
+    text = hooks.settings_md()
+    for env in _envvars(cli):
+        assert f"`{env}`" in text, env
+
+
+def _commands(cmd: click.Command, path: str) -> list[tuple[str, click.Command]]:
+    out = [(path, cmd)]
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            out += _commands(sub, f"{path} {name}")
+    return out
+
+
+def test_every_command_and_option_is_in_the_built_cli_page() -> None:
+    """mkdocs-click renders the click commands; the built page names each one and option."""
+    page = ROOT / "site" / "reference" / "cli.html"
+    if not page.is_file():
+        pytest.skip("site/ not built: `make docs` (make test builds it first)")
+    html = page.read_text()
+    for path, cmd in _commands(cli, "imgstream"):
+        assert path in html, path
+        for param in cmd.params:
+            if isinstance(param, click.Option) and not param.hidden:
+                assert param.opts[0] in html, (path, param.opts[0])
+
+
+def test_the_cli_page_renders_every_command_from_click() -> None:
+    text = (DOCS / "reference" / "cli.md").read_text()
+    assert ":module: imgstream.cli" in text and ":command: cli" in text
+    assert ":list_subcommands: true" in text
+
+
+def test_every_record_field_is_listed(hooks: ModuleType) -> None:
+    text = hooks.records_md()
+    classes = [
+        c for c in vars(records).values() if isinstance(c, type) and dataclasses.is_dataclass(c)
+    ]
+    assert {"ImageRef", "Result", "BatchSummary", "Failure"} <= {c.__name__ for c in classes}
+    for cls in classes:
+        section = text.split(f"### `{cls.__name__}`")[1].split("\n### ")[0]
+        for field in dataclasses.fields(cls):
+            assert f"| `{field.name}` |" in section, (cls.__name__, field.name)
+
+
+def test_every_exit_code_is_listed_and_matches_the_cli_help(hooks: ModuleType) -> None:
+    from imgstream.cli.app import exit_codes_text
+
+    text = hooks.exit_codes_md()
+    help_text = exit_codes_text()
+    for code, meaning, _ in exit_codes():
+        assert f"| {code} | {meaning} |" in text
+        assert re.search(rf"^  {code} +{re.escape(meaning)}$", help_text, re.MULTILINE), code
+    for cls in (imgstream.ConfigError, imgstream.BrokerError, imgstream.DeliveryError):
+        assert f"`{cls.__name__}`" in text
+
+
+def test_every_public_api_name_is_documented(hooks: ModuleType) -> None:
+    text = hooks.python_api_md()
+    for name in api.__all__:
+        assert f"### `imgstream.{name}`" in text
+        assert name in imgstream.__all__
+
+
+def test_every_reference_marker_is_known_and_used(hooks: ModuleType) -> None:
+    used = set()
+    for page in DOCS.rglob("*.md"):
+        used |= set(hooks.markers(page.read_text()))
+    assert used == set(hooks.GENERATORS)
+
+
+def test_the_operations_concepts_table_names_every_builtin() -> None:
+    """The hand-written 'what each equals in OpenCV' tables cannot lose an operation."""
+    text = (DOCS / "concepts" / "operations.md").read_text()
+    named = set(re.findall(r"^\| `([a-z]+)[:`]", text, re.MULTILINE))
+    builtins = {op.name for op in build_registry(())}
+    assert named <= builtins, named - builtins
+    assert builtins <= named, builtins - named
