@@ -153,3 +153,18 @@ def test_the_operations_concepts_table_names_every_builtin() -> None:
     builtins = {op.name for op in build_registry(())}
     assert named <= builtins, named - builtins
     assert builtins <= named, builtins - named
+
+
+def test_the_readme_is_short_and_every_figure_links_to_its_page_and_command() -> None:
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 150
+    assert "make demo" in text and "make test" in text and "make docs" in text
+    rows = [line for line in text.splitlines() if re.match(r"^\| [^w-]", line)]
+    figures = [r for r in rows if re.search(r"\d", r.split("|")[2])]
+    assert len(figures) >= 5
+    for row in figures:
+        page = re.search(r"\]\((docs/[a-z/-]+\.md)\)", row)
+        assert page is not None and (ROOT / page.group(1)).is_file(), row
+        assert re.search(r"`(make [a-z-]+|\.venv/bin/python benchmarks/\w+\.py)", row), row
+    for link in re.findall(r"\]\(((?:docs/)?[\w/.-]+\.md)\)", text):
+        assert (ROOT / link).is_file(), link
