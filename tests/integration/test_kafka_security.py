@@ -11,7 +11,8 @@ under test goes through the CLIENT listener with a properties file only: no
 
 Users: ``alice`` (SCRAM) and ``carol`` (PLAIN) may do anything with topics and
 read groups; ``bob`` (SCRAM) may describe and write topics and read groups,
-but not read a topic.
+but read no topic other than imgstream's own bookkeeping (``imgstream.*``: the
+attempts and state topics a worker reads when it is assigned partitions).
 
 Kafka only (Tansu has no TLS, SASL or ACLs). Skipped with the reason when
 java or mvn (or openssl) are missing; with IMGSTREAM_REQUIRE_KAFKA=1 or
@@ -37,7 +38,14 @@ import cv2
 import numpy as np
 import pytest
 from kafka import KafkaAdminClient
-from kafka.admin import ACL, ACLOperation, ACLPermissionType, ResourcePattern, ResourceType
+from kafka.admin import (
+    ACL,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    ResourcePattern,
+    ResourceType,
+)
 
 from imgstream.kafka_io import topic_state
 from tests.fixtures.kafka import Topics
@@ -115,6 +123,8 @@ def _grant(bootstrap: str) -> None:
     acls += [
         allow("bob", op, ResourceType.TOPIC) for op in (ACLOperation.DESCRIBE, ACLOperation.WRITE)
     ]
+    bookkeeping = ResourcePattern(ResourceType.TOPIC, "imgstream.", ACLResourcePatternType.PREFIXED)
+    acls.append(ACL("User:bob", "*", ACLOperation.READ, ACLPermissionType.ALLOW, bookkeeping))
     admin = KafkaAdminClient(bootstrap_servers=bootstrap)
     try:
         outcome = admin.create_acls(acls)
