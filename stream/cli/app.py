@@ -18,33 +18,13 @@ import click
 from imgstream import errors
 from imgstream.errors import ImgstreamError
 
-#: Exit codes that are not an :class:`~imgstream.errors.ImgstreamError`.
-BASE_CODES = (
-    (0, "done: every input accounted for"),
-    (1, "incomplete: some inputs have no record or were not delivered; or a file error"),
-)
-INTERRUPTED = 130
-
-
-def _error_classes() -> list[type[ImgstreamError]]:
-    """ImgstreamError's subclasses defined in imgstream.errors, in definition order."""
-    return [
-        obj
-        for obj in vars(errors).values()
-        if isinstance(obj, type) and issubclass(obj, ImgstreamError) and obj is not ImgstreamError
-    ]
+INTERRUPTED = errors.EXIT_INTERRUPTED
 
 
 def exit_codes_text() -> str:
-    """The table of exit codes printed under ``imgstream --help``."""
-    rows: dict[int, str] = dict(BASE_CODES)
-    rows[2] = "usage: a bad flag, option, environment value or pipeline spec"
-    for cls in _error_classes():  # codes added to errors.py appear here by themselves
-        doc = (cls.__doc__ or cls.__name__).strip().splitlines()[0].rstrip(".").replace("``", "")
-        rows.setdefault(cls.exit_code, doc[0].lower() + doc[1:])
-    rows[INTERRUPTED] = "interrupted (Ctrl-C)"
+    """The exit codes under ``imgstream --help``: the table of :func:`errors.exit_codes`."""
     lines = ["Exit codes:"]
-    lines += [f"  {code:<4} {text}" for code, text in sorted(rows.items())]
+    lines += [f"  {code:<4} {text}" for code, text, _classes in errors.exit_codes()]
     return "\n".join(lines)
 
 
