@@ -31,7 +31,8 @@ from imgstream.errors import ConfigError
     "--metrics",
     "metrics",
     multiple=True,
-    help="A worker's /metrics URL (repeatable): throughput, latency and lag per scrape.",
+    help="A worker's or a capture's /metrics URL (repeatable): throughput, latency and lag "
+    "per scrape; camera health.",
 )
 @click.option(
     "--root",
