@@ -27,6 +27,9 @@ from imgstream.records import Message, TopicPartition
 
 log = logging.getLogger(__name__)
 
+#: Seconds a suspect may wait for the worker to be idle before it is logged.
+WAIT_WARN_S = 10.0
+
 
 class AttemptStore(Protocol):
     """Where start counts live between worker lives (the attempts topic)."""
@@ -51,6 +54,8 @@ class CrashGuard:
         self._held: collections.deque[Message] = collections.deque()
         #: The suspect running alone, until it has finished.
         self.alone: Message | None = None
+        self._waiting_since: float | None = None
+        self._warned = False
 
     @property
     def holding(self) -> int:
@@ -86,6 +91,21 @@ class CrashGuard:
                 runnable.append(msg)
         return runnable
 
+    def waiting(self, now: float, in_flight: int, pending_batches: int) -> None:
+        """The worker is not idle yet for the next suspect: say so once if it lasts."""
+        if self._waiting_since is None:
+            self._waiting_since = now
+        elif now - self._waiting_since > WAIT_WARN_S and not self._warned:
+            self._warned = True
+            log.warning(
+                "waiting %.0fs to run a suspect alone: %d message(s) in flight, %d held, "
+                "%d batch(es) being sent",
+                now - self._waiting_since,
+                in_flight,
+                len(self._held),
+                pending_batches,
+            )
+
     def release(self) -> list[Message]:
         """Held messages that may run now: those before the next suspect."""
         out = []
@@ -95,6 +115,7 @@ class CrashGuard:
 
     def next_alone(self) -> tuple[Message, Verdict] | None:
         """The next suspect and what to do with it (call only when the worker is idle)."""
+        self._waiting_since, self._warned = None, False
         if self.alone is not None:
             self.book.settle(self.alone.tp, self.alone.offset)
             self.alone = None

@@ -239,7 +239,10 @@ class Runner:
     def _run_held(self, now: float) -> None:
         """Messages held behind a suspect: run each suspect alone once nothing else runs."""
         self._run(self.guard.release(), now)
-        if not (self.guard.holding or self.guard.alone) or not self._idle():
+        if not (self.guard.holding or self.guard.alone):
+            return
+        if not self._idle():
+            self.guard.waiting(now, self.checkpoint.in_flight(), self.emitter.pending())
             return
         self.checkpoint.commit(force=True)  # a suspect that finished is committed first
         nxt = self.guard.next_alone()
