@@ -53,18 +53,24 @@ class Lag:
                 with contextlib.suppress(KeyError):
                     gauge.remove(tp.topic, str(tp.partition))
 
+    def unread(self) -> set[TopicPartition]:
+        """Newly assigned partitions whose committed offsets are not read yet."""
+        return set(self._unread)
+
     def read_new(self) -> dict[TopicPartition, int | None]:
         """The group's committed offsets of newly assigned partitions (one request; empty
-        when there are none)."""
+        when there are none). They stay new until :meth:`loaded`."""
         if not self._unread:
             return {}
-        tps = sorted(self._unread)
-        found = self._source.committed(tps)
-        self._unread.difference_update(tps)
+        found = self._source.committed(sorted(self._unread))
         for tp, offset in found.items():
             if offset is not None:
                 self._group[tp] = offset
         return found
+
+    def loaded(self, tps: Iterable[TopicPartition]) -> None:
+        """What the new partitions need was read: they are not new any more."""
+        self._unread.difference_update(tps)
 
     def lags(self) -> list[tuple[TopicPartition, int]]:
         """Messages between the committed offset and the last fetch's high-watermark."""

@@ -116,6 +116,8 @@ class Runner:
         self._last_activity = clock.monotonic()
         self._started = clock.monotonic()
         self._assigned_once = False
+        #: Messages of new partitions whose state could not be read yet (broker error).
+        self._deferred: list[Message] = []
         self.lag = Lag(source, self.checkpoint, m, clock)
         self.skipped = 0
         #: Start-up phases in seconds, logged once with the first fetch: the
@@ -147,6 +149,7 @@ class Runner:
             self._fatal = exc
         self.checkpoint.forget(tps)
         self.guard.forget(tps)
+        self._deferred = [m for m in self._deferred if m.tp not in set(tps)]
         if self.processor.states is not None:
             self.processor.states.forget(tps)
         self.lag.revoked(tps)
@@ -197,14 +200,8 @@ class Runner:
         messages = self.source.poll(timeout)
         if self._fatal is not None:
             raise self._fatal
+        messages = self._load_assigned(messages)
         now = self.clock.monotonic()
-        # Newly assigned partitions: the group's committed offsets, then the start
-        # counts of their uncommitted images (crash isolation), before any of them runs.
-        committed = self.lag.read_new()
-        if committed:
-            self.guard.assigned(sorted(committed), committed)
-            if self.snapshots is not None:
-                self.snapshots.restore(sorted(committed), committed)
         self._adapt()  # the fetch just updated the high-watermarks
         skip = self.hooks.skip
         fetched = []
@@ -227,6 +224,29 @@ class Runner:
         self._maybe_rewind()
         self._backpressure()
         self.lag.update(now)
+
+    def _load_assigned(self, messages: list[Message]) -> list[Message]:
+        """Newly assigned partitions: the group's committed offsets, the start counts of
+        their uncommitted images (crash isolation) and their sources' states, before any
+        of their messages runs. A broker error leaves them for the next step, and their
+        messages wait until then; the time these reads block is not idle time."""
+        new = self.lag.unread()
+        if new:
+            try:
+                committed = self.lag.read_new()
+                self.guard.assigned(sorted(committed), committed)
+                if self.snapshots is not None:
+                    self.snapshots.restore(sorted(committed), committed)
+            except ImgstreamError as exc:
+                if not self._deferred:
+                    log.warning("cannot read the state of %s yet: %s", _fmt_tps(sorted(new)), exc)
+                self._deferred += [m for m in messages if m.tp in new]
+                return [m for m in messages if m.tp not in new]
+            self.lag.loaded(new)
+            self._last_activity = self.clock.monotonic()
+        if self._deferred:
+            messages, self._deferred = self._deferred + messages, []
+        return messages
 
     def _run(self, messages: list[Message], now: float) -> None:
         """Batch and start messages (their start counts recorded first)."""
@@ -309,6 +329,7 @@ class Runner:
             or self.checkpoint.in_flight()
             or self.emitter.pending()
             or self.guard.holding
+            or self._deferred
         )
         # A member still joining the group has not had a chance to receive
         # anything: idle time counts from its first assignment.

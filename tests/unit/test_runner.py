@@ -601,3 +601,35 @@ def test_a_batch_step_sees_each_micro_batch_in_one_call(tmp_path) -> None:
         assert r.outputs["sizes"]["n"] == batch_images <= sizes_by_batch[r.batch_id]
     assert [f.error_type for f in records if isinstance(f, Failure)] == ["bad_message"]
     assert source.commits[-1] == {TP: len(messages)}
+
+
+class SlowCommittedSource(FakeSource):
+    """``committed()`` on assignment first fails (a broker error), then blocks 25 s (fake
+    time), as it does while a killed member's transaction holds the offsets."""
+
+    def __init__(self, messages) -> None:
+        super().__init__(messages)
+        self.calls = 0
+
+    def committed(self, tps):
+        from imgstream.errors import BrokerError
+
+        self.calls += 1
+        if self.calls == 1:
+            raise BrokerError("no broker answers")
+        self.clock.advance(25.0)
+        return dict.fromkeys(tps)
+
+
+def test_assignment_time_reads_neither_kill_the_worker_nor_count_as_idle(tmp_path) -> None:
+    """A broker error reading a new partition's offsets waits for the next step, and the
+    time blocked in the read is not idle time (--idle-exit 20 exited with work to do)."""
+    config, processor, messages = _setup(tmp_path)
+    config = replace(config, idle_exit_s=20.0)
+    source = SlowCommittedSource(messages)
+    FakeSink.instances = []
+    _runner(config, processor, source).run()
+    assert source.calls == 2
+    results = [r for r in _records() if isinstance(r, Result)]
+    assert sorted(int(r.id) for r in results) == list(range(len(messages) - 1))
+    assert source.commits[-1] == {TP: len(messages)}
