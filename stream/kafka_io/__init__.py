@@ -3,7 +3,7 @@
 ``settings`` holds the one table of client defaults and client properties
 (read from a properties file by ``properties``, checked by ``checks``) and the
 error mapping (worded by ``diagnosis``),
-``clients`` the consumer-group source, the sink and the topic reader;
+``source`` the consumer-group member, ``clients`` the sink and the topic reader;
 ``rebalance`` the group listener that runs rebalance handlers off the IO thread;
 ``links`` the state of each broker link (one warning per broker outage);
 ``admin`` the offset and group helpers, ``transactional`` the producer of
@@ -24,7 +24,6 @@ from imgstream.kafka_io.admin import (
 from imgstream.kafka_io.attempts import KafkaAttempts
 from imgstream.kafka_io.clients import (
     KafkaSink,
-    KafkaSource,
     TopicReader,
     ensure_topics,
     wait_for_broker,
@@ -41,6 +40,7 @@ from imgstream.kafka_io.settings import (
     load_client_settings,
     worker_settings,
 )
+from imgstream.kafka_io.source import KafkaSource
 from imgstream.kafka_io.statestore import KafkaStateStore
 from imgstream.kafka_io.transactional import KafkaTransactor, refuse_unreliable_transactions
 

@@ -88,7 +88,8 @@ def read_committed(bootstrap: str, topics: list[str], timeout_s: float = 120) ->
         consumer.close()
 
 
-def _outcomes(records: list[Any]) -> collections.Counter[str]:
+def outcomes(records: list[Any]) -> collections.Counter[str]:
+    """How many result or failure records each ref id has."""
     return collections.Counter(
         r.id for r in records if isinstance(r, (Result, Failure)) and r.id is not None
     )
@@ -122,7 +123,7 @@ def _kill_one_of_two(topics: Topics, refs: list[ImageRef], root: Path, out: Path
     stream.wait_for_count(N_REFS, timeout_s=600)
     for worker in (second, restarted):
         assert worker.wait(180) == 0, worker.output()
-    counts = _outcomes(read_committed(topics.bootstrap, [topics.results, topics.dlq]))
+    counts = outcomes(read_committed(topics.bootstrap, [topics.results, topics.dlq]))
     assert set(counts) == {r.id for r in refs}
     twice = {i: n for i, n in counts.items() if n != 1}
     assert twice == {}, f"{len(twice)} ids with more than one record: {list(twice.items())[:10]}"
@@ -196,7 +197,7 @@ def test_replay_exactly_once_writes_each_ref_of_the_range_once(
         )
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "replayed    40 refs in range" in proc.stdout
-        counts = _outcomes(read_committed(kafka, [topics.results, topics.dlq]))
+        counts = outcomes(read_committed(kafka, [topics.results, topics.dlq]))
         assert counts == {r.id: 1 for r in refs}
     finally:
         topics.close()

@@ -49,17 +49,16 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from imgstream.decoding import decode_record
 from imgstream.kafka_io.settings import CLIENT_DEFAULTS
 from imgstream.records import Failure, ImageRef, Result
 from imgstream.transactions import TRANSACTION_TIMEOUT_S
 from tests.fixtures.cluster import kafka_required
 from tests.fixtures.kafka import RecordStream, Topics
 from tests.helpers import wait_until
+from tests.integration.test_exactly_once import outcomes, read_committed
 from tests.netsim import Host, Network
 from tests.simdeploy import Deployment, available
 
@@ -385,55 +384,11 @@ def stop_and_check(r: Run, victims: list[Worker]) -> None:
             "duplicates (kafka-python reader)"
         )
         if group.mode == "exactly-once":
-            committed = outcomes(read_committed(group.topics.bootstrap, group.topics))
+            names = [group.topics.results, group.topics.dlq]
+            committed = outcomes(read_committed(group.topics.bootstrap, names))
             assert set(committed) == wanted, f"lost {sorted(wanted - set(committed))[:10]}"
             twice = {i: n for i, n in committed.items() if n != 1}
             assert not twice, f"{len(twice)} refs with several committed records: {twice}"
-
-
-def read_committed(bootstrap: str, topics: Topics, timeout_s: float = 60) -> list[Any]:
-    """Every record of the results and DLQ topics as a read_committed librdkafka reader sees
-    them: read until its position reaches each partition's high-watermark (transaction
-    markers take offsets that no record is read at)."""
-    from confluent_kafka import Consumer, TopicPartition
-
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": f"partition-check-{time.monotonic_ns()}",
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
-    try:
-        names = [topics.results, topics.dlq]
-        meta = consumer.list_topics(timeout=30)
-        tps = [TopicPartition(t, p, 0) for t in names for p in sorted(meta.topics[t].partitions)]
-        consumer.assign(tps)
-        ends = {
-            (tp.topic, tp.partition): consumer.get_watermark_offsets(tp, timeout=30)[1]
-            for tp in tps
-        }
-        records: list[Any] = []
-        deadline = time.monotonic() + timeout_s
-        while True:
-            msg = consumer.poll(0.2)
-            if msg is not None and msg.error() is None:
-                records.append(decode_record(msg.value()))
-            positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(tps)}
-            if all(positions[tp] >= end for tp, end in ends.items() if end > 0):
-                return records
-            assert time.monotonic() < deadline, f"read_committed stopped at {positions} < {ends}"
-    finally:
-        consumer.close()
-
-
-def outcomes(records: list[Any]) -> collections.Counter[str]:
-    """How many result or failure records each ref id has."""
-    return collections.Counter(
-        r.id for r in records if isinstance(r, (Result, Failure)) and r.id is not None
-    )
 
 
 # -- the faults ----------------------------------------------------------------------------
