@@ -18,8 +18,9 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 from imgstream.attempts import DEFAULT_MAX_ATTEMPTS
+from imgstream.awsconfig import check_endpoint
 from imgstream.errors import ConfigError, ImageError
-from imgstream.objstore import check_endpoint, is_s3, parse_s3
+from imgstream.objstore import is_s3, parse_s3
 from imgstream.storage import DEFAULT_MAX_BYTES
 from imgstream.topics import TopicSettings, parse_topic_configs, topic_settings
 

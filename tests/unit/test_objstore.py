@@ -9,6 +9,7 @@ import click
 import pytest
 from obstore import exceptions as obx
 
+from imgstream.awsconfig import aws_settings, check_endpoint
 from imgstream.cli.options import LOCATION, build_config
 from imgstream.config import WorkerConfig
 from imgstream.errors import ConfigError, ImageError
@@ -16,8 +17,6 @@ from imgstream.objstore import (
     ObjectInfo,
     ObjectStore,
     S3Url,
-    aws_settings,
-    check_endpoint,
     image_error,
     is_s3,
     os_error,
