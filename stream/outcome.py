@@ -11,8 +11,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from imgstream.pipeline import TileView
 from imgstream.records import Failure, ImageRef, Message, Result
+from imgstream.tiling import TileView
 
 
 @dataclass(frozen=True)

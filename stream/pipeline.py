@@ -35,7 +35,7 @@ import numpy as np
 
 from imgstream.errors import OP_ERROR, ImageError, SpecError
 from imgstream.ops.registry import Image, Operation, OpResult, Registry, normalise
-from imgstream.tiling import Box
+from imgstream.tiling import TileView
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -126,46 +126,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value) if isinstance(value, float) else str(value)
-
-
-@dataclass(frozen=True)
-class TileView:
-    """Where a tile image sits: its core (in tile coordinates) and its origin in the parent."""
-
-    core: Box
-    origin_x: int
-    origin_y: int
-
-    def _owns(self, cx: float, cy: float) -> bool:
-        c = self.core
-        return c.x <= cx < c.x + c.w and c.y <= cy < c.y + c.h
-
-    def to_parent(self, data: Mapping[str, Any]) -> dict[str, Any]:
-        """Detections in parent coordinates, kept only where their centre is in the core.
-
-        An object seen in two overlapping tiles is reported by the one tile
-        whose core holds its centre, so seams do not duplicate it.
-        """
-        out = dict(data)
-        ox, oy = self.origin_x, self.origin_y
-        if "boxes" in data:
-            kept = [
-                [x + ox, y + oy, w, h]
-                for x, y, w, h in data["boxes"]
-                if self._owns(x + w / 2, y + h / 2)
-            ]
-            out["boxes"] = kept
-            if "count" in data:
-                out["count"] = len(kept)
-        if data.get("points"):
-            pts = data["points"]
-            cx = sum(p[0] for p in pts) / len(pts)
-            cy = sum(p[1] for p in pts) / len(pts)
-            if self._owns(cx, cy):
-                out["points"] = [[p[0] + ox, p[1] + oy] for p in pts]
-            else:
-                out.update(points=[], found=False, text="")
-        return out
 
 
 @dataclass(frozen=True)

@@ -43,12 +43,12 @@ from imgstream.errors import (
 from imgstream.objstore import ObjectStore
 from imgstream.outage import OutputGate
 from imgstream.outcome import Outcome, Prepared
-from imgstream.pipeline import Pipeline, TileView
+from imgstream.pipeline import Pipeline
 from imgstream.records import Failure, ImageRef, Lineage, Message, Result
 from imgstream.state import Key, SourceStates
 from imgstream.storage import output_path
 from imgstream.stores import Inputs, Outputs, absolute
-from imgstream.tiling import Tile, tile_from_meta
+from imgstream.tiling import Tile, TileView, tile_from_meta
 
 #: The empty file the output gate writes in ``{out}/{pipeline_hash}/`` to test the store.
 PROBE_NAME = ".imgstream-probe"

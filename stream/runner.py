@@ -11,11 +11,9 @@ order from its own thread. The poll thread also expires images that ran past
 (:class:`~imgstream.outage.OutputGate`), commits what is safe through the
 :class:`~imgstream.checkpoint.Checkpoint`, and pauses the partitions while too
 many batches are in flight or the output store is out (back-pressure), so a
-slow batch or an outage never keeps the member from polling. Before images
-start, their start counts are recorded (:class:`~imgstream.isolation.CrashGuard`):
-an image that may have killed an earlier worker runs alone, or is
-dead-lettered as ``crashed`` (see :mod:`imgstream.attempts`). The consumer lag
-is kept by :class:`~imgstream.lag.Lag`.
+slow batch or an outage never keeps the member from polling. Start counts are
+recorded before images start (:class:`~imgstream.isolation.CrashGuard`): an
+image that may have killed a worker runs alone, or becomes ``crashed``.
 
 Ownership: every attribute of :class:`Runner` belongs to the poll thread,
 except ``_stop`` (an event, set from a signal handler) and ``_fatal`` (set
@@ -32,6 +30,7 @@ from collections.abc import Callable
 from functools import partial
 
 from imgstream import batching
+from imgstream.assignment import NewPartitions
 from imgstream.attempts import AttemptBook
 from imgstream.batching import Batch, MicroBatcher
 from imgstream.checkpoint import TransactionalCheckpoint, checkpoint_for
@@ -116,9 +115,8 @@ class Runner:
         self._last_activity = clock.monotonic()
         self._started = clock.monotonic()
         self._assigned_once = False
-        #: Messages of new partitions whose state could not be read yet (broker error).
-        self._deferred: list[Message] = []
         self.lag = Lag(source, self.checkpoint, m, clock)
+        self.new_partitions = NewPartitions(self.lag, self.guard, self.snapshots)
         self.skipped = 0
         #: Start-up phases in seconds, logged once with the first fetch: the
         #: process fills in what came before the runner (``process``, ``topics``),
@@ -149,7 +147,7 @@ class Runner:
             self._fatal = exc
         self.checkpoint.forget(tps)
         self.guard.forget(tps)
-        self._deferred = [m for m in self._deferred if m.tp not in set(tps)]
+        self.new_partitions.forget(tps)
         if self.processor.states is not None:
             self.processor.states.forget(tps)
         self.lag.revoked(tps)
@@ -200,7 +198,9 @@ class Runner:
         messages = self.source.poll(timeout)
         if self._fatal is not None:
             raise self._fatal
-        messages = self._load_assigned(messages)
+        messages, loaded = self.new_partitions.load(messages)
+        if loaded:  # the reads may have blocked: that was not idle time
+            self._last_activity = self.clock.monotonic()
         now = self.clock.monotonic()
         self._adapt()  # the fetch just updated the high-watermarks
         skip = self.hooks.skip
@@ -224,29 +224,6 @@ class Runner:
         self._maybe_rewind()
         self._backpressure()
         self.lag.update(now)
-
-    def _load_assigned(self, messages: list[Message]) -> list[Message]:
-        """Newly assigned partitions: the group's committed offsets, the start counts of
-        their uncommitted images (crash isolation) and their sources' states, before any
-        of their messages runs. A broker error leaves them for the next step, and their
-        messages wait until then; the time these reads block is not idle time."""
-        new = self.lag.unread()
-        if new:
-            try:
-                committed = self.lag.read_new()
-                self.guard.assigned(sorted(committed), committed)
-                if self.snapshots is not None:
-                    self.snapshots.restore(sorted(committed), committed)
-            except ImgstreamError as exc:
-                if not self._deferred:
-                    log.warning("cannot read the state of %s yet: %s", _fmt_tps(sorted(new)), exc)
-                self._deferred += [m for m in messages if m.tp in new]
-                return [m for m in messages if m.tp not in new]
-            self.lag.loaded(new)
-            self._last_activity = self.clock.monotonic()
-        if self._deferred:
-            messages, self._deferred = self._deferred + messages, []
-        return messages
 
     def _run(self, messages: list[Message], now: float) -> None:
         """Batch and start messages (their start counts recorded first)."""
@@ -329,7 +306,7 @@ class Runner:
             or self.checkpoint.in_flight()
             or self.emitter.pending()
             or self.guard.holding
-            or self._deferred
+            or self.new_partitions.waiting
         )
         # A member still joining the group has not had a chance to receive
         # anything: idle time counts from its first assignment.

@@ -22,8 +22,8 @@ from imgstream.errors import OP_ERROR, ConfigError, ImageError, SpecError
 from imgstream.ops import Registry, build_registry
 from imgstream.ops.adapters import operation
 from imgstream.ops.decorator import mark_of
-from imgstream.pipeline import TileView, parse_spec
-from imgstream.tiling import Box
+from imgstream.pipeline import parse_spec
+from imgstream.tiling import Box, TileView
 from tests.fixtures.plugins import entry_points_in, write_plugin
 
 # -- the signature is the schema ---------------------------------------------------------

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from imgstream.ops import build_registry
-from imgstream.pipeline import TileView, parse_spec
-from imgstream.tiling import grid
+from imgstream.pipeline import parse_spec
+from imgstream.tiling import TileView, grid
 
 REG = build_registry()
 
