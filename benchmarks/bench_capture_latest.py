@@ -46,9 +46,9 @@ import cv2
 import numpy as np
 
 from imgstream.broker import EmbeddedBroker
-from imgstream.decoding import decode_record
 from imgstream.kafka_io import TopicReader, ensure_topics, topic_state
-from imgstream.records import Result
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import Result
 
 PLUGIN = '''
 import time

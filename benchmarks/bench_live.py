@@ -32,10 +32,10 @@ from pathlib import Path
 from bench_gray import STAGES, make_set  # benchmarks/ is on sys.path: run as a script
 
 from imgstream.broker import EmbeddedBroker
-from imgstream.codec import encode
-from imgstream.decoding import decode_record
 from imgstream.kafka_io import KafkaSink, TopicReader, ensure_topics
-from imgstream.records import ImageRef, Result
+from imgstream.schema.codec import encode
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import ImageRef, Result
 
 
 def rss_mb(pid: int) -> float | None:

@@ -32,11 +32,11 @@ from pathlib import Path
 import cv2
 
 from imgstream.broker import EmbeddedBroker
-from imgstream.codec import encode
-from imgstream.decoding import decode_record
 from imgstream.kafka_io import KafkaSink, TopicReader, ensure_topics
 from imgstream.partitioning import BySource
-from imgstream.records import ImageRef, Result
+from imgstream.schema.codec import encode
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import ImageRef, Result
 
 VTEST = Path.home() / ".cache" / "imgstream" / "vtest.avi"
 SOURCES = 8

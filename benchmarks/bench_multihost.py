@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # the simulation lives with the tests
     sys.path.insert(0, str(ROOT))
 
-from imgstream.records import ImageRef, Result  # noqa: E402
+from imgstream.schema.records import ImageRef, Result  # noqa: E402
 from tests.fixtures.kafka import RecordStream, Topics  # noqa: E402
 from tests.netsim import Network, available  # noqa: E402
 from tests.simdeploy import Deployment  # noqa: E402

@@ -26,12 +26,12 @@ from typing import Any
 
 from imgstream._cv import cv2
 from imgstream.clock import Clock
-from imgstream.codec import encode, failure_to_dict, result_to_dict
 from imgstream.consumers import mosaic
-from imgstream.decoding import check_tile_fields, parse_json_object, record_from_dict
 from imgstream.delivery import Sink
 from imgstream.errors import INCOMPLETE, ImageError
-from imgstream.records import Failure, Message, Record, Result, TopicPartition
+from imgstream.schema.codec import encode, failure_to_dict, result_to_dict
+from imgstream.schema.decoding import check_tile_fields, parse_json_object, record_from_dict
+from imgstream.schema.records import Failure, Message, Record, Result, TopicPartition
 from imgstream.store import SQLiteStore
 from imgstream.stores import Outputs
 from imgstream.tiling import Tile, tile_from_meta, tile_id
@@ -267,7 +267,7 @@ class Aggregator:
 def decode_messages(messages: Sequence[Message]) -> list[tuple[dict[str, Any], Record]]:
     """The valid records among the messages: each as its JSON object and decoded.
 
-    Decoding goes through :mod:`imgstream.decoding` (the one record model). The
+    Decoding goes through :mod:`imgstream.schema.decoding` (the one record model). The
     object is kept too, because the store and ``results.jsonl`` keep a record
     as it was written (unknown fields included). Invalid messages are logged
     and left out.

@@ -31,7 +31,7 @@ from imgstream.kafka_io import (
 )
 from imgstream.partitioning import Partitioner
 from imgstream.producers.produce import produce_refs
-from imgstream.records import BatchSummary, Failure, ImageRef, Result
+from imgstream.schema.records import BatchSummary, Failure, ImageRef, Result
 from imgstream.store import SQLiteStore
 from imgstream.stores import local_dir
 

@@ -24,7 +24,7 @@ from imgstream.clock import Clock
 from imgstream.errors import ImageError
 from imgstream.integrate import merge_boxes, merge_hists, merge_stats
 from imgstream.objstore import is_s3
-from imgstream.records import Lineage, Result
+from imgstream.schema.records import Lineage, Result
 from imgstream.storage import output_path, safe_name
 from imgstream.stores import Outputs, absolute
 from imgstream.tiling import Tile, tile_from_meta

@@ -23,8 +23,8 @@ from imgstream.hooks import RunnerHooks
 from imgstream.kafka_io import topic_state, worker_settings
 from imgstream.metrics import Metrics
 from imgstream.outcome import Outcome
-from imgstream.records import Message, TopicPartition
 from imgstream.runner import Runner
+from imgstream.schema.records import Message, TopicPartition
 
 
 def replay(

@@ -31,8 +31,8 @@ from imgstream.ops import build_registry
 from imgstream.outage import OutputGate
 from imgstream.pipeline import Pipeline, parse_spec
 from imgstream.processor import ImageProcessor
-from imgstream.records import TopicPartition
 from imgstream.runner import Runner
+from imgstream.schema.records import TopicPartition
 from imgstream.transactions import transactional_id
 
 log = logging.getLogger("imgstream.worker")

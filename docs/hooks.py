@@ -12,7 +12,7 @@ reference cannot drift from the code:
 * ``settings``: the settings table (:func:`imgstream.config.settings`) with
   each flag's ``IMGSTREAM_*`` variable, and the other variables the
   commands' options read;
-* ``records``: the fields of the record dataclasses in :mod:`imgstream.records`;
+* ``records``: the fields of the record dataclasses in :mod:`imgstream.schema.records`;
 * ``exit-codes``: :func:`imgstream.errors.exit_codes`.
 
 ``tests/unit/test_docs_reference.py`` imports this file and checks that each
@@ -198,8 +198,8 @@ def settings_md() -> str:
 
 
 def record_classes() -> list[type]:
-    """The record dataclasses of :mod:`imgstream.records`, in definition order."""
-    from imgstream import records
+    """The record dataclasses of :mod:`imgstream.schema.records`, in definition order."""
+    from imgstream.schema import records
 
     return [
         obj

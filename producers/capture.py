@@ -42,7 +42,7 @@ from imgstream.producers.backlog import Backlog
 from imgstream.producers.cameras import Camera
 from imgstream.producers.frames import FrameWriter
 from imgstream.producers.stream_reader import StreamReader
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 from imgstream.stores import OutputSink
 
 log = logging.getLogger("imgstream.capture")

@@ -16,7 +16,7 @@ from imgstream import imaging
 from imgstream._cv import cv2
 from imgstream.errors import ImageError
 from imgstream.ops.analysis import phash_bits
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 
 
 def with_size(ref: ImageRef) -> ImageRef:

@@ -22,11 +22,11 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from imgstream.decoding import ref_from_dict
 from imgstream.errors import ImageError
 from imgstream.objstore import is_s3, parse_s3
 from imgstream.producers.objects import folder, list_refs
-from imgstream.records import ImageRef
+from imgstream.schema.decoding import ref_from_dict
+from imgstream.schema.records import ImageRef
 from imgstream.storage import safe_name
 
 Skip = Callable[[str, str], None]

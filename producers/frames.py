@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from imgstream._cv import cv2
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 from imgstream.storage import safe_name
 from imgstream.stores import Outputs, OutputSink, absolute, join
 

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from imgstream.errors import ConfigError
 from imgstream.producers.features import ENRICH
 from imgstream.producers.files import Found, Skip, expand_inputs
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 
 
 def collect_inputs(

@@ -25,7 +25,7 @@ from imgstream.producers.cameras import Camera, CameraChanges, CamerasFile, diff
 from imgstream.producers.capture import CaptureStats, run_camera
 from imgstream.producers.frames import FrameWriter
 from imgstream.producers.stream_reader import Backoff, StreamReader, Timeouts
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 from imgstream.stores import Outputs, OutputSink
 
 log = logging.getLogger("imgstream.capture")

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 
 from imgstream.errors import ImageError
 from imgstream.objstore import ObjectInfo, ObjectStore, S3Url, parse_s3
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 from imgstream.storage import safe_name
 
 Skip = Callable[[str, str], None]

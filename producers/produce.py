@@ -8,11 +8,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgstream.codec import encode
 from imgstream.errors import BrokerError
 from imgstream.kafka_io import KafkaSink
 from imgstream.partitioning import Partitioner, partition_key
-from imgstream.records import ImageRef
+from imgstream.schema.codec import encode
+from imgstream.schema.records import ImageRef
 
 
 @dataclass

@@ -17,7 +17,7 @@ from imgstream.config import MAX_SOURCE_PIXELS
 from imgstream.errors import ImageError
 from imgstream.objstore import is_s3
 from imgstream.producers.files import Found
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 from imgstream.storage import safe_name
 from imgstream.stores import Outputs, absolute, join
 from imgstream.tiling import grid, tile_meta

@@ -24,7 +24,14 @@ from imgstream.errors import (
 )
 from imgstream.offsets import OffsetTracker
 from imgstream.ops.decorator import Arg, op
-from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
+from imgstream.schema.records import (
+    BatchSummary,
+    Failure,
+    ImageRef,
+    Message,
+    Result,
+    TopicPartition,
+)
 
 if TYPE_CHECKING:
     from imgstream.api import FileResult, Pipeline, operations, process_folder, read_image

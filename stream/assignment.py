@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from imgstream.errors import ImgstreamError
 from imgstream.isolation import CrashGuard
 from imgstream.lag import Lag
-from imgstream.records import Message, TopicPartition
+from imgstream.schema.records import Message, TopicPartition
 from imgstream.snapshots import StateSnapshots
 
 log = logging.getLogger(__name__)

@@ -32,7 +32,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 
 #: Starts of one image (across worker lives) before it is dead-lettered as ``crashed``.
 DEFAULT_MAX_ATTEMPTS = 2

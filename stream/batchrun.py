@@ -25,7 +25,7 @@ from imgstream.errors import TIMEOUT, ImageError
 from imgstream.imagepool import Job
 from imgstream.outcome import Outcome, Prepared
 from imgstream.processor import ImageProcessor
-from imgstream.records import Message
+from imgstream.schema.records import Message
 
 
 class Part:

@@ -26,7 +26,7 @@ from imgstream.clock import Clock
 from imgstream.delivery import Delivery
 from imgstream.errors import ImgstreamError, TransactionFailed
 from imgstream.offsets import OffsetTracker
-from imgstream.records import Message, TopicPartition
+from imgstream.schema.records import Message, TopicPartition
 from imgstream.snapshots import StateSnapshots
 from imgstream.transactions import SealedBatch, Staged, Staging, transaction_plan
 

@@ -21,8 +21,8 @@ from imgstream.attempts import DEFAULT_MAX_ATTEMPTS
 from imgstream.awsconfig import check_endpoint
 from imgstream.errors import ConfigError, ImageError
 from imgstream.objstore import is_s3, parse_s3
+from imgstream.schema.topics import TopicSettings, parse_topic_configs, topic_settings
 from imgstream.storage import DEFAULT_MAX_BYTES
-from imgstream.topics import TopicSettings, parse_topic_configs, topic_settings
 
 #: Decoded pixels above which an image is refused (checked from its header).
 DEFAULT_MAX_PIXELS = 100_000_000
@@ -219,7 +219,7 @@ class WorkerConfig:
         "sasl.username, sasl.password, ssl.ca.location, ..., bootstrap.servers); "
         "applied to every Kafka client.",
     )
-    #: Topic-level configs for the topics imgstream creates (imgstream.topics).
+    #: Topic-level configs for the topics imgstream creates (imgstream.schema.topics).
     topic_configs: tuple[str, ...] = setting(
         flag="--topic-config",
         help="[ROLE:]key=value topic config for the topics imgstream creates (repeatable; "

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from imgstream.errors import DeliveryError
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -26,16 +26,16 @@ from dataclasses import dataclass
 
 from imgstream.batching import Batch
 from imgstream.clock import Clock
-from imgstream.codec import encode
 from imgstream.config import WorkerConfig
-from imgstream.decoding import decode_ref
 from imgstream.delivery import Delivery
 from imgstream.errors import TIMEOUT, ImageError, OutputUnavailable
 from imgstream.imagepool import Pending
 from imgstream.metrics import Metrics
 from imgstream.outcome import Outcome
 from imgstream.processor import ImageProcessor
-from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result
+from imgstream.schema.codec import encode
+from imgstream.schema.decoding import decode_ref
+from imgstream.schema.records import BatchSummary, Failure, ImageRef, Message, Result
 from imgstream.transactions import Staging
 
 log = logging.getLogger(__name__)

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from imgstream.records import Message
+from imgstream.schema.records import Message
 
 if TYPE_CHECKING:
     from imgstream.outcome import Outcome

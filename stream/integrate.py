@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgstream.records import Failure, Result
+from imgstream.schema.records import Failure, Result
 
 WINDOWS = {"minute": 60_000, "hour": 3_600_000}
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
 from imgstream.attempts import RUN, AttemptBook, Counts, Verdict
-from imgstream.records import Message, TopicPartition
+from imgstream.schema.records import Message, TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from imgstream.checkpoint import OffsetLedger
 from imgstream.clock import Clock
 from imgstream.metrics import Metrics
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 from imgstream.source import Source
 
 #: Seconds between updates of the lag gauges.

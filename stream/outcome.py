@@ -11,7 +11,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-from imgstream.records import Failure, ImageRef, Message, Result
+from imgstream.schema.records import Failure, ImageRef, Message, Result
 from imgstream.tiling import TileView
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from imgstream.errors import ConfigError
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 
 
 class Partitioner(Protocol):

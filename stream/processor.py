@@ -27,9 +27,7 @@ import numpy as np
 from imgstream import __version__, imaging
 from imgstream._cv import cv2
 from imgstream.clock import Clock
-from imgstream.codec import b64
 from imgstream.config import WorkerConfig
-from imgstream.decoding import decode_ref
 from imgstream.errors import (
     BAD_MESSAGE,
     CRASHED,
@@ -44,7 +42,9 @@ from imgstream.objstore import ObjectStore
 from imgstream.outage import OutputGate
 from imgstream.outcome import Outcome, Prepared
 from imgstream.pipeline import Pipeline
-from imgstream.records import Failure, ImageRef, Lineage, Message, Result
+from imgstream.schema.codec import b64
+from imgstream.schema.decoding import decode_ref
+from imgstream.schema.records import Failure, ImageRef, Lineage, Message, Result
 from imgstream.state import Key, SourceStates
 from imgstream.storage import output_path
 from imgstream.stores import Inputs, Outputs, absolute

@@ -46,7 +46,7 @@ from imgstream.lag import Lag
 from imgstream.memory import peak_rss_mb
 from imgstream.metrics import Metrics
 from imgstream.processor import ImageProcessor
-from imgstream.records import Message, TopicPartition
+from imgstream.schema.records import Message, TopicPartition
 from imgstream.snapshots import StateStore
 from imgstream.source import Source
 from imgstream.starts import BatchStarts

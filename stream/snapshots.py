@@ -22,7 +22,7 @@ from typing import Protocol
 
 from imgstream.clock import Clock
 from imgstream.metrics import Metrics
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 from imgstream.state import (
     SourceStates,
     StateRecord,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from imgstream.records import Message, TopicPartition
+from imgstream.schema.records import Message, TopicPartition
 
 
 class Source(Protocol):

@@ -29,7 +29,7 @@ from imgstream.emitter import Emitter, Submitted
 from imgstream.imagepool import ImagePool, Job, Pending
 from imgstream.outcome import Outcome
 from imgstream.processor import ImageProcessor
-from imgstream.records import Message
+from imgstream.schema.records import Message
 
 #: ``process(msg, batch_id, queued_at, queued_ms)``: one message to an outcome.
 Process = Callable[[Message, str, float, int], Outcome]

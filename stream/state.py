@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 
 log = logging.getLogger(__name__)
 

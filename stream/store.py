@@ -17,11 +17,11 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from imgstream.codec import MAX_INT
-from imgstream.decoding import record_from_dict, valid_ts
 from imgstream.errors import ImageError
 from imgstream.integrate import WINDOWS, Accumulator, window_start
-from imgstream.records import Failure, Result
+from imgstream.schema.codec import MAX_INT
+from imgstream.schema.decoding import record_from_dict, valid_ts
+from imgstream.schema.records import Failure, Result
 from imgstream.tiling import tile_index
 
 log = logging.getLogger("imgstream.store")

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 
 #: Seconds the broker lets a transaction stay open before aborting it: a worker
 #: killed mid-transaction holds back read_committed readers this long at most.

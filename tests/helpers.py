@@ -17,7 +17,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 

@@ -28,7 +28,7 @@ from imgstream.cli.options import LOCATION, kafka_options, option_for, topic_opt
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings, KafkaSource
     from imgstream.producers.backlog import Backlog
-    from imgstream.topics import TopicSettings
+    from imgstream.schema.topics import TopicSettings
 
 log = logging.getLogger("imgstream.capture")
 
@@ -159,7 +159,6 @@ def capture(
     (rtsp://, http://, ...) or every camera of --cameras FILE (read again on SIGHUP
     and when it changes)."""
     from imgstream.clock import SystemClock
-    from imgstream.codec import encode
     from imgstream.kafka_io import KafkaSink, ensure_topics
     from imgstream.metrics import CameraMetrics
     from imgstream.partitioning import BySource, partition_key
@@ -168,6 +167,7 @@ def capture(
     from imgstream.producers.backlog import Backlog
     from imgstream.producers.cameras import Camera, CamerasFile, redact_url
     from imgstream.producers.stream_reader import Timeouts
+    from imgstream.schema.codec import encode
     from imgstream.signals import stop_on_signals
     from imgstream.stores import Outputs, absolute
 
@@ -349,7 +349,7 @@ class Following:
             return
         from imgstream.kafka_io import KafkaSource
         from imgstream.producers.backlog import follow_commits
-        from imgstream.records import TopicPartition
+        from imgstream.schema.records import TopicPartition
 
         bootstrap, group, topic, n, kafka = self._args
         source = KafkaSource(

@@ -26,7 +26,7 @@ from imgstream.errors import ConfigError
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
-    from imgstream.topics import TopicSettings
+    from imgstream.schema.topics import TopicSettings
 
 
 @cli.command()
@@ -158,7 +158,7 @@ def _watch(
     from imgstream.kafka_io import KafkaSink, ensure_topics
     from imgstream.partitioning import make_partitioner
     from imgstream.producers.watch import State, watch
-    from imgstream.records import ImageRef
+    from imgstream.schema.records import ImageRef
     from imgstream.signals import stop_on_signals
 
     dirs = [os.path.abspath(i) for i in inputs if os.path.isdir(i)]

@@ -200,9 +200,9 @@ def kafka_options(fn: F) -> F:
 def topic_options(fn: F) -> F:
     """``--topic-config`` and ``--replication-factor`` for commands that create topics.
 
-    The command gets ``layout`` (a :class:`~imgstream.topics.TopicSettings`).
+    The command gets ``layout`` (a :class:`~imgstream.schema.topics.TopicSettings`).
     """
-    from imgstream.topics import topic_settings
+    from imgstream.schema.topics import topic_settings
 
     @functools.wraps(fn)
     def command(**kw: Any) -> Any:

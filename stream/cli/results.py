@@ -16,8 +16,8 @@ from imgstream.stores import absolute
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings
+    from imgstream.schema.topics import TopicSettings
     from imgstream.store import SQLiteStore
-    from imgstream.topics import TopicSettings
 
 
 def open_store(db_path: str) -> SQLiteStore:

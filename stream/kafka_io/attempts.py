@@ -23,7 +23,7 @@ from imgstream.errors import BrokerError
 from imgstream.kafka_io.clients import KafkaSink
 from imgstream.kafka_io.scan import scan
 from imgstream.kafka_io.settings import ClientSettings, broker_errors
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from imgstream.errors import BrokerError
 from imgstream.kafka_io import compat
 from imgstream.kafka_io.links import watch_broker_links
 from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
-from imgstream.records import Message, TopicPartition
-from imgstream.topics import TopicSettings
+from imgstream.schema.records import Message, TopicPartition
+from imgstream.schema.topics import TopicSettings
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +184,7 @@ def ensure_topics(
 
     ``roles`` (name -> ``refs``/``results``/``dlq``) give each new topic the
     configs of its role, and ``layout`` the user's overrides and replication
-    factor (see :mod:`imgstream.topics`).
+    factor (see :mod:`imgstream.schema.topics`).
     """
     layout = layout or TopicSettings()
     roles = roles or {}

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from kafka import TopicPartition as KTP
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 
 #: How often the listener checks whether the handler's thread has finished.
 _CHECK_S = 0.01

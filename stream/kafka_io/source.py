@@ -1,6 +1,6 @@
 """KafkaSource: a consumer-group member that yields raw messages.
 
-Consumed records become :class:`~imgstream.records.Message` values (bytes in,
+Consumed records become :class:`~imgstream.schema.records.Message` values (bytes in,
 bytes out: no deserializer can raise inside ``poll()``); commits, pauses,
 rewinds and the group's committed offsets go through it. Created from the one
 defaults table (:func:`~imgstream.kafka_io.clients.new_consumer`).
@@ -21,7 +21,7 @@ from imgstream.errors import BrokerError, TransactionFailed
 from imgstream.kafka_io.clients import new_consumer
 from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_sleep
 from imgstream.kafka_io.settings import ClientSettings, broker_errors
-from imgstream.records import Message, TopicPartition
+from imgstream.schema.records import Message, TopicPartition
 from imgstream.transactions import TRANSACTION_TIMEOUT_S
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from imgstream.kafka_io.clients import KafkaSink
 from imgstream.kafka_io.scan import scan
 from imgstream.kafka_io.settings import ClientSettings, broker_errors
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 
 log = logging.getLogger(__name__)
 

@@ -47,7 +47,7 @@ from imgstream.errors import (
 )
 from imgstream.kafka_io.clients import close_producer, new_admin, new_producer
 from imgstream.kafka_io.settings import ClientSettings, broker_errors
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 from imgstream.transactions import COMMIT_TIMEOUT_S, TRANSACTION_TIMEOUT_S, Staged
 
 log = logging.getLogger(__name__)

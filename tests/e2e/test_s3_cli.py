@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imgstream.records import Failure, Result
+from imgstream.schema.records import Failure, Result
 from tests.fixtures.s3 import S3Server
 
 

@@ -9,7 +9,7 @@ import urllib.request
 import cv2
 
 from imgstream.broker import free_port
-from imgstream.records import Result
+from imgstream.schema.records import Result
 from tests.helpers import refs_for
 
 

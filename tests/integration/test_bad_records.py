@@ -14,9 +14,9 @@ import sys
 
 import pytest
 
-from imgstream.codec import encode
 from imgstream.kafka_io import KafkaSink
-from imgstream.records import Lineage, Result
+from imgstream.schema.codec import encode
+from imgstream.schema.records import Lineage, Result
 from imgstream.store import Query, SQLiteStore
 
 pytestmark = pytest.mark.both_brokers

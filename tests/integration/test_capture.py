@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 
 from imgstream.producers.capture import Sampler
-from imgstream.records import Result
+from imgstream.schema.records import Result
 
 
 def make_video(path, seconds: float = 3.0, fps: int = 30) -> int:

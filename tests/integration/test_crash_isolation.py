@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imgstream.records import Failure, ImageRef, Result
+from imgstream.schema.records import Failure, ImageRef, Result
 from tests.fixtures.plugins import env_with, write_plugin
 from tests.fixtures.processes import Background
 from tests.helpers import wait_until

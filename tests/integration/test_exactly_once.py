@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from imgstream.broker import EmbeddedBroker
-from imgstream.decoding import decode_record
-from imgstream.records import Failure, ImageRef, Result
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import Failure, ImageRef, Result
 from tests.fixtures.cluster import Broker
 from tests.fixtures.kafka import Topics
 from tests.fixtures.processes import Background

@@ -37,10 +37,10 @@ from typing import Any
 import pytest
 from kafka import KafkaAdminClient
 
-from imgstream.codec import encode
 from imgstream.kafka_io import KafkaSink, ensure_topics
-from imgstream.records import Failure, ImageRef
-from imgstream.topics import topic_settings
+from imgstream.schema.codec import encode
+from imgstream.schema.records import Failure, ImageRef
+from imgstream.schema.topics import topic_settings
 from tests.fixtures.cluster import kraft, require_kafka
 from tests.fixtures.kafka import RecordStream
 from tests.fixtures.processes import Background

@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imgstream.records import Failure, ImageRef, Result
+from imgstream.schema.records import Failure, ImageRef, Result
 from tests.helpers import refs_for
 
 pytestmark = pytest.mark.both_brokers

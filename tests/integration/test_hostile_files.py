@@ -39,7 +39,7 @@ import pytest
 
 from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT
 from imgstream.kafka_io import topic_state
-from imgstream.records import Failure, ImageRef, Result
+from imgstream.schema.records import Failure, ImageRef, Result
 from tests.fixtures import mutate
 from tests.helpers import wait_until
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imgstream.metrics import camera_health
-from imgstream.records import Result
+from imgstream.schema.records import Result
 from tests.fixtures.deploy import scrape
 from tests.fixtures.kafka import Topics
 from tests.fixtures.plugins import env_with, write_plugin

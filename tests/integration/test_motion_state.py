@@ -26,7 +26,7 @@ import cv2
 import pytest
 
 from imgstream.kafka_io.scan import scan
-from imgstream.records import Result
+from imgstream.schema.records import Result
 from tests.fixtures.deploy import missing
 from tests.fixtures.kafka import Topics
 from tests.integration.test_exactly_once import read_committed

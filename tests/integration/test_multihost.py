@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imgstream.records import Result
+from imgstream.schema.records import Result
 from tests.fixtures.kafka import Topics
 from tests.helpers import wait_until
 from tests.netsim import Network

@@ -15,8 +15,8 @@ import time
 import cv2
 import numpy as np
 
-from imgstream.decoding import decode_record
-from imgstream.records import BatchSummary, Result
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import BatchSummary, Result
 from tests.helpers import cli
 
 

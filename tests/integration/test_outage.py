@@ -23,12 +23,12 @@ import numpy as np
 import pytest
 
 from imgstream.broker import free_port
-from imgstream.codec import encode
-from imgstream.decoding import decode_record
 from imgstream.kafka_io import KafkaSink, TopicReader, topic_state
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
-from imgstream.records import Failure, ImageRef, Result
+from imgstream.schema.codec import encode
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import Failure, ImageRef, Result
 
 N = 30
 

@@ -24,11 +24,11 @@ import cv2
 import numpy as np
 from kafka import KafkaProducer
 
-from imgstream.codec import MAX_MESSAGE_BYTES, MAX_RAW_PREFIX_BYTES, MAX_RECORD_BYTES, encode
-from imgstream.decoding import decode_record
 from imgstream.errors import BAD_MESSAGE
 from imgstream.kafka_io import topic_state
-from imgstream.records import Failure, ImageRef, Result
+from imgstream.schema.codec import MAX_MESSAGE_BYTES, MAX_RAW_PREFIX_BYTES, MAX_RECORD_BYTES, encode
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import Failure, ImageRef, Result
 
 
 def _ref_of_size(ref_id_prefix: str, size: int) -> bytes:

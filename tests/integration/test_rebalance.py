@@ -15,7 +15,7 @@ import uuid
 import pytest
 
 from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics, topic_state
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.both_brokers

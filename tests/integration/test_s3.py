@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 
 from imgstream.clock import SystemClock
-from imgstream.codec import encode
 from imgstream.config import WorkerConfig
 from imgstream.errors import OutputUnavailable
 from imgstream.objstore import ObjectStore, parse_s3
@@ -25,7 +24,8 @@ from imgstream.ops import build_registry
 from imgstream.outage import OutputGate
 from imgstream.pipeline import parse_spec
 from imgstream.processor import ImageProcessor
-from imgstream.records import Failure, ImageRef, Message, Result
+from imgstream.schema.codec import encode
+from imgstream.schema.records import Failure, ImageRef, Message, Result
 from imgstream.stores import Inputs
 from tests.fixtures.s3 import Fault, FaultProxy, S3Server, s3_env
 

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imgstream.records import Result
+from imgstream.schema.records import Result
 from tests.helpers import refs_for
 
 pytestmark = pytest.mark.both_brokers

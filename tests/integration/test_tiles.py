@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from imgstream.codec import encode
 from imgstream.kafka_io import KafkaSink, topic_state
-from imgstream.records import Lineage, Result
+from imgstream.schema.codec import encode
+from imgstream.schema.records import Lineage, Result
 from imgstream.store import Query, SQLiteStore
 from imgstream.tiling import grid, tile_meta
 

@@ -16,7 +16,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import ConfigResource, ConfigResourceType
 
 from imgstream.kafka_io import ensure_topics
-from imgstream.topics import DLQ_RETENTION_MS, REFS_RETENTION_MS, TopicSettings
+from imgstream.schema.topics import DLQ_RETENTION_MS, REFS_RETENTION_MS, TopicSettings
 from tests.fixtures.cluster import Broker
 from tests.fixtures.processes import Background
 

@@ -11,11 +11,11 @@ import pytest
 
 from imgstream.clock import FakeClock
 from imgstream.consumers.aggregator import Aggregator
-from imgstream.decoding import decode_record
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
 from imgstream.png import encode_png
-from imgstream.records import Message, Result
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import Message, Result
 from imgstream.store import Query, SQLiteStore
 from imgstream.tiling import TileView, grid, tile_meta
 from tests.unit.test_tiling import BAD_TILES

@@ -15,7 +15,7 @@ from imgstream.attempts import (
     encode_record,
 )
 from imgstream.isolation import CrashGuard
-from imgstream.records import Message, TopicPartition
+from imgstream.schema.records import Message, TopicPartition
 
 TP = TopicPartition("refs", 0)
 TP1 = TopicPartition("refs", 1)

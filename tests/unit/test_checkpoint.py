@@ -5,7 +5,7 @@ from __future__ import annotations
 from imgstream.checkpoint import Checkpoint
 from imgstream.clock import FakeClock
 from imgstream.delivery import Delivery
-from imgstream.records import Message, TopicPartition
+from imgstream.schema.records import Message, TopicPartition
 
 TP = TopicPartition("refs", 0)
 

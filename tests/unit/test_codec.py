@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imgstream.codec import (
+from imgstream.errors import BAD_MESSAGE, ImageError
+from imgstream.schema.codec import (
     MAX_RAW_PREFIX_BYTES,
     MAX_RECORD_BYTES,
     MAX_REF_FIELD_CHARS,
@@ -19,9 +20,8 @@ from imgstream.codec import (
     b64,
     encode,
 )
-from imgstream.decoding import decode_record, decode_ref
-from imgstream.errors import BAD_MESSAGE, ImageError
-from imgstream.records import BatchSummary, Failure, ImageRef, Lineage, Result
+from imgstream.schema.decoding import decode_record, decode_ref
+from imgstream.schema.records import BatchSummary, Failure, ImageRef, Lineage, Result
 
 text = st.text(min_size=1).filter(lambda s: s.strip() and "\x00" not in s)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import io
 import json
 
-from imgstream.codec import encode
 from imgstream.consumers.launcher import JobSummary, collect
-from imgstream.records import BatchSummary, Failure, Lineage, Message, Result
+from imgstream.schema.codec import encode
+from imgstream.schema.records import BatchSummary, Failure, Lineage, Message, Result
 
 
 def _result(ref_id: str, latency_ms: int) -> Result:

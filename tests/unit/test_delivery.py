@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 
 from imgstream.delivery import Ack, Delivery
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 
 TP = TopicPartition("refs", 0)
 

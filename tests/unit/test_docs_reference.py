@@ -17,11 +17,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 import imgstream
-from imgstream import api, config, records
+from imgstream import api, config
 from imgstream.cli import cli
 from imgstream.errors import exit_codes
 from imgstream.metrics import CameraMetrics, Metrics
 from imgstream.ops import build_registry
+from imgstream.schema import records
 
 ROOT = Path(__file__).parents[2]
 DOCS = ROOT / "docs"

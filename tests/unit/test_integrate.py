@@ -16,7 +16,7 @@ from imgstream.integrate import (
 )
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
-from imgstream.records import Failure, Lineage, Result
+from imgstream.schema.records import Failure, Lineage, Result
 
 result = st.fixed_dictionaries(
     {

@@ -23,7 +23,7 @@ from imgstream.kafka_io import clients, transactional
 from imgstream.kafka_io.clients import close_producer
 from imgstream.kafka_io.source import COMMITTED_TIMEOUT_S, KafkaSource
 from imgstream.kafka_io.transactional import KafkaTransactor
-from imgstream.records import TopicPartition
+from imgstream.schema.records import TopicPartition
 from imgstream.transactions import TRANSACTION_TIMEOUT_S, Staged
 
 

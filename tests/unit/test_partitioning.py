@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from imgstream.partitioning import make_partitioner, partition_key
-from imgstream.records import ImageRef
+from imgstream.schema.records import ImageRef
 
 
 def refs(n: int, **kw) -> list[ImageRef]:

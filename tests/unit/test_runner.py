@@ -18,9 +18,7 @@ import pytest
 
 from imgstream import runner as runner_module
 from imgstream.clock import FakeClock, SystemClock
-from imgstream.codec import encode
 from imgstream.config import WorkerConfig
-from imgstream.decoding import decode_record, decode_ref
 from imgstream.errors import DeliveryError, OutputOutageError
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
@@ -28,8 +26,17 @@ from imgstream.ops.registry import Operation
 from imgstream.outage import OutputGate
 from imgstream.pipeline import Pipeline, Step, parse_spec
 from imgstream.processor import ImageProcessor
-from imgstream.records import BatchSummary, Failure, ImageRef, Message, Result, TopicPartition
 from imgstream.runner import Runner
+from imgstream.schema.codec import encode
+from imgstream.schema.decoding import decode_record, decode_ref
+from imgstream.schema.records import (
+    BatchSummary,
+    Failure,
+    ImageRef,
+    Message,
+    Result,
+    TopicPartition,
+)
 
 TP = TopicPartition("refs", 0)
 

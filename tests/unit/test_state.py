@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 
 from imgstream.clock import FakeClock
-from imgstream.codec import encode
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
 from imgstream.processor import ImageProcessor
-from imgstream.records import ImageRef, Message, Result, TopicPartition
 from imgstream.runner import Runner
+from imgstream.schema.codec import encode
+from imgstream.schema.records import ImageRef, Message, Result, TopicPartition
 from imgstream.state import (
     Snapshot,
     SourceStates,

@@ -7,7 +7,7 @@ import pytest
 from imgstream.config import WorkerConfig
 from imgstream.errors import ConfigError
 from imgstream.kafka_io.clients import new_topic_request
-from imgstream.topics import (
+from imgstream.schema.topics import (
     DLQ_RETENTION_MS,
     REFS_RETENTION_MS,
     ROLES,

@@ -12,11 +12,11 @@ import pytest
 
 from imgstream.checkpoint import TransactionalCheckpoint
 from imgstream.clock import FakeClock
-from imgstream.decoding import decode_record
 from imgstream.errors import ImgstreamError, ProducerFenced, TransactionFailed
 from imgstream.metrics import Metrics
-from imgstream.records import Failure, Message, Result, TopicPartition
 from imgstream.runner import Runner
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import Failure, Message, Result, TopicPartition
 from imgstream.transactions import (
     SealedBatch,
     Staged,

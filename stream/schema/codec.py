@@ -3,7 +3,7 @@
 Every record carries ``"v": 1`` and a ``"kind"``. Results are cut to fit
 :data:`MAX_RECORD_BYTES`; failure records fit by construction. Decoding
 (bytes -> records, strict, ``bad_message`` on invalid input) is
-:mod:`imgstream.decoding`, which enforces the limits defined here.
+:mod:`imgstream.schema.decoding`, which enforces the limits defined here.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from imgstream.records import (
+from imgstream.schema.records import (
     SCHEMA_VERSION,
     BatchSummary,
     Failure,

@@ -4,7 +4,7 @@ Decoding a ref is strict about what it needs (``id`` and ``uri`` as non-empty
 strings, typed optional fields) and keeps fields it does not know. Invalid
 input raises :class:`~imgstream.errors.ImageError` of type ``bad_message``
 with a precise reason; it never raises anything else. The limits it enforces
-are defined beside the encoder, in :mod:`imgstream.codec`.
+are defined beside the encoder, in :mod:`imgstream.schema.codec`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from imgstream.codec import (
+from imgstream.errors import BAD_MESSAGE, ImageError
+from imgstream.schema.codec import (
     MAX_INT,
     MAX_MESSAGE_BYTES,
     MAX_REF_FIELD_CHARS,
@@ -22,8 +23,7 @@ from imgstream.codec import (
     REF_FIELDS,
     dumps,
 )
-from imgstream.errors import BAD_MESSAGE, ImageError
-from imgstream.records import (
+from imgstream.schema.records import (
     SCHEMA_VERSION,
     BatchSummary,
     Failure,

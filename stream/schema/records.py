@@ -3,8 +3,8 @@
 ``Message`` is one consumed Kafka message as raw bytes, with its topic,
 partition and offset on it. ``ImageRef`` is what producers write to the refs
 topic; ``Result``, ``BatchSummary`` and ``Failure`` are what workers write to
-the results and dead-letter topics. Encoding lives in :mod:`imgstream.codec`,
-decoding in :mod:`imgstream.decoding`.
+the results and dead-letter topics. Encoding lives in :mod:`imgstream.schema.codec`,
+decoding in :mod:`imgstream.schema.decoding`.
 """
 
 from __future__ import annotations
