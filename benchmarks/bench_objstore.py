@@ -88,7 +88,7 @@ def libraries(endpoint: str, threads: int) -> list[Lib]:
     env = env_for(endpoint)
     libs = []
 
-    from imgstream.objstore import ObjectStore, S3Url
+    from imgstream.io.objstore import ObjectStore, S3Url
 
     libs.append(
         Lib(
@@ -195,7 +195,7 @@ def main() -> None:
         urllib.request.urlopen(
             urllib.request.Request(f"{endpoint}/{BUCKET}", method="PUT"), timeout=10
         ).read()
-        from imgstream.objstore import ObjectStore, S3Url
+        from imgstream.io.objstore import ObjectStore, S3Url
 
         seeder = ObjectStore(env_for(endpoint))
         keys, digests = [], {}

@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from imgstream.imaging import decode, encode, encode_params
+from imgstream.io.imaging import decode, encode, encode_params
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
 

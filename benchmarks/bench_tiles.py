@@ -52,7 +52,7 @@ print(elapsed, peak, int(same))
 
 def make_image(path: Path, size: int) -> None:
     """A smooth SIZE x SIZE colour image written band by band (never whole in memory)."""
-    from imgstream.png import PngStreamWriter
+    from imgstream.io.png import PngStreamWriter
 
     band = 1000
     x = np.arange(size, dtype=np.float32)

@@ -29,11 +29,11 @@ from imgstream.clock import Clock
 from imgstream.consumers import mosaic
 from imgstream.delivery import Sink
 from imgstream.errors import INCOMPLETE, ImageError
+from imgstream.io.stores import Outputs
 from imgstream.schema.codec import encode, failure_to_dict, result_to_dict
 from imgstream.schema.decoding import check_tile_fields, parse_json_object, record_from_dict
 from imgstream.schema.records import Failure, Message, Record, Result, TopicPartition
 from imgstream.store import SQLiteStore
-from imgstream.stores import Outputs
 from imgstream.tiling import Tile, tile_from_meta, tile_id
 
 log = logging.getLogger("imgstream.aggregator")

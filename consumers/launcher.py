@@ -21,6 +21,7 @@ from imgstream.config import WorkerConfig
 from imgstream.consumers.aggregator import Aggregator, decode_messages
 from imgstream.consumers.processes import EarlyWorkers, WorkerProcesses, reads_directly
 from imgstream.integrate import RunTotals
+from imgstream.io.stores import local_dir
 from imgstream.kafka_io import (
     KafkaSink,
     TopicReader,
@@ -33,7 +34,6 @@ from imgstream.partitioning import Partitioner
 from imgstream.producers.produce import produce_refs
 from imgstream.schema.records import BatchSummary, Failure, ImageRef, Result
 from imgstream.store import SQLiteStore
-from imgstream.stores import local_dir
 
 
 @dataclass

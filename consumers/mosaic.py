@@ -18,15 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from imgstream import imaging, png
 from imgstream._cv import cv2
 from imgstream.clock import Clock
 from imgstream.errors import ImageError
 from imgstream.integrate import merge_boxes, merge_hists, merge_stats
-from imgstream.objstore import is_s3
+from imgstream.io import imaging, png
+from imgstream.io.objstore import is_s3
+from imgstream.io.storage import output_path, safe_name
+from imgstream.io.stores import Outputs, absolute
 from imgstream.schema.records import Lineage, Result
-from imgstream.storage import output_path, safe_name
-from imgstream.stores import Outputs, absolute
 from imgstream.tiling import Tile, tile_from_meta
 
 #: Detection outputs whose boxes are merged (de-duplicated across seams).

@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 
 from imgstream.broker import free_port
 from imgstream.config import WorkerConfig, to_args
-from imgstream.stores import local_dir
+from imgstream.io.stores import local_dir
 
 #: Environment variable that tells ``imgstream work`` to wait for the go line on stdin.
 HOLD_ENV = "IMGSTREAM_HOLD_UNTIL_STDIN"

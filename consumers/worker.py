@@ -16,6 +16,7 @@ from types import FrameType
 from imgstream.clock import SystemClock
 from imgstream.config import WorkerConfig
 from imgstream.hooks import RunnerHooks
+from imgstream.io.outage import OutputGate
 from imgstream.kafka_io import (
     KafkaAttempts,
     KafkaSink,
@@ -28,7 +29,6 @@ from imgstream.kafka_io import (
 )
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
-from imgstream.outage import OutputGate
 from imgstream.pipeline import Pipeline, parse_spec
 from imgstream.processor import ImageProcessor
 from imgstream.runner import Runner

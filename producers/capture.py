@@ -37,13 +37,13 @@ from typing import Any
 from imgstream._cv import cv2
 from imgstream.clock import Clock
 from imgstream.errors import ConfigError
+from imgstream.io.stores import OutputSink
 from imgstream.metrics import CameraHealth
 from imgstream.producers.backlog import Backlog
 from imgstream.producers.cameras import Camera
 from imgstream.producers.frames import FrameWriter
 from imgstream.producers.stream_reader import StreamReader
 from imgstream.schema.records import ImageRef
-from imgstream.stores import OutputSink
 
 log = logging.getLogger("imgstream.capture")
 

@@ -12,9 +12,9 @@ from dataclasses import replace
 
 import numpy as np
 
-from imgstream import imaging
 from imgstream._cv import cv2
 from imgstream.errors import ImageError
+from imgstream.io import imaging
 from imgstream.ops.analysis import phash_bits
 from imgstream.schema.records import ImageRef
 

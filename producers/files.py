@@ -23,11 +23,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from imgstream.errors import ImageError
-from imgstream.objstore import is_s3, parse_s3
+from imgstream.io.objstore import is_s3, parse_s3
+from imgstream.io.storage import safe_name
 from imgstream.producers.objects import folder, list_refs
 from imgstream.schema.decoding import ref_from_dict
 from imgstream.schema.records import ImageRef
-from imgstream.storage import safe_name
 
 Skip = Callable[[str, str], None]
 

@@ -15,9 +15,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from imgstream._cv import cv2
+from imgstream.io.storage import safe_name
+from imgstream.io.stores import Outputs, OutputSink, absolute, join
 from imgstream.schema.records import ImageRef
-from imgstream.storage import safe_name
-from imgstream.stores import Outputs, OutputSink, absolute, join
 
 log = logging.getLogger("imgstream.capture")
 

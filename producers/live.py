@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from imgstream.clock import Clock
 from imgstream.errors import ConfigError
+from imgstream.io.stores import Outputs, OutputSink
 from imgstream.metrics import CameraMetrics
 from imgstream.producers.backlog import Backlog
 from imgstream.producers.cameras import Camera, CameraChanges, CamerasFile, diff_cameras
@@ -26,7 +27,6 @@ from imgstream.producers.capture import CaptureStats, run_camera
 from imgstream.producers.frames import FrameWriter
 from imgstream.producers.stream_reader import Backoff, StreamReader, Timeouts
 from imgstream.schema.records import ImageRef
-from imgstream.stores import Outputs, OutputSink
 
 log = logging.getLogger("imgstream.capture")
 

@@ -17,9 +17,9 @@ import posixpath
 from collections.abc import Callable, Iterator
 
 from imgstream.errors import ImageError
-from imgstream.objstore import ObjectInfo, ObjectStore, S3Url, parse_s3
+from imgstream.io.objstore import ObjectInfo, ObjectStore, S3Url, parse_s3
+from imgstream.io.storage import safe_name
 from imgstream.schema.records import ImageRef
-from imgstream.storage import safe_name
 
 Skip = Callable[[str, str], None]
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
-from imgstream import imaging, png
 from imgstream.config import MAX_SOURCE_PIXELS
 from imgstream.errors import ImageError
-from imgstream.objstore import is_s3
+from imgstream.io import imaging, png
+from imgstream.io.objstore import is_s3
+from imgstream.io.storage import safe_name
+from imgstream.io.stores import Outputs, absolute, join
 from imgstream.producers.files import Found
 from imgstream.schema.records import ImageRef
-from imgstream.storage import safe_name
-from imgstream.stores import Outputs, absolute, join
 from imgstream.tiling import grid, tile_meta
 
 

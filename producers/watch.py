@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Protocol
 
 from imgstream.clock import Clock
+from imgstream.io.storage import write_atomic
 from imgstream.partitioning import Partitioner, partition_key
 from imgstream.producers.features import ENRICH
 from imgstream.producers.files import ref_for_file
 from imgstream.schema.codec import encode
 from imgstream.schema.records import ImageRef
-from imgstream.storage import write_atomic
 
 Listing = dict[str, tuple[int, int]]  # path -> (size, mtime_ns)
 

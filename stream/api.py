@@ -7,7 +7,7 @@ start-up (a :class:`~imgstream.errors.SpecError`, exit code 2, naming what
 is wrong), :meth:`Pipeline.run` is the worker's per-image path
 (:meth:`imgstream.pipeline.Pipeline.run`), :meth:`Pipeline.run_many` its
 micro-batch path, and :func:`process_folder` reads files with the worker's
-decoder (:func:`imgstream.imaging.decode`), writes outputs with its encoder
+decoder (:func:`imgstream.io.imaging.decode`), writes outputs with its encoder
 to the worker's output paths, and keeps a source's state for stateful steps
 as the worker does::
 
@@ -151,8 +151,8 @@ def read_image(path: str | os.PathLike[str], *, max_pixels: int | None = None) -
     Raises :class:`~imgstream.errors.ImageError` (``unsupported_format``,
     ``too_large`` over ``max_pixels``, ``decode_error``).
     """
-    from imgstream import imaging
     from imgstream.config import DEFAULT_MAX_PIXELS
+    from imgstream.io import imaging
 
     with open(path, "rb") as f:
         data = f.read()
@@ -278,7 +278,7 @@ class _Writer:
     """Encodes and writes outputs as the worker's processor does."""
 
     def __init__(self, out: str, fmt: str, pipeline_hash: str) -> None:
-        from imgstream import imaging
+        from imgstream.io import imaging
 
         self.out, self.fmt, self.hash = out, fmt, pipeline_hash
         self.params = imaging.encode_params(fmt)
@@ -286,8 +286,8 @@ class _Writer:
     def write(
         self, image: np.ndarray, source: str, id_: str, outputs: dict[str, Any]
     ) -> str | None:
-        from imgstream import imaging
-        from imgstream.storage import output_path, write_atomic
+        from imgstream.io import imaging
+        from imgstream.io.storage import output_path, write_atomic
 
         # ``motion:action=gate`` and ``dedupe`` keep only some frames, as in the worker.
         if not all(d.get("kept", True) for d in outputs.values() if isinstance(d, dict)):

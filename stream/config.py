@@ -18,11 +18,11 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
 from imgstream.attempts import DEFAULT_MAX_ATTEMPTS
-from imgstream.awsconfig import check_endpoint
 from imgstream.errors import ConfigError, ImageError
-from imgstream.objstore import is_s3, parse_s3
+from imgstream.io.awsconfig import check_endpoint
+from imgstream.io.objstore import is_s3, parse_s3
+from imgstream.io.storage import DEFAULT_MAX_BYTES
 from imgstream.schema.topics import TopicSettings, parse_topic_configs, topic_settings
-from imgstream.storage import DEFAULT_MAX_BYTES
 
 #: Decoded pixels above which an image is refused (checked from its header).
 DEFAULT_MAX_PIXELS = 100_000_000

@@ -7,7 +7,7 @@ hashing and file I/O release the GIL, so images of a batch run in parallel.
 
 The one exception is the output store itself: a write it refuses for
 infrastructure reasons (full, read-only, gone) is retried by the
-:class:`~imgstream.outage.OutputGate`, and if the worker stops meanwhile
+:class:`~imgstream.io.outage.OutputGate`, and if the worker stops meanwhile
 :class:`~imgstream.errors.OutputUnavailable` propagates, so the image is
 neither dead-lettered nor committed.
 """
@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from imgstream import __version__, imaging
+from imgstream import __version__
 from imgstream._cv import cv2
 from imgstream.clock import Clock
 from imgstream.config import WorkerConfig
@@ -38,16 +38,17 @@ from imgstream.errors import (
     ImageError,
     OutputUnavailable,
 )
-from imgstream.objstore import ObjectStore
-from imgstream.outage import OutputGate
+from imgstream.io import imaging
+from imgstream.io.objstore import ObjectStore
+from imgstream.io.outage import OutputGate
+from imgstream.io.storage import output_path
+from imgstream.io.stores import Inputs, Outputs, absolute
 from imgstream.outcome import Outcome, Prepared
 from imgstream.pipeline import Pipeline
 from imgstream.schema.codec import b64
 from imgstream.schema.decoding import decode_ref
 from imgstream.schema.records import Failure, ImageRef, Lineage, Message, Result
 from imgstream.state import Key, SourceStates
-from imgstream.storage import output_path
-from imgstream.stores import Inputs, Outputs, absolute
 from imgstream.tiling import Tile, TileView, tile_from_meta
 
 #: The empty file the output gate writes in ``{out}/{pipeline_hash}/`` to test the store.

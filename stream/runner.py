@@ -8,7 +8,7 @@ each closed batch to the :class:`~imgstream.emitter.Emitter`
 (:class:`~imgstream.starts.BatchStarts`), which sends records in consumption
 order from its own thread. The poll thread also expires images that ran past
 ``--image-timeout``, watches the output store
-(:class:`~imgstream.outage.OutputGate`), commits what is safe through the
+(:class:`~imgstream.io.outage.OutputGate`), commits what is safe through the
 :class:`~imgstream.checkpoint.Checkpoint`, and pauses the partitions while too
 many batches are in flight or the output store is out (back-pressure), so a
 slow batch or an outage never keeps the member from polling. Start counts are

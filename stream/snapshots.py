@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from imgstream.clock import Clock
+from imgstream.io.stores import Outputs
 from imgstream.metrics import Metrics
 from imgstream.schema.records import TopicPartition
 from imgstream.state import (
@@ -29,7 +30,6 @@ from imgstream.state import (
     decode_state_record,
     encode_state_record,
 )
-from imgstream.stores import Outputs
 
 log = logging.getLogger(__name__)
 

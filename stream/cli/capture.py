@@ -159,6 +159,7 @@ def capture(
     (rtsp://, http://, ...) or every camera of --cameras FILE (read again on SIGHUP
     and when it changes)."""
     from imgstream.clock import SystemClock
+    from imgstream.io.stores import Outputs, absolute
     from imgstream.kafka_io import KafkaSink, ensure_topics
     from imgstream.metrics import CameraMetrics
     from imgstream.partitioning import BySource, partition_key
@@ -169,7 +170,6 @@ def capture(
     from imgstream.producers.stream_reader import Timeouts
     from imgstream.schema.codec import encode
     from imgstream.signals import stop_on_signals
-    from imgstream.stores import Outputs, absolute
 
     if fps <= 0:
         raise click.BadParameter("must be positive", param_hint="--fps")

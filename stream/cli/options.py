@@ -21,8 +21,8 @@ import click
 
 from imgstream import config as cfg
 from imgstream.errors import ConfigError
-from imgstream.objstore import is_s3
-from imgstream.stores import absolute
+from imgstream.io.objstore import is_s3
+from imgstream.io.stores import absolute
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings

@@ -22,7 +22,7 @@ from imgstream.cli.options import (
 from imgstream.config import WorkerConfig
 from imgstream.consumers.processes import HOLD_ENV
 from imgstream.errors import ConfigError, UnreliableTransactions
-from imgstream.stores import join, local_dir
+from imgstream.io.stores import join, local_dir
 
 #: ``run``'s default ``--target-latency`` (seconds).
 RUN_TARGET_LATENCY_S = 1.0

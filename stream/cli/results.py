@@ -12,7 +12,7 @@ import click
 from imgstream.cli.app import cli
 from imgstream.cli.options import LOCATION, kafka_options, option_for, time_ms, topic_options
 from imgstream.errors import ConfigError
-from imgstream.stores import absolute
+from imgstream.io.stores import absolute
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings

@@ -2,7 +2,7 @@
 
 The URL never names a file. It names a record (id + pipeline hash) and a
 side (``in`` or ``out``); the path comes from that record, and is read only
-through :class:`~imgstream.storage.SafeStore` under the allowed roots:
+through :class:`~imgstream.io.storage.SafeStore` under the allowed roots:
 outputs under the store's folder and the ``--root`` folders, inputs under
 the ``--root`` folders. So ``..``, absolute paths outside the roots and
 symlinks that leave them are refused exactly as a worker refuses them, and a
@@ -20,10 +20,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from imgstream import imaging
 from imgstream._cv import cv2
 from imgstream.errors import ImageError
-from imgstream.storage import SafeStore
+from imgstream.io import imaging
+from imgstream.io.storage import SafeStore
 
 #: Thumbnail widths served; a request is rounded up to the next one (so the cache hits).
 SIZES = (160, 320, 640, 1280)

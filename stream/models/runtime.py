@@ -89,10 +89,10 @@ class ModelSource:
 def read_model(location: str, op: str, what: str = "model", store: Any = None) -> ModelSource:
     """Read a model (or a labels file) from a path or ``s3://``; ConfigError when it cannot.
 
-    ``store`` is an :class:`~imgstream.objstore.ObjectStore` (one is made for
+    ``store`` is an :class:`~imgstream.io.objstore.ObjectStore` (one is made for
     ``s3://`` when None).
     """
-    from imgstream.objstore import ObjectStore, is_s3, parse_s3
+    from imgstream.io.objstore import ObjectStore, is_s3, parse_s3
 
     if is_s3(location):
         try:

@@ -18,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from imgstream.errors import ImageError
-from imgstream.storage import SafeStore
+from imgstream.io.storage import SafeStore
 
 SWAPPER = """
 import os, sys

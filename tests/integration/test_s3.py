@@ -19,14 +19,14 @@ import pytest
 from imgstream.clock import SystemClock
 from imgstream.config import WorkerConfig
 from imgstream.errors import OutputUnavailable
-from imgstream.objstore import ObjectStore, parse_s3
+from imgstream.io.objstore import ObjectStore, parse_s3
+from imgstream.io.outage import OutputGate
+from imgstream.io.stores import Inputs
 from imgstream.ops import build_registry
-from imgstream.outage import OutputGate
 from imgstream.pipeline import parse_spec
 from imgstream.processor import ImageProcessor
 from imgstream.schema.codec import encode
 from imgstream.schema.records import Failure, ImageRef, Message, Result
-from imgstream.stores import Inputs
 from tests.fixtures.s3 import Fault, FaultProxy, S3Server, s3_env
 
 

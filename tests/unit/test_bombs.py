@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
-from imgstream.imaging import MAX_JPEG_SCANS, decode, header_size, sniff
+from imgstream.io.imaging import MAX_JPEG_SCANS, decode, header_size, sniff
 
 BIG = 12000
 
@@ -232,7 +232,7 @@ MEMORY_PROBE = """
 import json, sys, time
 sys.path.insert(0, sys.argv[1])
 import test_bombs
-from imgstream.imaging import decode
+from imgstream.io.imaging import decode
 from imgstream.errors import ImageError
 
 def hwm():

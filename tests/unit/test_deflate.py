@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from isal import isal_zlib
 
-from imgstream import png
+from imgstream.io import png
 
 try:
     from imgstream._deflate import huffman, png_idat

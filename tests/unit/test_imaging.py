@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
-from imgstream.imaging import decode, encode, encode_params, header_size, sniff
+from imgstream.io.imaging import decode, encode, encode_params, header_size, sniff
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
 

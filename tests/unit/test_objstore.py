@@ -9,11 +9,11 @@ import click
 import pytest
 from obstore import exceptions as obx
 
-from imgstream.awsconfig import aws_settings, check_endpoint
 from imgstream.cli.options import LOCATION, build_config
 from imgstream.config import WorkerConfig
 from imgstream.errors import ConfigError, ImageError
-from imgstream.objstore import (
+from imgstream.io.awsconfig import aws_settings, check_endpoint
+from imgstream.io.objstore import (
     ObjectInfo,
     ObjectStore,
     S3Url,
@@ -22,8 +22,8 @@ from imgstream.objstore import (
     os_error,
     parse_s3,
 )
+from imgstream.io.stores import Inputs, S3Inputs, join, local_dir
 from imgstream.producers.objects import default_source, folder, object_id
-from imgstream.stores import Inputs, S3Inputs, join, local_dir
 
 
 def test_parse_s3_splits_bucket_and_key() -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from imgstream.clock import FakeClock
 from imgstream.errors import OutputOutageError, OutputUnavailable
-from imgstream.outage import PATH_TRIES, OutputGate, is_infrastructure
+from imgstream.io.outage import PATH_TRIES, OutputGate, is_infrastructure
 
 
 def test_infrastructure_errors_are_told_from_the_image_s_own() -> None:

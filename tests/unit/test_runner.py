@@ -20,10 +20,10 @@ from imgstream import runner as runner_module
 from imgstream.clock import FakeClock, SystemClock
 from imgstream.config import WorkerConfig
 from imgstream.errors import DeliveryError, OutputOutageError
+from imgstream.io.outage import OutputGate
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.ops.registry import Operation
-from imgstream.outage import OutputGate
 from imgstream.pipeline import Pipeline, Step, parse_spec
 from imgstream.processor import ImageProcessor
 from imgstream.runner import Runner

@@ -9,8 +9,8 @@ import threading
 import pytest
 
 from imgstream.errors import FORBIDDEN, NOT_FOUND, TOO_LARGE, ImageError
-from imgstream.storage import SafeStore, output_path, safe_name, write_atomic
-from imgstream.stores import LocalOutputs
+from imgstream.io.storage import SafeStore, output_path, safe_name, write_atomic
+from imgstream.io.stores import LocalOutputs
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 :func:`sniff` names the format from the magic bytes (unknown bytes are
 ``unsupported_format``), :func:`header_size` reads width and height from the
 header without decoding pixels (the common formats here, the rest in
-:mod:`imgstream.headers`), so a decompression bomb is refused as
+:mod:`imgstream.io.headers`), so a decompression bomb is refused as
 ``too_large`` in microseconds. A file too small to hold the pixels its
 header claims (a JPEG, PNG or TIFF whose size fields were enlarged, a PNG
 chunk longer than the file) is a ``decode_error`` before OpenCV allocates.
@@ -26,11 +26,11 @@ from dataclasses import dataclass
 import numpy as np
 import simplejpeg
 
-from imgstream import headers
 from imgstream._cv import cv2
 from imgstream.config import DEFAULT_MAX_PIXELS
 from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
-from imgstream.png import encode_png
+from imgstream.io import headers
+from imgstream.io.png import encode_png
 
 _MAGIC: tuple[tuple[bytes, int, str], ...] = (
     (b"\xff\xd8\xff", 0, "jpeg"),

@@ -3,17 +3,17 @@
 Two small protocols stand between the per-image work and storage:
 
 * :class:`InputStore` ``read(uri) -> Loaded``: local paths and ``file://``
-  URIs go to :class:`~imgstream.storage.SafeStore` (race-free, under local
+  URIs go to :class:`~imgstream.io.storage.SafeStore` (race-free, under local
   roots), ``s3://`` URIs to :class:`S3Inputs` (under ``s3://`` roots).
   :class:`Inputs` routes each reference by its scheme; a reference whose
   scheme has no root at all is ``forbidden``.
 * :class:`OutputSink` ``write(location, data)``: :class:`LocalOutputs`
   writes files atomically, :class:`S3Outputs` PUTs whole objects. Both
   raise :class:`OSError` when the store (not the image) fails, for the
-  :class:`~imgstream.outage.OutputGate` to retry.
+  :class:`~imgstream.io.outage.OutputGate` to retry.
 
 Output locations are ``{out}/{pipeline_hash}/{source}/{id}.{ext}`` for both
-(:func:`~imgstream.storage.output_path`), so a replay overwrites the same
+(:func:`~imgstream.io.storage.output_path`), so a replay overwrites the same
 file or key with the same bytes.
 """
 
@@ -25,8 +25,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from imgstream.errors import FORBIDDEN, TOO_LARGE, ImageError
-from imgstream.objstore import ObjectStore, S3Url, is_s3, parse_s3
-from imgstream.storage import DEFAULT_MAX_BYTES, Loaded, SafeStore, write_atomic
+from imgstream.io.objstore import ObjectStore, S3Url, is_s3, parse_s3
+from imgstream.io.storage import DEFAULT_MAX_BYTES, Loaded, SafeStore, write_atomic
 
 
 class InputStore(Protocol):
@@ -107,7 +107,7 @@ class Inputs:
 class LocalOutputs:
     """Files, written atomically; with ``fsync`` (``--fsync``) the file and its directory
     entry are on disk before :meth:`write` returns, so a committed output survives a
-    power loss (:func:`~imgstream.storage.write_atomic`)."""
+    power loss (:func:`~imgstream.io.storage.write_atomic`)."""
 
     def __init__(self, fsync: bool = False) -> None:
         self.fsync = fsync

@@ -7,7 +7,7 @@ MinIO, Ceph, R2, ...) goes through :class:`ObjectStore`, built on obstore
 GIL-free calls, which let a worker's image threads fetch a batch in parallel.
 
 Credentials and endpoint come the standard AWS way
-(:func:`imgstream.awsconfig.aws_settings`):
+(:func:`imgstream.io.awsconfig.aws_settings`):
 ``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``/``AWS_SESSION_TOKEN``, then the
 shared credentials and config files (``AWS_PROFILE``,
 ``AWS_SHARED_CREDENTIALS_FILE``, ``AWS_CONFIG_FILE``), then the instance or
@@ -17,7 +17,7 @@ container credentials obstore finds itself; the region from ``AWS_REGION``,
 ``endpoint_url`` (path-style requests, so any S3-compatible store works).
 ``AWS_MAX_ATTEMPTS`` bounds the attempts of one request. An endpoint that is
 not an ``http(s)://host[:port][/path]`` URL is refused before any request
-(:func:`~imgstream.awsconfig.check_endpoint` at start-up, naming the setting it came from; an
+(:func:`~imgstream.io.awsconfig.check_endpoint` at start-up, naming the setting it came from; an
 ``io_error`` per image after that): object_store panics on some of them.
 
 Errors are mapped once, here (:func:`image_error`): a missing key is
@@ -26,7 +26,7 @@ timeouts are retried with exponential back-off (obstore's retry loop) and
 then ``io_error``; so is anything else the client raises, pyo3's
 ``PanicException`` (a :class:`BaseException`) included: only an interrupt or
 an exit goes on up. Writes raise :class:`OSError` instead (with an errno the
-:class:`~imgstream.outage.OutputGate` treats as an outage), since a store that
+:class:`~imgstream.io.outage.OutputGate` treats as an outage), since a store that
 refuses an output is not the image's fault.
 """
 
@@ -42,8 +42,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from imgstream.awsconfig import attempts, endpoint_error, resolve
 from imgstream.errors import FORBIDDEN, IO_ERROR, NOT_FOUND, TOO_LARGE, ImageError
+from imgstream.io.awsconfig import attempts, endpoint_error, resolve
 
 SCHEME = "s3://"
 

@@ -1,6 +1,6 @@
 """Image sizes read from the headers of the less common formats, and what a file can hold.
 
-:func:`imgstream.imaging.header_size` reads JPEG, PNG, GIF, BMP and WebP
+:func:`imgstream.io.imaging.header_size` reads JPEG, PNG, GIF, BMP and WebP
 itself and asks :func:`size` here for the rest: TIFF, Radiance HDR, JPEG
 2000 (raw codestream and JP2 boxes), OpenEXR, PNM (P1-P6), PAM (P7), PFM and
 Sun raster. Several of these compress well (run-length HDR, wavelet JPEG 2000,
@@ -16,7 +16,7 @@ decoders allocate for the claim, then fill what the data does not cover with
 zeros. :func:`png_chunks_fit` refuses a PNG chunk longer than the rest of
 the file, and :func:`tiff_min_bytes` says how few bytes a TIFF's compression
 can expand into its claimed pixels (the JPEG floor is in
-:mod:`imgstream.imaging`, beside its marker walk). Hostile files found these:
+:mod:`imgstream.io.imaging`, beside its marker walk). Hostile files found these:
 ``tests/fixtures/mutate.py`` makes them.
 """
 

@@ -6,7 +6,7 @@ Credentials, region and endpoint come as the AWS SDKs find them
 and config files of ``AWS_PROFILE``. An endpoint that is not an
 ``http(s)://host[:port][/path]`` URL is refused before any request
 (:func:`check_endpoint`, naming the setting it came from): object_store
-panics on some of them. Pure of any S3 client: :mod:`imgstream.objstore` uses it.
+panics on some of them. Pure of any S3 client: :mod:`imgstream.io.objstore` uses it.
 """
 
 from __future__ import annotations
