@@ -26,8 +26,8 @@ from typing import Any
 
 from imgstream._cv import cv2
 from imgstream.clock import Clock
+from imgstream.commits.delivery import Sink
 from imgstream.consumers import mosaic
-from imgstream.delivery import Sink
 from imgstream.errors import INCOMPLETE, ImageError
 from imgstream.io.stores import Outputs
 from imgstream.schema.codec import encode, failure_to_dict, result_to_dict

@@ -14,6 +14,7 @@ import time
 from types import FrameType
 
 from imgstream.clock import SystemClock
+from imgstream.commits.transactions import transactional_id
 from imgstream.config import WorkerConfig
 from imgstream.hooks import RunnerHooks
 from imgstream.io.outage import OutputGate
@@ -33,7 +34,6 @@ from imgstream.pipeline import Pipeline, parse_spec
 from imgstream.processor import ImageProcessor
 from imgstream.runner import Runner
 from imgstream.schema.records import TopicPartition
-from imgstream.transactions import transactional_id
 
 log = logging.getLogger("imgstream.worker")
 

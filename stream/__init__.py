@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from imgstream.batching import Batch, MicroBatcher
+from imgstream.commits.offsets import OffsetTracker
 from imgstream.errors import (
     BrokerError,
     ConfigError,
@@ -22,7 +23,6 @@ from imgstream.errors import (
     ImgstreamError,
     SpecError,
 )
-from imgstream.offsets import OffsetTracker
 from imgstream.ops.decorator import Arg, op
 from imgstream.schema.records import (
     BatchSummary,

@@ -1,8 +1,8 @@
 """NewPartitions: what newly assigned partitions need before any of their messages runs.
 
 The group's committed offsets (for the lag), the start counts of their
-uncommitted images (crash isolation, :class:`~imgstream.isolation.CrashGuard`)
-and the states of their sources (:class:`~imgstream.snapshots.StateSnapshots`)
+uncommitted images (crash isolation, :class:`~imgstream.commits.isolation.CrashGuard`)
+and the states of their sources (:class:`~imgstream.commits.snapshots.StateSnapshots`)
 are read on the poll thread once ``poll()`` has returned. A broker error
 leaves them for the next step, and the partitions' messages wait (deferred)
 until then, rather than killing the worker or running without them.
@@ -15,11 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from imgstream.commits.isolation import CrashGuard
+from imgstream.commits.snapshots import StateSnapshots
 from imgstream.errors import ImgstreamError
-from imgstream.isolation import CrashGuard
 from imgstream.lag import Lag
 from imgstream.schema.records import Message, TopicPartition
-from imgstream.snapshots import StateSnapshots
 
 log = logging.getLogger(__name__)
 

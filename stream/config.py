@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, Field, dataclass, field, fields
 from typing import Any
 
-from imgstream.attempts import DEFAULT_MAX_ATTEMPTS
+from imgstream.commits.attempts import DEFAULT_MAX_ATTEMPTS
 from imgstream.errors import ConfigError, ImageError
 from imgstream.io.awsconfig import check_endpoint
 from imgstream.io.objstore import is_s3, parse_s3

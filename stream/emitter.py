@@ -26,8 +26,9 @@ from dataclasses import dataclass
 
 from imgstream.batching import Batch
 from imgstream.clock import Clock
+from imgstream.commits.delivery import Delivery
+from imgstream.commits.transactions import Staging
 from imgstream.config import WorkerConfig
-from imgstream.delivery import Delivery
 from imgstream.errors import TIMEOUT, ImageError, OutputUnavailable
 from imgstream.imagepool import Pending
 from imgstream.metrics import Metrics
@@ -36,7 +37,6 @@ from imgstream.processor import ImageProcessor
 from imgstream.schema.codec import encode
 from imgstream.schema.decoding import decode_ref
 from imgstream.schema.records import BatchSummary, Failure, ImageRef, Message, Result
-from imgstream.transactions import Staging
 
 log = logging.getLogger(__name__)
 

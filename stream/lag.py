@@ -14,8 +14,8 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable
 
-from imgstream.checkpoint import OffsetLedger
 from imgstream.clock import Clock
+from imgstream.commits.checkpoint import OffsetLedger
 from imgstream.metrics import Metrics
 from imgstream.schema.records import TopicPartition
 from imgstream.source import Source

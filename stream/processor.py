@@ -27,6 +27,7 @@ import numpy as np
 from imgstream import __version__
 from imgstream._cv import cv2
 from imgstream.clock import Clock
+from imgstream.commits.state import Key, SourceStates
 from imgstream.config import WorkerConfig
 from imgstream.errors import (
     BAD_MESSAGE,
@@ -48,7 +49,6 @@ from imgstream.pipeline import Pipeline
 from imgstream.schema.codec import b64
 from imgstream.schema.decoding import decode_ref
 from imgstream.schema.records import Failure, ImageRef, Lineage, Message, Result
-from imgstream.state import Key, SourceStates
 from imgstream.tiling import Tile, TileView, tile_from_meta
 
 #: The empty file the output gate writes in ``{out}/{pipeline_hash}/`` to test the store.

@@ -9,10 +9,10 @@ each closed batch to the :class:`~imgstream.emitter.Emitter`
 order from its own thread. The poll thread also expires images that ran past
 ``--image-timeout``, watches the output store
 (:class:`~imgstream.io.outage.OutputGate`), commits what is safe through the
-:class:`~imgstream.checkpoint.Checkpoint`, and pauses the partitions while too
+:class:`~imgstream.commits.checkpoint.Checkpoint`, and pauses the partitions while too
 many batches are in flight or the output store is out (back-pressure), so a
 slow batch or an outage never keeps the member from polling. Start counts are
-recorded before images start (:class:`~imgstream.isolation.CrashGuard`): an
+recorded before images start (:class:`~imgstream.commits.isolation.CrashGuard`): an
 image that may have killed a worker runs alone, or becomes ``crashed``.
 
 Ownership: every attribute of :class:`Runner` belongs to the poll thread,
@@ -31,26 +31,26 @@ from functools import partial
 
 from imgstream import batching
 from imgstream.assignment import NewPartitions
-from imgstream.attempts import AttemptBook
 from imgstream.batching import Batch, MicroBatcher
-from imgstream.checkpoint import TransactionalCheckpoint, checkpoint_for
 from imgstream.clock import Clock
+from imgstream.commits.attempts import AttemptBook
+from imgstream.commits.checkpoint import TransactionalCheckpoint, checkpoint_for
+from imgstream.commits.delivery import Sink
+from imgstream.commits.isolation import AttemptStore, CrashGuard
+from imgstream.commits.snapshots import StateStore
+from imgstream.commits.transactions import Transactor
 from imgstream.config import WorkerConfig
-from imgstream.delivery import Sink
 from imgstream.emitter import Emitter
 from imgstream.errors import ImgstreamError
 from imgstream.hooks import RunnerHooks
 from imgstream.imagepool import ImagePool
-from imgstream.isolation import AttemptStore, CrashGuard
 from imgstream.lag import Lag
 from imgstream.memory import peak_rss_mb
 from imgstream.metrics import Metrics
 from imgstream.processor import ImageProcessor
 from imgstream.schema.records import Message, TopicPartition
-from imgstream.snapshots import StateStore
 from imgstream.source import Source
 from imgstream.starts import BatchStarts
-from imgstream.transactions import Transactor
 
 log = logging.getLogger(__name__)
 

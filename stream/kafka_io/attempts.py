@@ -7,7 +7,7 @@ each newly assigned partition. The topic is compacted (the last record
 per key is all that matters), so reading it is a scan from its start to its
 high-watermark (:mod:`imgstream.kafka_io.scan`). The records are written by
 a producer of their own, outside any transaction: an aborted transaction (the worker died)
-must not take the count with it. See :mod:`imgstream.attempts`.
+must not take the count with it. See :mod:`imgstream.commits.attempts`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 
 from kafka.errors import KafkaTimeoutError
 
-from imgstream.attempts import Counts, decode_record, encode_record, record_key
+from imgstream.commits.attempts import Counts, decode_record, encode_record, record_key
 from imgstream.errors import BrokerError
 from imgstream.kafka_io.clients import KafkaSink
 from imgstream.kafka_io.scan import scan

@@ -5,7 +5,7 @@ before the offsets they go with are committed; ``--exactly-once`` puts them
 in the batch's transaction instead) and reads a group's records back when
 partitions are assigned. The topic is compacted: the last record of each
 group, pipeline, partition and source is all that is kept. See
-:mod:`imgstream.state`.
+:mod:`imgstream.commits.state`.
 """
 
 from __future__ import annotations

@@ -39,6 +39,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata
 
+from imgstream.commits.transactions import COMMIT_TIMEOUT_S, TRANSACTION_TIMEOUT_S, Staged
 from imgstream.errors import (
     BrokerError,
     ProducerFenced,
@@ -48,7 +49,6 @@ from imgstream.errors import (
 from imgstream.kafka_io.clients import close_producer, new_admin, new_producer
 from imgstream.kafka_io.settings import ClientSettings, broker_errors
 from imgstream.schema.records import TopicPartition
-from imgstream.transactions import COMMIT_TIMEOUT_S, TRANSACTION_TIMEOUT_S, Staged
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,7 @@ past: it takes a second positional argument, the state of the frame's source
 for this step (a dict, empty for a source's first frame), and updates it in
 place. The worker runs a source's frames through it in order, snapshots the
 state with the committed offsets and restores it on assignment
-(:mod:`imgstream.state`). Values are numpy arrays or Python scalars.
+(:mod:`imgstream.commits.state`). Values are numpy arrays or Python scalars.
 """
 
 from __future__ import annotations

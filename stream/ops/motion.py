@@ -3,7 +3,7 @@
 Both are stateful: they remember the past of the frame's source (its
 ``source`` field), and the worker runs a source's frames through them in
 order, with the state snapshotted at each commit and restored on assignment
-(:mod:`imgstream.state`), so the outputs equal one sequential pass over the
+(:mod:`imgstream.commits.state`), so the outputs equal one sequential pass over the
 frames.
 
 ``motion``, exactly (so it can be checked against another implementation):

@@ -52,9 +52,9 @@ from pathlib import Path
 
 import pytest
 
+from imgstream.commits.transactions import TRANSACTION_TIMEOUT_S
 from imgstream.kafka_io.settings import CLIENT_DEFAULTS
 from imgstream.schema.records import Failure, ImageRef, Result
-from imgstream.transactions import TRANSACTION_TIMEOUT_S
 from tests.fixtures.cluster import kafka_required
 from tests.fixtures.kafka import RecordStream, Topics
 from tests.helpers import wait_until

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imgstream.attempts import (
+from imgstream.commits.attempts import (
     RUN,
     AttemptBook,
     decode_counts,
@@ -14,7 +14,7 @@ from imgstream.attempts import (
     encode_counts,
     encode_record,
 )
-from imgstream.isolation import CrashGuard
+from imgstream.commits.isolation import CrashGuard
 from imgstream.schema.records import Message, TopicPartition
 
 TP = TopicPartition("refs", 0)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from imgstream.checkpoint import Checkpoint
 from imgstream.clock import FakeClock
-from imgstream.delivery import Delivery
+from imgstream.commits.checkpoint import Checkpoint
+from imgstream.commits.delivery import Delivery
 from imgstream.schema.records import Message, TopicPartition
 
 TP = TopicPartition("refs", 0)
@@ -87,7 +87,7 @@ def test_a_run_of_failed_commits_is_one_warning_and_the_recovery_one_more(caplog
     try:
         cp.register(_msg(0))
         delivery.send("results", None, b"r", (TP, 0))
-        with caplog.at_level("DEBUG", logger="imgstream.checkpoint"):
+        with caplog.at_level("DEBUG", logger="imgstream.commits.checkpoint"):
             for _ in range(50):  # a coordinator away for a second, commits every 20 ms
                 assert cp.commit(force=True) == {}
             broken[0] = False

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from imgstream.delivery import Ack, Delivery
+from imgstream.commits.delivery import Ack, Delivery
 from imgstream.schema.records import TopicPartition
 
 TP = TopicPartition("refs", 0)

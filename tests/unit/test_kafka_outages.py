@@ -18,13 +18,13 @@ import pytest
 from kafka.errors import KafkaTimeoutError
 from kafka.structs import ConsumerGroupMetadata
 
+from imgstream.commits.transactions import TRANSACTION_TIMEOUT_S, Staged
 from imgstream.errors import BrokerError, TransactionFailed
 from imgstream.kafka_io import clients, transactional
 from imgstream.kafka_io.clients import close_producer
 from imgstream.kafka_io.source import COMMITTED_TIMEOUT_S, KafkaSource
 from imgstream.kafka_io.transactional import KafkaTransactor
 from imgstream.schema.records import TopicPartition
-from imgstream.transactions import TRANSACTION_TIMEOUT_S, Staged
 
 
 class Result:

@@ -10,6 +10,13 @@ import numpy as np
 import pytest
 
 from imgstream.clock import FakeClock
+from imgstream.commits.state import (
+    Snapshot,
+    SourceStates,
+    StateRecord,
+    decode_state_record,
+    encode_state_record,
+)
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
@@ -17,13 +24,6 @@ from imgstream.processor import ImageProcessor
 from imgstream.runner import Runner
 from imgstream.schema.codec import encode
 from imgstream.schema.records import ImageRef, Message, Result, TopicPartition
-from imgstream.state import (
-    Snapshot,
-    SourceStates,
-    StateRecord,
-    decode_state_record,
-    encode_state_record,
-)
 from tests.unit.test_runner import FakeSink, FakeSource, _records, _setup
 
 TP = TopicPartition("refs", 0)

@@ -10,20 +10,20 @@ from collections import Counter
 
 import pytest
 
-from imgstream.checkpoint import TransactionalCheckpoint
 from imgstream.clock import FakeClock
-from imgstream.errors import ImgstreamError, ProducerFenced, TransactionFailed
-from imgstream.metrics import Metrics
-from imgstream.runner import Runner
-from imgstream.schema.decoding import decode_record
-from imgstream.schema.records import Failure, Message, Result, TopicPartition
-from imgstream.transactions import (
+from imgstream.commits.checkpoint import TransactionalCheckpoint
+from imgstream.commits.transactions import (
     SealedBatch,
     Staged,
     Staging,
     transaction_plan,
     transactional_id,
 )
+from imgstream.errors import ImgstreamError, ProducerFenced, TransactionFailed
+from imgstream.metrics import Metrics
+from imgstream.runner import Runner
+from imgstream.schema.decoding import decode_record
+from imgstream.schema.records import Failure, Message, Result, TopicPartition
 from tests.unit.test_runner import FakeSink, FakeSource, _setup
 
 TP = TopicPartition("refs", 0)

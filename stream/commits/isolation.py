@@ -1,4 +1,4 @@
-"""CrashGuard: the runner's side of crash isolation (see :mod:`imgstream.attempts`).
+"""CrashGuard: the runner's side of crash isolation (see :mod:`imgstream.commits.attempts`).
 
 Every message the runner fetches passes :meth:`CrashGuard.admit`. Ordinary
 messages run at once with the others, after :meth:`CrashGuard.started` has
@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Protocol
 
-from imgstream.attempts import RUN, AttemptBook, Counts, Verdict
+from imgstream.commits.attempts import RUN, AttemptBook, Counts, Verdict
 from imgstream.schema.records import Message, TopicPartition
 
 log = logging.getLogger(__name__)

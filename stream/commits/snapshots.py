@@ -5,7 +5,7 @@ they are about to commit; the records go to the state topic first
 (at-least-once: :meth:`write`, acknowledged) or into the same transaction
 (``--exactly-once``), and :meth:`committed` makes them the base once the
 commit went through. On assignment :meth:`restore` reads the partitions'
-records back into :class:`~imgstream.state.SourceStates`.
+records back into :class:`~imgstream.commits.state.SourceStates`.
 
 A record larger than :data:`CLAIM_CHECK_BYTES` (the topic's message limit is
 1 MB by default) is a *claim check*: its bytes go to the output store under
@@ -21,15 +21,15 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from imgstream.clock import Clock
-from imgstream.io.stores import Outputs
-from imgstream.metrics import Metrics
-from imgstream.schema.records import TopicPartition
-from imgstream.state import (
+from imgstream.commits.state import (
     SourceStates,
     StateRecord,
     decode_state_record,
     encode_state_record,
 )
+from imgstream.io.stores import Outputs
+from imgstream.metrics import Metrics
+from imgstream.schema.records import TopicPartition
 
 log = logging.getLogger(__name__)
 

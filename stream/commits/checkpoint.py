@@ -2,7 +2,7 @@
 
 What was consumed (arrivals, with their timestamps for the lag in seconds),
 what is complete (delivery acknowledgements fed to an
-:class:`~imgstream.offsets.OffsetTracker`) and what was committed are kept,
+:class:`~imgstream.commits.offsets.OffsetTracker`) and what was committed are kept,
 once, by an :class:`OffsetLedger`; when the next commit is due lives here, and
 :meth:`Checkpoint.commit` is the one place where they meet. Modelled on Quix
 Streams' ``checkpointing/checkpoint.py``. With ``--exactly-once``,
@@ -11,7 +11,7 @@ records until its commit point and writes them with the offsets in one Kafka
 transaction.
 
 Ownership: every attribute belongs to the poll thread. Other threads reach
-the checkpoint only through :class:`~imgstream.delivery.Delivery`'s
+the checkpoint only through :class:`~imgstream.commits.delivery.Delivery`'s
 acknowledgement queue, which :meth:`commit` drains.
 """
 
@@ -23,20 +23,20 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from imgstream.clock import Clock
-from imgstream.delivery import Delivery
+from imgstream.commits.delivery import Delivery
+from imgstream.commits.offsets import OffsetTracker
+from imgstream.commits.snapshots import StateSnapshots
+from imgstream.commits.transactions import SealedBatch, Staged, Staging, transaction_plan
 from imgstream.errors import ImgstreamError, TransactionFailed
-from imgstream.offsets import OffsetTracker
 from imgstream.schema.records import Message, TopicPartition
-from imgstream.snapshots import StateSnapshots
-from imgstream.transactions import SealedBatch, Staged, Staging, transaction_plan
 
 if TYPE_CHECKING:
+    from imgstream.commits.delivery import Sink
+    from imgstream.commits.snapshots import StateStore
+    from imgstream.commits.transactions import Transactor
     from imgstream.config import WorkerConfig
-    from imgstream.delivery import Sink
     from imgstream.metrics import Metrics
     from imgstream.processor import ImageProcessor
-    from imgstream.snapshots import StateStore
-    from imgstream.transactions import Transactor
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class OffsetLedger:
     """The offset books of one worker: consumed, completed and committed.
 
     What was consumed (arrivals, with their timestamps for the lag in
-    seconds), what is complete (an :class:`~imgstream.offsets.OffsetTracker`),
+    seconds), what is complete (an :class:`~imgstream.commits.offsets.OffsetTracker`),
     what was committed (and the highest ever committed, kept across
     revocations). Both checkpoints are ledgers; they add only *when* and
     *how* the safe points are committed.
@@ -222,7 +222,7 @@ class TransactionalCheckpoint(OffsetLedger):
 
     The same :class:`OffsetLedger` as :class:`Checkpoint`, but a message completes when
     its batch is *sealed* (its records staged in the
-    :class:`~imgstream.transactions.Staging`), and :meth:`commit` writes the
+    :class:`~imgstream.commits.transactions.Staging`), and :meth:`commit` writes the
     sealed records and the offsets they make safe in one transaction. When a
     transaction fails, nothing of it is visible and ``rewind_needed`` is set:
     the runner then drops its open batch and calls :meth:`rewind`, which lets

@@ -4,7 +4,7 @@ Messages are registered in the order they are consumed and completed in any
 order. The commit point of a partition is one past the highest offset below
 which every registered message is complete: work that finishes out of order
 never moves a commit past an unfinished message. Pure and single-threaded:
-the checkpoint's :class:`~imgstream.checkpoint.OffsetLedger` owns one and
+the checkpoint's :class:`~imgstream.commits.checkpoint.OffsetLedger` owns one and
 feeds it on the poll thread.
 """
 

@@ -4,7 +4,7 @@ With ``--exactly-once`` a worker does not send records as soon as they are
 ready. The emitter *stages* a batch's records (results, failures, the batch
 record) in a :class:`Staging` and *seals* the batch when its last record is
 staged; the poll thread takes the sealed batches at its commit point
-(:class:`~imgstream.checkpoint.TransactionalCheckpoint`) and writes their
+(:class:`~imgstream.commits.checkpoint.TransactionalCheckpoint`) and writes their
 records together with the offsets they complete in one Kafka transaction
 (:mod:`imgstream.kafka_io.transactional`). Either all of it becomes visible
 to ``read_committed`` readers and the offsets move, or none of it does and
