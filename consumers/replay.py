@@ -19,12 +19,12 @@ from collections.abc import Callable
 from imgstream.config import WorkerConfig
 from imgstream.consumers.launcher import JobSummary
 from imgstream.consumers.worker import build_runner
-from imgstream.hooks import RunnerHooks
 from imgstream.kafka_io import topic_state, worker_settings
 from imgstream.metrics import Metrics
-from imgstream.outcome import Outcome
-from imgstream.runner import Runner
 from imgstream.schema.records import Message, TopicPartition
+from imgstream.worker.hooks import RunnerHooks
+from imgstream.worker.outcome import Outcome
+from imgstream.worker.runner import Runner
 
 
 def replay(

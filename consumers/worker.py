@@ -16,7 +16,6 @@ from types import FrameType
 from imgstream.clock import SystemClock
 from imgstream.commits.transactions import transactional_id
 from imgstream.config import WorkerConfig
-from imgstream.hooks import RunnerHooks
 from imgstream.io.outage import OutputGate
 from imgstream.kafka_io import (
     KafkaAttempts,
@@ -31,9 +30,10 @@ from imgstream.kafka_io import (
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.pipeline import Pipeline, parse_spec
-from imgstream.processor import ImageProcessor
-from imgstream.runner import Runner
 from imgstream.schema.records import TopicPartition
+from imgstream.worker.hooks import RunnerHooks
+from imgstream.worker.processor import ImageProcessor
+from imgstream.worker.runner import Runner
 
 log = logging.getLogger("imgstream.worker")
 

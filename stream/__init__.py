@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from imgstream.batching import Batch, MicroBatcher
 from imgstream.commits.offsets import OffsetTracker
 from imgstream.errors import (
     BrokerError,
@@ -32,6 +31,7 @@ from imgstream.schema.records import (
     Result,
     TopicPartition,
 )
+from imgstream.worker.batching import Batch, MicroBatcher
 
 if TYPE_CHECKING:
     from imgstream.api import FileResult, Pipeline, operations, process_folder, read_image

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from imgstream.commits.transactions import Transactor
     from imgstream.config import WorkerConfig
     from imgstream.metrics import Metrics
-    from imgstream.processor import ImageProcessor
+    from imgstream.worker.processor import ImageProcessor
 
 log = logging.getLogger(__name__)
 

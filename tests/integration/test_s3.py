@@ -24,9 +24,9 @@ from imgstream.io.outage import OutputGate
 from imgstream.io.stores import Inputs
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
-from imgstream.processor import ImageProcessor
 from imgstream.schema.codec import encode
 from imgstream.schema.records import Failure, ImageRef, Message, Result
+from imgstream.worker.processor import ImageProcessor
 from tests.fixtures.s3 import Fault, FaultProxy, S3Server, s3_env
 
 

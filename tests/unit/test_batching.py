@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imgstream.batching import BUDGET, REVOKE, SIZE, TIME, MicroBatcher
+from imgstream.worker.batching import BUDGET, REVOKE, SIZE, TIME, MicroBatcher
 
 
 def test_closes_by_size() -> None:
@@ -110,7 +110,7 @@ def test_nothing_lost_duplicated_or_reordered(steps, max_batch, max_wait) -> Non
 
 
 def test_adaptive_size_follows_the_backlog_within_the_target() -> None:
-    from imgstream.batching import adaptive_size
+    from imgstream.worker.batching import adaptive_size
 
     assert adaptive_size(0, 0.05, 2.0, 16) == 1
     assert adaptive_size(5, 0.05, 2.0, 16) == 5  # all of a small backlog, latency 0.25 s

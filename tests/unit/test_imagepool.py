@@ -9,7 +9,7 @@ import pytest
 
 from imgstream.clock import FakeClock
 from imgstream.errors import StuckImagesError
-from imgstream.imagepool import ImagePool
+from imgstream.worker.imagepool import ImagePool
 
 
 def test_queued_images_never_time_out() -> None:

@@ -16,7 +16,6 @@ import cv2
 import numpy as np
 import pytest
 
-from imgstream import runner as runner_module
 from imgstream.clock import FakeClock, SystemClock
 from imgstream.config import WorkerConfig
 from imgstream.errors import DeliveryError, OutputOutageError
@@ -25,8 +24,6 @@ from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.ops.registry import Operation
 from imgstream.pipeline import Pipeline, Step, parse_spec
-from imgstream.processor import ImageProcessor
-from imgstream.runner import Runner
 from imgstream.schema.codec import encode
 from imgstream.schema.decoding import decode_record, decode_ref
 from imgstream.schema.records import (
@@ -37,6 +34,9 @@ from imgstream.schema.records import (
     Result,
     TopicPartition,
 )
+from imgstream.worker import runner as runner_module
+from imgstream.worker.processor import ImageProcessor
+from imgstream.worker.runner import Runner
 
 TP = TopicPartition("refs", 0)
 

@@ -20,10 +20,10 @@ from imgstream.commits.state import (
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
-from imgstream.processor import ImageProcessor
-from imgstream.runner import Runner
 from imgstream.schema.codec import encode
 from imgstream.schema.records import ImageRef, Message, Result, TopicPartition
+from imgstream.worker.processor import ImageProcessor
+from imgstream.worker.runner import Runner
 from tests.unit.test_runner import FakeSink, FakeSource, _records, _setup
 
 TP = TopicPartition("refs", 0)

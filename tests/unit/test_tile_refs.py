@@ -19,10 +19,10 @@ from imgstream.config import WorkerConfig
 from imgstream.errors import BAD_MESSAGE
 from imgstream.ops import build_registry
 from imgstream.pipeline import parse_spec
-from imgstream.processor import ImageProcessor
 from imgstream.schema.codec import encode
 from imgstream.schema.records import Failure, ImageRef, Message, Result
 from imgstream.tiling import grid, tile_meta
+from imgstream.worker.processor import ImageProcessor
 from tests.unit.test_tiling import BAD_TILES
 
 

@@ -21,9 +21,9 @@ from imgstream.commits.transactions import (
 )
 from imgstream.errors import ImgstreamError, ProducerFenced, TransactionFailed
 from imgstream.metrics import Metrics
-from imgstream.runner import Runner
 from imgstream.schema.decoding import decode_record
 from imgstream.schema.records import Failure, Message, Result, TopicPartition
+from imgstream.worker.runner import Runner
 from tests.unit.test_runner import FakeSink, FakeSource, _setup
 
 TP = TopicPartition("refs", 0)

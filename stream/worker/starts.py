@@ -8,7 +8,7 @@ in turn), so offsets, commits and exactly-once transactions are unchanged.
 
 A pipeline with a ``batch`` step starts each image's reading and decoding as
 it joins, and the rest of the batch's work when it closes
-(:class:`~imgstream.batchrun.BatchRun`).
+(:class:`~imgstream.worker.batchrun.BatchRun`).
 
 The caller keeps one invariant: every batch the :class:`MicroBatcher` closes
 is passed to :meth:`BatchStarts.seal`, in order, or the open batch is
@@ -22,14 +22,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from imgstream.batching import Batch
-from imgstream.batchrun import BatchRun, Part
 from imgstream.clock import Clock
-from imgstream.emitter import Emitter, Submitted
-from imgstream.imagepool import ImagePool, Job, Pending
-from imgstream.outcome import Outcome
-from imgstream.processor import ImageProcessor
 from imgstream.schema.records import Message
+from imgstream.worker.batching import Batch
+from imgstream.worker.batchrun import BatchRun, Part
+from imgstream.worker.emitter import Emitter, Submitted
+from imgstream.worker.imagepool import ImagePool, Job, Pending
+from imgstream.worker.outcome import Outcome
+from imgstream.worker.processor import ImageProcessor
 
 #: ``process(msg, batch_id, queued_at, queued_ms)``: one message to an outcome.
 Process = Callable[[Message, str, float, int], Outcome]

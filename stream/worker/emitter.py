@@ -1,7 +1,7 @@
 """Emitter: one thread that sends every batch's records in consumption order.
 
 The poll thread submits a batch's images to the
-:class:`~imgstream.imagepool.ImagePool` as soon as the batch closes, so the
+:class:`~imgstream.worker.imagepool.ImagePool` as soon as the batch closes, so the
 image work of consecutive batches overlaps; then it hands the batch here. The
 emitter thread takes batches in the order they closed and, within a batch,
 waits for each image in message order before sending its record. So records
@@ -24,19 +24,19 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from imgstream.batching import Batch
 from imgstream.clock import Clock
 from imgstream.commits.delivery import Delivery
 from imgstream.commits.transactions import Staging
 from imgstream.config import WorkerConfig
 from imgstream.errors import TIMEOUT, ImageError, OutputUnavailable
-from imgstream.imagepool import Pending
 from imgstream.metrics import Metrics
-from imgstream.outcome import Outcome
-from imgstream.processor import ImageProcessor
 from imgstream.schema.codec import encode
 from imgstream.schema.decoding import decode_ref
 from imgstream.schema.records import BatchSummary, Failure, ImageRef, Message, Result
+from imgstream.worker.batching import Batch
+from imgstream.worker.imagepool import Pending
+from imgstream.worker.outcome import Outcome
+from imgstream.worker.processor import ImageProcessor
 
 log = logging.getLogger(__name__)
 

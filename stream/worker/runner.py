@@ -1,11 +1,11 @@
 """The worker loop, written against small protocols so tests can drive it.
 
 One thread polls (the *poll thread*): it feeds the
-:class:`~imgstream.batching.MicroBatcher`, blocks at most until the open
+:class:`~imgstream.worker.batching.MicroBatcher`, blocks at most until the open
 batch is due, queues each image on the
-:class:`~imgstream.imagepool.ImagePool` as it joins the open batch and hands
-each closed batch to the :class:`~imgstream.emitter.Emitter`
-(:class:`~imgstream.starts.BatchStarts`), which sends records in consumption
+:class:`~imgstream.worker.imagepool.ImagePool` as it joins the open batch and hands
+each closed batch to the :class:`~imgstream.worker.emitter.Emitter`
+(:class:`~imgstream.worker.starts.BatchStarts`), which sends records in consumption
 order from its own thread. The poll thread also expires images that ran past
 ``--image-timeout``, watches the output store
 (:class:`~imgstream.io.outage.OutputGate`), commits what is safe through the
@@ -29,9 +29,6 @@ import threading
 from collections.abc import Callable
 from functools import partial
 
-from imgstream import batching
-from imgstream.assignment import NewPartitions
-from imgstream.batching import Batch, MicroBatcher
 from imgstream.clock import Clock
 from imgstream.commits.attempts import AttemptBook
 from imgstream.commits.checkpoint import TransactionalCheckpoint, checkpoint_for
@@ -40,17 +37,20 @@ from imgstream.commits.isolation import AttemptStore, CrashGuard
 from imgstream.commits.snapshots import StateStore
 from imgstream.commits.transactions import Transactor
 from imgstream.config import WorkerConfig
-from imgstream.emitter import Emitter
 from imgstream.errors import ImgstreamError
-from imgstream.hooks import RunnerHooks
-from imgstream.imagepool import ImagePool
-from imgstream.lag import Lag
 from imgstream.memory import peak_rss_mb
 from imgstream.metrics import Metrics
-from imgstream.processor import ImageProcessor
 from imgstream.schema.records import Message, TopicPartition
-from imgstream.source import Source
-from imgstream.starts import BatchStarts
+from imgstream.worker import batching
+from imgstream.worker.assignment import NewPartitions
+from imgstream.worker.batching import Batch, MicroBatcher
+from imgstream.worker.emitter import Emitter
+from imgstream.worker.hooks import RunnerHooks
+from imgstream.worker.imagepool import ImagePool
+from imgstream.worker.lag import Lag
+from imgstream.worker.processor import ImageProcessor
+from imgstream.worker.source import Source
+from imgstream.worker.starts import BatchStarts
 
 log = logging.getLogger(__name__)
 

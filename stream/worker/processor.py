@@ -44,12 +44,12 @@ from imgstream.io.objstore import ObjectStore
 from imgstream.io.outage import OutputGate
 from imgstream.io.storage import output_path
 from imgstream.io.stores import Inputs, Outputs, absolute
-from imgstream.outcome import Outcome, Prepared
 from imgstream.pipeline import Pipeline
 from imgstream.schema.codec import b64
 from imgstream.schema.decoding import decode_ref
 from imgstream.schema.records import Failure, ImageRef, Lineage, Message, Result
 from imgstream.tiling import Tile, TileView, tile_from_meta
+from imgstream.worker.outcome import Outcome, Prepared
 
 #: The empty file the output gate writes in ``{out}/{pipeline_hash}/`` to test the store.
 PROBE_NAME = ".imgstream-probe"

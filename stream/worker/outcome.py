@@ -1,7 +1,7 @@
 """What became of one image: an :class:`Outcome` (its record), or a :class:`Prepared` image.
 
-:class:`~imgstream.processor.ImageProcessor` makes both; the emitter sends an
-outcome's record, and a batch pipeline (:mod:`imgstream.batchrun`) holds the
+:class:`~imgstream.worker.processor.ImageProcessor` makes both; the emitter sends an
+outcome's record, and a batch pipeline (:mod:`imgstream.worker.batchrun`) holds the
 prepared images of a micro-batch until its batch steps have run.
 """
 

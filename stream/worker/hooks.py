@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 from imgstream.schema.records import Message
 
 if TYPE_CHECKING:
-    from imgstream.outcome import Outcome
-    from imgstream.runner import Runner
+    from imgstream.worker.outcome import Outcome
+    from imgstream.worker.runner import Runner
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from imgstream.clock import Clock
 from imgstream.commits.checkpoint import OffsetLedger
 from imgstream.metrics import Metrics
 from imgstream.schema.records import TopicPartition
-from imgstream.source import Source
+from imgstream.worker.source import Source
 
 #: Seconds between updates of the lag gauges.
 LAG_EVERY_S = 1.0

@@ -4,7 +4,7 @@ A ``batch`` operation (a user's model, ``infer``) takes the images of one
 micro-batch in one call, the way Triton's dynamic batcher hands a model the
 requests that arrived together. Images still start as they join their batch:
 each is read and decoded on its own pool job
-(:meth:`~imgstream.processor.ImageProcessor.prepare`). When the batch
+(:meth:`~imgstream.worker.processor.ImageProcessor.prepare`). When the batch
 closes, one more job (:class:`BatchRun`, queued behind those, so it never
 waits for a job that has not started) waits for them, runs the pipeline over
 the batch with :meth:`~imgstream.pipeline.Pipeline.run_many` (the per-image
@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 from imgstream.errors import TIMEOUT, ImageError
-from imgstream.imagepool import Job
-from imgstream.outcome import Outcome, Prepared
-from imgstream.processor import ImageProcessor
 from imgstream.schema.records import Message
+from imgstream.worker.imagepool import Job
+from imgstream.worker.outcome import Outcome, Prepared
+from imgstream.worker.processor import ImageProcessor
 
 
 class Part:

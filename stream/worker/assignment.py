@@ -18,8 +18,8 @@ from collections.abc import Iterable
 from imgstream.commits.isolation import CrashGuard
 from imgstream.commits.snapshots import StateSnapshots
 from imgstream.errors import ImgstreamError
-from imgstream.lag import Lag
 from imgstream.schema.records import Message, TopicPartition
+from imgstream.worker.lag import Lag
 
 log = logging.getLogger(__name__)
 
