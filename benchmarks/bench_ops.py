@@ -20,7 +20,7 @@ import numpy as np
 
 from imgstream.io.imaging import decode, encode, encode_params
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 
 PHOTOS = Path(__file__).resolve().parent.parent / "tests" / "data" / "photos"
 

@@ -226,7 +226,7 @@ def _run(
     procs: WorkerProcesses | None = None,
 ) -> JobSummary:
     from imgstream.ops import build_registry
-    from imgstream.pipeline import parse_spec
+    from imgstream.ops.pipeline import parse_spec
 
     pipeline = parse_spec(config.ops, build_registry())
     kafka = worker_settings(config)

@@ -29,7 +29,7 @@ from imgstream.kafka_io import (
 )
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
-from imgstream.pipeline import Pipeline, parse_spec
+from imgstream.ops.pipeline import Pipeline, parse_spec
 from imgstream.schema.records import TopicPartition
 from imgstream.worker.hooks import RunnerHooks
 from imgstream.worker.processor import ImageProcessor

@@ -15,7 +15,7 @@ import numpy as np
 from imgstream._cv import cv2
 from imgstream.errors import ImageError
 from imgstream.io import imaging
-from imgstream.ops.analysis import phash_bits
+from imgstream.ops.builtin.analysis import phash_bits
 from imgstream.schema.records import ImageRef
 
 

@@ -5,7 +5,7 @@ what ``imgstream run`` stores for the same image and spec:
 :meth:`Pipeline.parse` validates a spec exactly as the worker does at
 start-up (a :class:`~imgstream.errors.SpecError`, exit code 2, naming what
 is wrong), :meth:`Pipeline.run` is the worker's per-image path
-(:meth:`imgstream.pipeline.Pipeline.run`), :meth:`Pipeline.run_many` its
+(:meth:`imgstream.ops.pipeline.Pipeline.run`), :meth:`Pipeline.run_many` its
 micro-batch path, and :func:`process_folder` reads files with the worker's
 decoder (:func:`imgstream.io.imaging.decode`), writes outputs with its encoder
 to the worker's output paths, and keeps a source's state for stateful steps
@@ -32,7 +32,7 @@ from imgstream.errors import ImageError
 if TYPE_CHECKING:
     import numpy as np
 
-    from imgstream import pipeline as _pipeline
+    from imgstream.ops import pipeline as _pipeline
     from imgstream.ops.registry import Operation
 
 __all__ = ["FileResult", "Pipeline", "operations", "process_folder", "read_image"]
@@ -83,7 +83,7 @@ class Pipeline:
         :class:`~imgstream.errors.SpecError` (exit code 2 at the command line)
         naming it and listing what is valid.
         """
-        from imgstream.pipeline import parse_spec
+        from imgstream.ops.pipeline import parse_spec
 
         return cls(parse_spec(spec, _registry(plugins)), spec)
 

@@ -109,8 +109,8 @@ def run(
 
     from imgstream.consumers.processes import new_group_name, reads_directly, start_early
     from imgstream.ops import build_registry
+    from imgstream.ops.pipeline import parse_spec
     from imgstream.partitioning import make_partitioner
-    from imgstream.pipeline import parse_spec
     from imgstream.producers.inputs import collect_inputs, tiled_refs
 
     if workers is None:
@@ -237,7 +237,7 @@ def replay(from_: str, to: str | None, config: WorkerConfig) -> None:
     from imgstream.consumers.replay import replay as run_replay
     from imgstream.kafka_io import wait_for_broker, worker_settings
     from imgstream.ops import build_registry
-    from imgstream.pipeline import parse_spec
+    from imgstream.ops.pipeline import parse_spec
 
     from_ms = time_ms(from_, "--from")
     to_ms = time_ms(to, "--to")

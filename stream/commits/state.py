@@ -10,7 +10,7 @@ of each source. :class:`SourceStates` is what the worker keeps of it, per
   Reading and decoding still run in parallel; different sources run in
   parallel.
 - **Versions.** Each frame's pipeline leaves a new state (the old one is never
-  changed: :meth:`~imgstream.pipeline.Pipeline.run`), kept with the frame's
+  changed: :meth:`~imgstream.ops.pipeline.Pipeline.run`), kept with the frame's
   offset until a commit covers it.
 - **Snapshots.** Before offsets are committed (in the same transaction with
   ``--exactly-once``), :meth:`~SourceStates.snapshot` gives a record for
@@ -192,7 +192,7 @@ class SourceStates:
     @contextlib.contextmanager
     def turn(self, key: Key, offset: int) -> Iterator[State]:
         """Wait for the frame's turn; yield its source's state (replace entries, do not
-        change them: :meth:`~imgstream.pipeline.Pipeline.run` does so).
+        change them: :meth:`~imgstream.ops.pipeline.Pipeline.run` does so).
 
         The turn ends when the block does; the state counts only if it exits
         without an exception (a failed frame leaves the state as it was).

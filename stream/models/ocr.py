@@ -72,7 +72,7 @@ from imgstream.models.textdet import (
     reading_order,
 )
 from imgstream.models.textrec import CtcDecoder, plan_batches, rec_input
-from imgstream.ops.color import to_uint8
+from imgstream.ops.builtin.color import to_uint8
 
 Image = np.ndarray[Any, Any]
 

@@ -81,7 +81,7 @@ from imgstream.models.runtime import (
     read_text,
     shared_sessions,
 )
-from imgstream.ops.color import as_gray, to_uint8
+from imgstream.ops.builtin.color import as_gray, to_uint8
 
 Image = np.ndarray[Any, Any]
 

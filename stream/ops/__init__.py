@@ -1,4 +1,11 @@
-"""Image operations: the registry, the decorator, plugins, and one module per family.
+"""Image operations: the registry, the decorator, plugins, pipelines, and the built-ins.
+
+``registry`` holds named operations with typed parameters; ``decorator`` is
+``@imgstream.op``, ``signature`` reads an operation's parameters from its
+function's signature and ``adapters`` turns a marked function into an
+operation; ``plugins`` loads installed distributions' operations;
+``pipeline`` parses, validates, hashes and runs a pipeline spec; ``builtin/``
+holds the built-in operations, one module per family.
 
 Built-ins and plugins are one registry, filled by one path: each family
 module's functions are marked with ``@imgstream.op``, exactly as a plugin's
@@ -29,7 +36,8 @@ def build_registry(plugins: Iterable[EntryPoint] | None = None) -> Registry:
     ``imgstream.ops`` ones; ``()`` for the built-ins only). A plugin that
     cannot be loaded, or an operation name defined twice, raises ConfigError.
     """
-    from imgstream.ops import (
+    from imgstream.ops.adapters import operations_in
+    from imgstream.ops.builtin import (
         analysis,
         color,
         detect,
@@ -41,7 +49,6 @@ def build_registry(plugins: Iterable[EntryPoint] | None = None) -> Registry:
         motion,
         segment,
     )
-    from imgstream.ops.adapters import operations_in
     from imgstream.ops.plugins import load_plugins
 
     registry = Registry()

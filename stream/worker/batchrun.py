@@ -7,7 +7,7 @@ each is read and decoded on its own pool job
 (:meth:`~imgstream.worker.processor.ImageProcessor.prepare`). When the batch
 closes, one more job (:class:`BatchRun`, queued behind those, so it never
 waits for a job that has not started) waits for them, runs the pipeline over
-the batch with :meth:`~imgstream.pipeline.Pipeline.run_many` (the per-image
+the batch with :meth:`~imgstream.ops.pipeline.Pipeline.run_many` (the per-image
 stretches between batch steps spread over a thread pool of its own), then
 encodes and stores each output. The emitter sees one :class:`Part` per
 image, done when the batch's job is.

@@ -44,7 +44,7 @@ from imgstream.io.objstore import ObjectStore
 from imgstream.io.outage import OutputGate
 from imgstream.io.storage import output_path
 from imgstream.io.stores import Inputs, Outputs, absolute
-from imgstream.pipeline import Pipeline
+from imgstream.ops.pipeline import Pipeline
 from imgstream.schema.codec import b64
 from imgstream.schema.decoding import decode_ref
 from imgstream.schema.records import Failure, ImageRef, Lineage, Message, Result

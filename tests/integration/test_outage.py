@@ -25,7 +25,7 @@ import pytest
 from imgstream.broker import free_port
 from imgstream.kafka_io import KafkaSink, TopicReader, topic_state
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from imgstream.schema.codec import encode
 from imgstream.schema.decoding import decode_record
 from imgstream.schema.records import Failure, ImageRef, Result

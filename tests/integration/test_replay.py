@@ -8,7 +8,7 @@ import time
 import pytest
 
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from tests.helpers import refs_for
 
 pytestmark = pytest.mark.both_brokers

@@ -23,7 +23,7 @@ from imgstream.io.objstore import ObjectStore, parse_s3
 from imgstream.io.outage import OutputGate
 from imgstream.io.stores import Inputs
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from imgstream.schema.codec import encode
 from imgstream.schema.records import Failure, ImageRef, Message, Result
 from imgstream.worker.processor import ImageProcessor

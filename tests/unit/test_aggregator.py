@@ -13,7 +13,7 @@ from imgstream.clock import FakeClock
 from imgstream.consumers.aggregator import Aggregator
 from imgstream.io.png import encode_png
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from imgstream.schema.decoding import decode_record
 from imgstream.schema.records import Message, Result
 from imgstream.store import Query, SQLiteStore

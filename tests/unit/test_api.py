@@ -12,7 +12,7 @@ import pytest
 
 import imgstream
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from tests.helpers import PHOTOS
 
 

@@ -14,7 +14,7 @@ import pytest
 from imgstream.errors import DECODE_ERROR, TOO_LARGE, UNSUPPORTED_FORMAT, ImageError
 from imgstream.io.imaging import decode, encode, encode_params, header_size, sniff
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 
 GRAY = parse_spec("gray", build_registry())
 

@@ -15,7 +15,7 @@ from imgstream.integrate import (
     window_start,
 )
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from imgstream.schema.records import Failure, Lineage, Result
 
 result = st.fixed_dictionaries(

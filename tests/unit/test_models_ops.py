@@ -13,8 +13,8 @@ import pytest
 
 from imgstream.errors import SpecError
 from imgstream.ops import build_registry, op
-from imgstream.ops.models import run_sizes
-from imgstream.pipeline import parse_spec
+from imgstream.ops.builtin.models import run_sizes
+from imgstream.ops.pipeline import parse_spec
 from tests.unit.test_infer import classifier, direct, reference_input
 from tests.unit.test_ocr import RENDERED, render
 
@@ -56,7 +56,7 @@ def session_runs(caplog: pytest.LogCaptureFixture, what: str) -> list[int]:
     return [
         int(r.getMessage()[len(prefix) :].split()[0])
         for r in caplog.records
-        if r.name == "imgstream.ops.models" and r.getMessage().startswith(prefix)
+        if r.name == "imgstream.ops.builtin.models" and r.getMessage().startswith(prefix)
     ]
 
 
@@ -65,7 +65,7 @@ def test_infer_runs_the_micro_batch_in_one_session_run_equal_to_onnxruntime(
 ) -> None:
     pipeline = parse_spec(f"infer:model={model},{NORMALISED}", REG)
     assert pipeline.has_batch_steps
-    caplog.set_level(logging.DEBUG, logger="imgstream.ops.models")
+    caplog.set_level(logging.DEBUG, logger="imgstream.ops.builtin.models")
     outcomes = pipeline.run_many(images)
     assert session_runs(caplog, "infer") == [8]
     batch = np.stack(
@@ -83,7 +83,7 @@ def test_infer_runs_the_micro_batch_in_one_session_run_equal_to_onnxruntime(
 def test_batch_caps_a_run_and_each_image_says_which_run_computed_it(
     model: Path, images: list[np.ndarray], caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="imgstream.ops.models")
+    caplog.set_level(logging.DEBUG, logger="imgstream.ops.builtin.models")
     outcomes = parse_spec(f"infer:model={model},batch=3", REG).run_many(images)
     assert session_runs(caplog, "infer") == [3, 3, 2]
     assert [o[1]["infer"]["batch"] for o in outcomes] == [3, 3, 3, 3, 3, 3, 2, 2]
@@ -153,7 +153,7 @@ def test_infer_takes_gray_colour_and_alpha(model: Path, images: list[np.ndarray]
 
 def test_ocr_reads_the_micro_batch(caplog: pytest.LogCaptureFixture) -> None:
     rendered = [render(*args) for args in RENDERED[:2]]
-    caplog.set_level(logging.DEBUG, logger="imgstream.ops.models")
+    caplog.set_level(logging.DEBUG, logger="imgstream.ops.builtin.models")
     outcomes = parse_spec("ocr", REG).run_many(rendered)
     for (_, outputs), (lines, *_) in zip(outcomes, RENDERED, strict=False):
         got = outputs["ocr"]["lines"]
@@ -170,7 +170,7 @@ def test_plates_read_the_text_of_each_box_across_the_micro_batch(
     empty = np.full((120, 160, 3), 128, np.uint8)
     pipeline = parse_spec("plates:read=true,action=blur", REG)
     assert pipeline.has_batch_steps
-    caplog.set_level(logging.DEBUG, logger="imgstream.ops.models")
+    caplog.set_level(logging.DEBUG, logger="imgstream.ops.builtin.models")
     outcomes = pipeline.run_many([*plates, empty])
     assert session_runs(caplog, "ocr.rec") == [2]  # both boxes in one run
     texts = [[t["text"] for t in o[1]["plates"]["texts"]] for o in outcomes]

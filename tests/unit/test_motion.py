@@ -8,7 +8,7 @@ import pytest
 
 from imgstream.errors import ImageError
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from tests.helpers import PHOTOS
 
 

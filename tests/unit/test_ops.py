@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from imgstream.ops import build_registry
-from imgstream.ops.analysis import hamming
-from imgstream.pipeline import parse_spec
+from imgstream.ops.builtin.analysis import hamming
+from imgstream.ops.pipeline import parse_spec
 
 REG = build_registry()
 

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from imgstream.errors import SpecError
 from imgstream.ops import Operation, Param, Registry, build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 
 
 def _toy_registry() -> Registry:

@@ -22,7 +22,7 @@ from imgstream.errors import OP_ERROR, ConfigError, ImageError, SpecError
 from imgstream.ops import Registry, build_registry
 from imgstream.ops.adapters import operation
 from imgstream.ops.decorator import mark_of
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from imgstream.tiling import Box, TileView
 from tests.fixtures.plugins import entry_points_in, write_plugin
 
@@ -144,7 +144,7 @@ def test_import_imgstream_loads_neither_numpy_nor_opencv_nor_an_operation() -> N
 
 
 def test_every_builtin_is_defined_through_the_decorator() -> None:
-    from imgstream.ops import (
+    from imgstream.ops.builtin import (
         analysis,
         color,
         detect,

@@ -22,8 +22,8 @@ from imgstream.errors import DeliveryError, OutputOutageError
 from imgstream.io.outage import OutputGate
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
+from imgstream.ops.pipeline import Pipeline, Step, parse_spec
 from imgstream.ops.registry import Operation
-from imgstream.pipeline import Pipeline, Step, parse_spec
 from imgstream.schema.codec import encode
 from imgstream.schema.decoding import decode_record, decode_ref
 from imgstream.schema.records import (

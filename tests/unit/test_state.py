@@ -19,7 +19,7 @@ from imgstream.commits.state import (
 )
 from imgstream.metrics import Metrics
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from imgstream.schema.codec import encode
 from imgstream.schema.records import ImageRef, Message, Result, TopicPartition
 from imgstream.worker.processor import ImageProcessor

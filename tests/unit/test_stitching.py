@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from imgstream.tiling import TileView, grid
 
 REG = build_registry()

@@ -18,7 +18,7 @@ from imgstream.clock import FakeClock
 from imgstream.config import WorkerConfig
 from imgstream.errors import BAD_MESSAGE
 from imgstream.ops import build_registry
-from imgstream.pipeline import parse_spec
+from imgstream.ops.pipeline import parse_spec
 from imgstream.schema.codec import encode
 from imgstream.schema.records import Failure, ImageRef, Message, Result
 from imgstream.tiling import grid, tile_meta

@@ -17,7 +17,7 @@ import numpy as np
 
 from imgstream._cv import cv2
 from imgstream.errors import SpecError
-from imgstream.ops.color import as_gray, channels, to_uint8
+from imgstream.ops.builtin.color import as_gray, channels, to_uint8
 from imgstream.ops.decorator import Arg, op
 from imgstream.ops.registry import Image, whole_image
 

@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal
 
 from imgstream._cv import cv2
 from imgstream.errors import SpecError
-from imgstream.ops.color import as_gray
+from imgstream.ops.builtin.color import as_gray
 from imgstream.ops.decorator import Arg, op
 from imgstream.ops.registry import Image, whole_image
 

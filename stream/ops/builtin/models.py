@@ -17,7 +17,7 @@ when ``onnxruntime-gpu`` found a GPU) and the sha256 of each model file
 (``infer.model_sha256``; ``ocr.det_sha256`` and ``ocr.rec_sha256``).
 
 Batch sizes are visible: each ``session.run`` is a DEBUG line of the logger
-``imgstream.ops.models`` (what ran, how many images or text boxes, how long),
+``imgstream.ops.builtin.models`` (what ran, how many images or text boxes, how long),
 and ``infer`` stores in each image's outputs ``batch``, the images of the
 ``session.run`` that computed it.
 """

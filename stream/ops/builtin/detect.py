@@ -1,7 +1,7 @@
 """Detection: faces and licence plates (OpenCV's bundled Haar cascades), QR codes.
 
 ``plates:read=true`` also reads the text inside each plate box with PP-OCR's
-recogniser (:mod:`imgstream.ops.models`), every box of the micro-batch in a
+recogniser (:mod:`imgstream.ops.builtin.models`), every box of the micro-batch in a
 few batched calls: ``plates`` is a ``batch`` operation that needs the batch
 only to read (``batch_when``); without ``read`` each image runs alone, in
 parallel, exactly as the analysis it was (same canonical form and hash).
@@ -24,7 +24,7 @@ from typing import Annotated, Any, Literal
 import numpy as np
 
 from imgstream._cv import cv2
-from imgstream.ops.color import as_gray, channels, to_uint8
+from imgstream.ops.builtin.color import as_gray, channels, to_uint8
 from imgstream.ops.decorator import Arg, op
 from imgstream.ops.registry import Image
 
@@ -109,7 +109,7 @@ def _plates_footprint(params: Mapping[str, Any]) -> int | None:
 
 def _check_plates(params: Mapping[str, Any]) -> None:
     if _reads(params):
-        from imgstream.ops.models import text_reader
+        from imgstream.ops.builtin.models import text_reader
 
         text_reader()  # the recogniser loads at start-up: exit 2 without rapidocr
 
@@ -117,7 +117,7 @@ def _check_plates(params: Mapping[str, Any]) -> None:
 def _plates_lineage(params: Mapping[str, Any]) -> dict[str, str]:
     if not _reads(params):
         return {}
-    from imgstream.ops.models import runtime_versions, text_reader
+    from imgstream.ops.builtin.models import runtime_versions, text_reader
 
     return runtime_versions(text_reader().lineage(), "plates", ("rec_sha256",))
 
@@ -155,7 +155,7 @@ def plates(
     found = [detect_boxes(img, PLATE_CASCADE, scale, neighbors, min) for img in images]
     texts: list[list[dict[str, Any]]] | None = None
     if read:
-        from imgstream.ops.models import text_reader
+        from imgstream.ops.builtin.models import text_reader
 
         texts = text_reader().read_in_boxes(images, found)
     out = []

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 from imgstream._cv import cv2
 from imgstream.errors import SpecError
-from imgstream.ops.color import channels, to_uint8
+from imgstream.ops.builtin.color import channels, to_uint8
 from imgstream.ops.decorator import Arg, op
 from imgstream.ops.registry import Image, radius
 

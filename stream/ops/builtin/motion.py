@@ -40,10 +40,10 @@ from typing import Annotated, Any, Literal
 import numpy as np
 
 from imgstream._cv import cv2
-from imgstream.ops.analysis import phash_bits
-from imgstream.ops.color import as_gray
+from imgstream.ops.builtin.analysis import phash_bits
+from imgstream.ops.builtin.color import as_gray
+from imgstream.ops.builtin.filters import _odd
 from imgstream.ops.decorator import Arg, op
-from imgstream.ops.filters import _odd
 from imgstream.ops.registry import Image
 
 #: Colour of drawn motion boxes (BGR).

@@ -12,7 +12,7 @@ from typing import Annotated
 import numpy as np
 
 from imgstream._cv import cv2
-from imgstream.ops.color import channels, to_uint8
+from imgstream.ops.builtin.color import channels, to_uint8
 from imgstream.ops.decorator import Arg, op
 from imgstream.ops.registry import Image, whole_image
 
