@@ -21,7 +21,7 @@ if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broke
 def broker(port: int | None) -> None:
     """Run the embedded broker in the foreground and print its bootstrap address."""
     from imgstream.broker import EmbeddedBroker
-    from imgstream.signals import stop_on_signals
+    from imgstream.cli.signals import stop_on_signals
 
     b = EmbeddedBroker(port=port).start()
     click.echo(b.bootstrap, nl=True)

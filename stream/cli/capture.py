@@ -158,6 +158,7 @@ def capture(
     """Capture frames from a video file, a camera device (0, 1, ...), a stream URL
     (rtsp://, http://, ...) or every camera of --cameras FILE (read again on SIGHUP
     and when it changes)."""
+    from imgstream.cli.signals import stop_on_signals
     from imgstream.clock import SystemClock
     from imgstream.io.stores import Outputs, absolute
     from imgstream.kafka_io import KafkaSink, ensure_topics
@@ -169,7 +170,6 @@ def capture(
     from imgstream.producers.cameras import Camera, CamerasFile, redact_url
     from imgstream.producers.stream_reader import Timeouts
     from imgstream.schema.codec import encode
-    from imgstream.signals import stop_on_signals
 
     if fps <= 0:
         raise click.BadParameter("must be positive", param_hint="--fps")

@@ -46,8 +46,8 @@ def dashboard(
     db_path: str, host: str, port: int, metrics: tuple[str, ...], roots: tuple[str, ...]
 ) -> None:
     """Serve a read-only live web page over the result store; print its URL first."""
+    from imgstream.cli.signals import stop_on_signals
     from imgstream.dashboard import build_server
-    from imgstream.signals import stop_on_signals
 
     try:
         server = build_server(db_path, host, port, roots, metrics)

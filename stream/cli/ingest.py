@@ -154,12 +154,12 @@ def _watch(
     settle: float,
 ) -> int:
     """Produce each new, complete file in the directories once; until interrupted."""
+    from imgstream.cli.signals import stop_on_signals
     from imgstream.clock import SystemClock
     from imgstream.kafka_io import KafkaSink, ensure_topics
     from imgstream.partitioning import make_partitioner
     from imgstream.producers.watch import State, watch
     from imgstream.schema.records import ImageRef
-    from imgstream.signals import stop_on_signals
 
     dirs = [os.path.abspath(i) for i in inputs if os.path.isdir(i)]
     if not dirs:

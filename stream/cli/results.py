@@ -67,11 +67,11 @@ def aggregate(
     idle_exit_s: float | None,
 ) -> None:
     """Merge results into a queryable store, accumulate statistics, fuse tiles."""
+    from imgstream.cli.signals import stop_on_signals
     from imgstream.clock import SystemClock
     from imgstream.config import default_worker_id
     from imgstream.consumers.aggregator import Aggregator, AggregatorLoop
     from imgstream.kafka_io import KafkaSink, KafkaSource, ensure_topics
-    from imgstream.signals import stop_on_signals
 
     store = open_store(db_path)
     roles = {results_topic: "results", dlq_topic: "dlq"}
