@@ -40,7 +40,7 @@ def setup_logging(verbose: int) -> None:
 class Redactor(logging.Filter):
     """Masks secret values (passwords from --kafka-config) in every record a handler writes.
 
-    Passwords already print as ``***`` (:class:`~imgstream.kafka_io.properties.Secret`);
+    Passwords already print as ``***`` (:class:`~imgstream.kafka_io.config.properties.Secret`);
     this catches the copies a library makes, e.g. the SASL PLAIN token in kafka-python's
     debug log of requests.
     """

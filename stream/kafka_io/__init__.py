@@ -1,8 +1,9 @@
 """Kafka adapters: the only package that imports ``kafka``.
 
-``settings`` holds the one table of client defaults and client properties
-(read from a properties file by ``properties``, checked by ``checks``) and the
-error mapping (worded by ``diagnosis``),
+``config/`` holds the one table of client defaults and client properties
+(``settings``; read from a properties file by ``properties``, checked by
+``checks``; ``compat`` patches kafka-python's networking) and the error
+mapping (worded by ``diagnosis``),
 ``source`` the consumer-group member, ``clients`` the sink and the topic reader;
 ``rebalance`` the group listener that runs rebalance handlers off the IO thread;
 ``links`` the state of each broker link (one warning per broker outage);
@@ -28,9 +29,8 @@ from imgstream.kafka_io.clients import (
     ensure_topics,
     wait_for_broker,
 )
-from imgstream.kafka_io.properties import Secret
-from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler
-from imgstream.kafka_io.settings import (
+from imgstream.kafka_io.config.properties import Secret
+from imgstream.kafka_io.config.settings import (
     CLIENT_DEFAULTS,
     PROPERTIES,
     ClientSettings,
@@ -40,6 +40,7 @@ from imgstream.kafka_io.settings import (
     load_client_settings,
     worker_settings,
 )
+from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler
 from imgstream.kafka_io.source import KafkaSource
 from imgstream.kafka_io.statestore import KafkaStateStore
 from imgstream.kafka_io.transactional import KafkaTransactor, refuse_unreliable_transactions

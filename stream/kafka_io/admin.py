@@ -20,7 +20,7 @@ from kafka.structs import OffsetAndMetadata
 
 from imgstream.errors import BrokerError
 from imgstream.kafka_io.clients import new_admin, new_consumer
-from imgstream.kafka_io.settings import ClientSettings, broker_errors
+from imgstream.kafka_io.config.settings import ClientSettings, broker_errors
 
 
 def fetch_highwaters(

@@ -21,8 +21,8 @@ from kafka.errors import KafkaTimeoutError
 from imgstream.commits.attempts import Counts, decode_record, encode_record, record_key
 from imgstream.errors import BrokerError
 from imgstream.kafka_io.clients import KafkaSink
+from imgstream.kafka_io.config.settings import ClientSettings, broker_errors
 from imgstream.kafka_io.scan import scan
-from imgstream.kafka_io.settings import ClientSettings, broker_errors
 from imgstream.schema.records import TopicPartition
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 (The group member that yields raw messages, :class:`~imgstream.kafka_io.source.KafkaSource`,
 has a module of its own.) :class:`KafkaSink` sends bytes with a completion callback, and the helpers
 create topics and wait for a broker. Every client is configured by
-:func:`~imgstream.kafka_io.settings.client_config` from one defaults table,
+:func:`~imgstream.kafka_io.config.settings.client_config` from one defaults table,
 and creating one turns an unreachable broker into a
 :class:`~imgstream.errors.BrokerError` within the connect timeout.
 """
@@ -22,9 +22,9 @@ from kafka import TopicPartition as KTP
 from kafka.errors import KafkaTimeoutError, TopicAlreadyExistsError, TopicAuthorizationFailedError
 
 from imgstream.errors import BrokerError
-from imgstream.kafka_io import compat
+from imgstream.kafka_io.config import compat
+from imgstream.kafka_io.config.settings import ClientSettings, broker_errors, client_config
 from imgstream.kafka_io.links import watch_broker_links
-from imgstream.kafka_io.settings import ClientSettings, broker_errors, client_config
 from imgstream.schema.records import Message, TopicPartition
 from imgstream.schema.topics import TopicSettings
 

@@ -203,7 +203,7 @@ def _connect_once(server: str, props: Mapping[str, Any], timeout_s: float) -> Ba
     from kafka.net.manager import KafkaConnectionManager
     from kafka.net.selector import NetworkSelector
 
-    from imgstream.kafka_io import compat
+    from imgstream.kafka_io.config import compat
 
     compat.apply()
     known = KafkaConnectionManager.DEFAULT_CONFIG

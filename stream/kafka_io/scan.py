@@ -15,7 +15,7 @@ from kafka import TopicPartition as KTP
 from imgstream.errors import BrokerError
 from imgstream.kafka_io.admin import fetch_highwaters
 from imgstream.kafka_io.clients import new_consumer
-from imgstream.kafka_io.settings import ClientSettings, broker_errors
+from imgstream.kafka_io.config.settings import ClientSettings, broker_errors
 
 #: How long reading a topic to its end may take.
 READ_TIMEOUT_S = 30.0

@@ -20,8 +20,8 @@ from kafka.structs import OffsetAndMetadata
 from imgstream.commits.transactions import TRANSACTION_TIMEOUT_S
 from imgstream.errors import BrokerError, TransactionFailed
 from imgstream.kafka_io.clients import new_consumer
+from imgstream.kafka_io.config.settings import ClientSettings, broker_errors
 from imgstream.kafka_io.rebalance import GroupListener, RebalanceHandler, loop_sleep
-from imgstream.kafka_io.settings import ClientSettings, broker_errors
 from imgstream.schema.records import Message, TopicPartition
 
 log = logging.getLogger(__name__)

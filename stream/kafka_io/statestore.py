@@ -15,8 +15,8 @@ import logging
 from collections.abc import Sequence
 
 from imgstream.kafka_io.clients import KafkaSink
+from imgstream.kafka_io.config.settings import ClientSettings, broker_errors
 from imgstream.kafka_io.scan import scan
-from imgstream.kafka_io.settings import ClientSettings, broker_errors
 from imgstream.schema.records import TopicPartition
 
 log = logging.getLogger(__name__)

@@ -47,7 +47,7 @@ from imgstream.errors import (
     UnreliableTransactions,
 )
 from imgstream.kafka_io.clients import close_producer, new_admin, new_producer
-from imgstream.kafka_io.settings import ClientSettings, broker_errors
+from imgstream.kafka_io.config.settings import ClientSettings, broker_errors
 from imgstream.schema.records import TopicPartition
 
 log = logging.getLogger(__name__)

@@ -53,7 +53,7 @@ from pathlib import Path
 import pytest
 
 from imgstream.commits.transactions import TRANSACTION_TIMEOUT_S
-from imgstream.kafka_io.settings import CLIENT_DEFAULTS
+from imgstream.kafka_io.config.settings import CLIENT_DEFAULTS
 from imgstream.schema.records import Failure, ImageRef, Result
 from tests.fixtures.cluster import kafka_required
 from tests.fixtures.kafka import RecordStream, Topics

@@ -8,7 +8,7 @@ import pytest
 from kafka.net.selector import NetworkSelector
 from kafka.net.transport import KafkaTCPTransport
 
-from imgstream.kafka_io import compat
+from imgstream.kafka_io.config import compat
 
 
 class _Protocol:

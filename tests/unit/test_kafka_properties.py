@@ -20,7 +20,7 @@ from imgstream.kafka_io import (
     client_config,
     load_client_settings,
 )
-from imgstream.kafka_io.properties import parse_jaas, parse_properties
+from imgstream.kafka_io.config.properties import parse_jaas, parse_properties
 
 TLS = Path(__file__).parents[1] / "data" / "tls"
 SCRAM = "org.apache.kafka.common.security.scram.ScramLoginModule"

@@ -19,7 +19,7 @@ from typing import Any
 from kafka.codec import has_gzip, has_lz4, has_snappy, has_zstd
 
 from imgstream.errors import ConfigError
-from imgstream.kafka_io.properties import Secret
+from imgstream.kafka_io.config.properties import Secret
 
 Check = Callable[[str], Any]
 

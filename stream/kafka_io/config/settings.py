@@ -9,7 +9,7 @@ does not know are dropped for it, so one flat table serves all three.
 The user's properties come from a Java-style client properties file
 (``--kafka-config``, :func:`load_client_settings`): :data:`PROPERTIES` maps
 each accepted Kafka name to its kafka-python name and checks its value.
-Passwords become :class:`~imgstream.kafka_io.properties.Secret` values, which
+Passwords become :class:`~imgstream.kafka_io.config.properties.Secret` values, which
 print as ``***``.
 
 :func:`broker_errors` turns the client library's exceptions into
@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 
 from imgstream.config import DEFAULT_CONNECT_TIMEOUT_S, DEFAULT_MAX_POLL_INTERVAL_MS, WorkerConfig
 from imgstream.errors import BrokerError, ConfigError
-from imgstream.kafka_io.checks import (
+from imgstream.kafka_io.config.checks import (
     Check,
     boolean,
     check_combination,
@@ -44,13 +44,13 @@ from imgstream.kafka_io.checks import (
     readable_file,
     secret,
 )
-from imgstream.kafka_io.diagnosis import describe_error
-from imgstream.kafka_io.properties import (
+from imgstream.kafka_io.config.properties import (
     PropertiesSyntaxError,
     Secret,
     parse_jaas,
     parse_properties,
 )
+from imgstream.kafka_io.diagnosis import describe_error
 
 #: Defaults for every client, by kafka-python's names. Tuned for the embedded
 #: broker (a group join otherwise takes ~20 s) and right for Apache Kafka too.
