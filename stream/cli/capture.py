@@ -27,7 +27,7 @@ from imgstream.cli.options import LOCATION, kafka_options, option_for, topic_opt
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
     from imgstream.kafka_io import ClientSettings, KafkaSource
-    from imgstream.producers.backlog import Backlog
+    from imgstream.producers.video.backlog import Backlog
     from imgstream.schema.topics import TopicSettings
 
 log = logging.getLogger("imgstream.capture")
@@ -164,11 +164,11 @@ def capture(
     from imgstream.kafka_io import KafkaSink, ensure_topics
     from imgstream.metrics import CameraMetrics
     from imgstream.partitioning import BySource, partition_key
-    from imgstream.producers import capture as cap
-    from imgstream.producers import live
-    from imgstream.producers.backlog import Backlog
-    from imgstream.producers.cameras import Camera, CamerasFile, redact_url
-    from imgstream.producers.stream_reader import Timeouts
+    from imgstream.producers.video import capture as cap
+    from imgstream.producers.video import live
+    from imgstream.producers.video.backlog import Backlog
+    from imgstream.producers.video.cameras import Camera, CamerasFile, redact_url
+    from imgstream.producers.video.stream_reader import Timeouts
     from imgstream.schema.codec import encode
 
     if fps <= 0:
@@ -348,7 +348,7 @@ class Following:
         if self.backlog is None:
             return
         from imgstream.kafka_io import KafkaSource
-        from imgstream.producers.backlog import follow_commits
+        from imgstream.producers.video.backlog import follow_commits
         from imgstream.schema.records import TopicPartition
 
         bootstrap, group, topic, n, kafka = self._args

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from imgstream.producers.capture import Sampler
+from imgstream.producers.video.capture import Sampler
 from imgstream.schema.records import Result
 
 
@@ -66,7 +66,7 @@ def test_capture_into_a_running_worker(topics, worker, run_cli, tmp_path) -> Non
 
 def test_capture_counts_stored_and_skipped_frames(tmp_path) -> None:
     from imgstream.clock import SystemClock
-    from imgstream.producers.capture import capture
+    from imgstream.producers.video.capture import capture
 
     video = tmp_path / "clip.avi"
     n = make_video(video, seconds=2.0, fps=30)

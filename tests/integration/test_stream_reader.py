@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 from imgstream.clock import SystemClock
-from imgstream.producers.stream_reader import Backoff, Frame, StreamReader, Timeouts
+from imgstream.producers.video.stream_reader import Backoff, Frame, StreamReader, Timeouts
 from tests.helpers import wait_until
 
 

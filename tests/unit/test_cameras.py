@@ -17,8 +17,8 @@ import pytest
 from imgstream.clock import FakeClock
 from imgstream.errors import ConfigError
 from imgstream.metrics import CameraMetrics, camera_health
-from imgstream.producers.backlog import Backlog, follow_commits
-from imgstream.producers.cameras import (
+from imgstream.producers.video.backlog import Backlog, follow_commits
+from imgstream.producers.video.cameras import (
     Camera,
     CamerasFile,
     diff_cameras,
@@ -26,10 +26,10 @@ from imgstream.producers.cameras import (
     redact_url,
     secrets_of,
 )
-from imgstream.producers.capture import Kept, Slot, run_camera
-from imgstream.producers.frames import FrameWriter
-from imgstream.producers.live import reload_cameras
-from imgstream.producers.stream_reader import Backoff, StreamReader, Timeouts
+from imgstream.producers.video.capture import Kept, Slot, run_camera
+from imgstream.producers.video.frames import FrameWriter
+from imgstream.producers.video.live import reload_cameras
+from imgstream.producers.video.stream_reader import Backoff, StreamReader, Timeouts
 
 EXAMPLE = """
 [defaults]

@@ -24,7 +24,7 @@ from urllib.parse import unquote, urlsplit
 
 from imgstream._cv import cv2
 from imgstream.clock import Clock
-from imgstream.producers.cameras import redact_url
+from imgstream.producers.video.cameras import redact_url
 
 log = logging.getLogger("imgstream.capture")
 

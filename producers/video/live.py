@@ -1,6 +1,6 @@
 """The live cameras of a capture: one thread each, started, stopped and restarted by name.
 
-:class:`CameraPool` runs each camera with :func:`~imgstream.producers.capture.run_camera`
+:class:`CameraPool` runs each camera with :func:`~imgstream.producers.video.capture.run_camera`
 in a thread of its own, with its own stop event, so one camera can be
 stopped or restarted while the others go on untouched: their connections,
 readers and frame counters are never touched by a change to another camera.
@@ -21,11 +21,11 @@ from imgstream.clock import Clock
 from imgstream.errors import ConfigError
 from imgstream.io.stores import Outputs, OutputSink
 from imgstream.metrics import CameraMetrics
-from imgstream.producers.backlog import Backlog
-from imgstream.producers.cameras import Camera, CameraChanges, CamerasFile, diff_cameras
-from imgstream.producers.capture import CaptureStats, run_camera
-from imgstream.producers.frames import FrameWriter
-from imgstream.producers.stream_reader import Backoff, StreamReader, Timeouts
+from imgstream.producers.video.backlog import Backlog
+from imgstream.producers.video.cameras import Camera, CameraChanges, CamerasFile, diff_cameras
+from imgstream.producers.video.capture import CaptureStats, run_camera
+from imgstream.producers.video.frames import FrameWriter
+from imgstream.producers.video.stream_reader import Backoff, StreamReader, Timeouts
 from imgstream.schema.records import ImageRef
 
 log = logging.getLogger("imgstream.capture")
@@ -41,7 +41,7 @@ class LiveOptions:
     timeouts: Timeouts = field(default_factory=Timeouts)
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 10.0
-    #: ``latest`` or ``all`` (see :mod:`~imgstream.producers.capture`).
+    #: ``latest`` or ``all`` (see :mod:`~imgstream.producers.video.capture`).
     frames: str = "latest"
 
     @property

@@ -3,12 +3,12 @@
 A file is read with ``cv2.VideoCapture`` and sampled at ``fps`` by its
 position in the video's own timeline (as fast as possible, or at its own
 pace with ``realtime``); every sampled frame is stored. A live source (a
-stream URL, a device) is a :class:`~imgstream.producers.cameras.Camera`,
+stream URL, a device) is a :class:`~imgstream.producers.video.cameras.Camera`,
 read by :func:`run_camera` through a
-:class:`~imgstream.producers.stream_reader.StreamReader` that survives
+:class:`~imgstream.producers.video.stream_reader.StreamReader` that survives
 outages, and sampled at ``fps`` by wall-clock time (the cameras of a capture
-run together in :mod:`~imgstream.producers.live`). Frames are stored by a
-:class:`~imgstream.producers.frames.FrameWriter` (in a folder or under an
+run together in :mod:`~imgstream.producers.video.live`). Frames are stored by a
+:class:`~imgstream.producers.video.frames.FrameWriter` (in a folder or under an
 ``s3://`` prefix) and emitted as refs keyed by the source, so one camera's
 frames stay on one partition and in order; the emit function is shared by
 every camera (one producer).
@@ -20,7 +20,7 @@ only its newest (``"latest"``, the default for live sources): the reader
 never waits for storage, a sampled frame waits for the camera's writer
 thread in a one-frame :class:`Slot` that a newer frame takes over, and a
 camera whose workers are ``--max-lag`` behind drops its frames
-(:mod:`~imgstream.producers.backlog`) until they catch up. Dropped frames are
+(:mod:`~imgstream.producers.video.backlog`) until they catch up. Dropped frames are
 counted, never queued.
 """
 
@@ -39,10 +39,10 @@ from imgstream.clock import Clock
 from imgstream.errors import ConfigError
 from imgstream.io.stores import OutputSink
 from imgstream.metrics import CameraHealth
-from imgstream.producers.backlog import Backlog
-from imgstream.producers.cameras import Camera
-from imgstream.producers.frames import FrameWriter
-from imgstream.producers.stream_reader import StreamReader
+from imgstream.producers.video.backlog import Backlog
+from imgstream.producers.video.cameras import Camera
+from imgstream.producers.video.frames import FrameWriter
+from imgstream.producers.video.stream_reader import StreamReader
 from imgstream.schema.records import ImageRef
 
 log = logging.getLogger("imgstream.capture")
