@@ -9,7 +9,10 @@ again: a send may block for the producer's ``max_block_ms``, and on the poll
 thread that could cost the member its place in the group. After
 ``MAX_SEND_ATTEMPTS`` a record is given up: :meth:`drain` raises
 :class:`~imgstream.errors.DeliveryError` on the poll thread, and the
-record's offset is never committed. A replaced sink is always closed, in
+record's offset is never committed. A sink that cannot be recreated (the
+broker still out of reach: the factory waits ``--connect-timeout`` for it) is
+tried again, ``restart_backoff_s`` apart, the record kept; only after
+``MAX_SEND_ATTEMPTS`` failed creations in a row is the delivery given up. A replaced sink is always closed, in
 bounded time: a close that waits ``RETIRE_TIMEOUT_S`` for its records, and
 if that raises (kafka-python's close raises when it cannot flush, before it
 stops its I/O thread) a close that does not wait; otherwise each restart
@@ -68,9 +71,18 @@ class _Record:
 class Delivery:
     """Sends records and turns acknowledgements into completed offsets."""
 
-    def __init__(self, sink_factory: Callable[[], Sink], on_restart: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        sink_factory: Callable[[], Sink],
+        on_restart: Callable[[], None],
+        restart_backoff_s: float = 1.0,
+    ) -> None:
         self._sink_factory = sink_factory
         self._on_restart = on_restart
+        self._restart_backoff_s = restart_backoff_s
+        self._closing = threading.Event()
+        #: Failed sink creations in a row; the resend thread's own.
+        self._failed_restarts = 0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._sink = sink_factory()
@@ -151,6 +163,11 @@ class Delivery:
             record = self._retries.get()
             if record is None:
                 return
+            with self._lock:
+                given_up = self._fatal is not None
+            if given_up:  # the worker stops on an earlier record: no more restarts
+                self._settle()
+                continue
             if record.attempt >= MAX_SEND_ATTEMPTS:
                 self._settle(
                     DeliveryError(
@@ -160,7 +177,28 @@ class Delivery:
                 )
                 continue
             try:
-                if self._restart(record.generation):
+                restarted = self._restart(record.generation)
+            except Exception as exc:  # no producer could be made: the broker may still be away
+                self._failed_restarts += 1
+                if self._failed_restarts >= MAX_SEND_ATTEMPTS:
+                    self._settle(
+                        DeliveryError(
+                            f"could not recreate the producer ({self._failed_restarts} tries): "
+                            f"{exc}"
+                        )
+                    )
+                    continue
+                log.warning(
+                    "could not recreate the producer (%s); trying again in %ss",
+                    exc,
+                    self._restart_backoff_s,
+                )
+                self._retries.put(record)  # the same attempt: it was not sent again
+                self._closing.wait(self._restart_backoff_s)
+                continue
+            self._failed_restarts = 0
+            try:
+                if restarted:
                     # once per producer, not per record: an outage fails them by the hundred
                     log.warning(
                         "records not delivered (%s); recreating the producer to send them again",
@@ -177,8 +215,8 @@ class Delivery:
                         record.generation,
                     )
                 )
-            except Exception as exc:  # a producer that cannot even be made: give up on it
-                self._settle(DeliveryError(f"could not recreate the producer: {exc}"))
+            except Exception as exc:  # a send that raises instead of failing its future
+                self._settle(DeliveryError(f"could not send the record again: {exc}"))
 
     def _restart(self, failed_generation: int) -> bool:
         """Replace the sink of ``failed_generation``; False if that was done already."""
@@ -231,6 +269,7 @@ class Delivery:
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Stop the resend thread; flush and close the sink."""
+        self._closing.set()
         self._retries.put(None)
         self._resender.join(timeout_s)
         with self._lock:

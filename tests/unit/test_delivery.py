@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 
+import pytest
+
 from imgstream.commits.delivery import Ack, Delivery
+from imgstream.errors import DeliveryError
 from imgstream.schema.records import TopicPartition
 
 TP = TopicPartition("refs", 0)
@@ -77,3 +80,52 @@ def test_a_replaced_sink_is_closed_even_when_the_restart_callback_fails() -> Non
 
     assert _deliver_once([old, new], on_restart) == [(TP, 7)]
     assert old.closes and not old.thread.is_alive()
+
+
+def test_a_sink_that_cannot_be_recreated_at_first_is_tried_again() -> None:
+    # The broker is still away when the failed producer is replaced: the factory
+    # raises (kafka-python found no broker in --connect-timeout). The record waits
+    # and the next creation, once the broker is back, sends it.
+    old, new = FakeSink(failing=True), FakeSink()
+    tries = {"n": 0}
+
+    def factory() -> FakeSink:
+        tries["n"] += 1
+        if tries["n"] == 1:
+            return old
+        if tries["n"] <= 3:
+            raise ConnectionError("no broker answered in 10.0 s")
+        return new
+
+    delivery = Delivery(factory, lambda: None, restart_backoff_s=0.0)
+    try:
+        delivery.send("results", None, b"record", (TP, 7))
+        assert delivery.wait_idle(10.0)
+        done: list[tuple[TopicPartition, int]] = []
+        delivery.drain(lambda tp, offset: done.append((tp, offset)))
+    finally:
+        delivery.close(1.0)
+    assert done == [(TP, 7)]
+    assert tries["n"] == 4 and new.sent == [b"record"]
+    assert old.closes and not old.thread.is_alive()
+
+
+def test_a_sink_that_can_never_be_recreated_gives_the_delivery_up() -> None:
+    old = FakeSink(failing=True)
+    made = iter([old])
+
+    def factory() -> FakeSink:
+        sink = next(made, None)
+        if sink is None:
+            raise ConnectionError("no broker answered in 10.0 s")
+        return sink
+
+    delivery = Delivery(factory, lambda: None, restart_backoff_s=0.0)
+    try:
+        delivery.send("results", None, b"first", (TP, 7))
+        delivery.send("results", None, b"second", (TP, 8))
+        assert delivery.wait_idle(10.0)
+        with pytest.raises(DeliveryError, match=r"could not recreate the producer \(4 tries\)"):
+            delivery.drain(lambda tp, offset: None)
+    finally:
+        delivery.close(1.0)
