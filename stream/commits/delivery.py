@@ -13,9 +13,10 @@ record's offset is never committed. A sink that cannot be recreated (the
 broker still out of reach: the factory waits ``--connect-timeout`` for it) is
 tried again, ``restart_backoff_s`` apart, the record kept; only after
 ``MAX_SEND_ATTEMPTS`` failed creations in a row is the delivery given up.
-A replaced sink is always closed, in bounded time: a close that waits ``RETIRE_TIMEOUT_S`` for its records, and
-if that raises (kafka-python's close raises when it cannot flush, before it
-stops its I/O thread) a close that does not wait; otherwise each restart
+A replaced sink is always closed, in bounded time: a close that waits
+``RETIRE_TIMEOUT_S`` for its records, and if that raises (kafka-python's
+close raises when it cannot flush, before it stops its I/O thread) a close
+that does not wait; otherwise each restart
 would leak a producer and its thread.
 
 Ownership: ``_sink`` is swapped by the resend thread under ``_lock``;
