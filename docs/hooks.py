@@ -76,6 +76,9 @@ def operations_md() -> str:
         out.append("")
         out.append(_rst(op.help).rstrip(".") + ".")
         out.append("")
+        if op.equals:
+            out.append(f"**Equals** {_rst(op.equals)}.")
+            out.append("")
         if op.params:
             out.append("| parameter | type | default | valid | help |")
             out.append("|---|---|---|---|---|")
@@ -99,6 +102,24 @@ def operations_md() -> str:
         if op.details.strip():
             out.append(_rst(_dedent(op.details)))
             out.append("")
+    return "\n".join(out)
+
+
+def _spec_form(op: Any) -> str:
+    """``name:key=default,...`` as a spec spells the operation with its defaults."""
+    params = ",".join(f"{p.name}={'' if p.default is None else p.default}" for p in op.params)
+    return op.name if not params else f"{op.name}:{params}"
+
+
+def _equals_md(kind: str) -> str:
+    """The built-in operations of ``kind`` and the library call each equals."""
+    from imgstream.ops import build_registry
+
+    out = ["| operation | equals |", "|---|---|"]
+    for op in build_registry(()):
+        if op.kind == kind:
+            link = f"[`{_spec_form(op)}`](../reference/operations.md#op-{op.name})"
+            out.append(f"| {_cell(link)} | {_cell(_rst(op.equals))} |")
     return "\n".join(out)
 
 
@@ -295,6 +316,9 @@ def python_api_md() -> str:
 GENERATORS: dict[str, Callable[[], str]] = {
     "python-api": python_api_md,
     "operations": operations_md,
+    "equals-image": lambda: _equals_md("image"),
+    "equals-analysis": lambda: _equals_md("analysis"),
+    "equals-batch": lambda: _equals_md("batch"),
     "metrics": metrics_md,
     "settings": settings_md,
     "records": records_md,

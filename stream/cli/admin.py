@@ -46,6 +46,8 @@ def ops(name: str | None) -> None:
         op = registry.get(name)
         where = op.kind if op.dist is None else f"{op.kind}, {op.origin}"
         click.echo(f"{op.name}  ({where})  {op.help}")
+        if op.equals:
+            click.echo(f"  equals: {op.equals.replace('``', '')}")
         for p in op.params:
             click.echo(f"  {p.describe()}")
         if op.details:

@@ -72,6 +72,7 @@ def operation(
         state_fn=state_fn,
         lineage=mark.lineage,
         batch_when=mark.batch_when,
+        equals=mark.equals or "",
     )
 
 

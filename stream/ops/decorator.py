@@ -79,6 +79,7 @@ class OpMark:
     stateful: bool = False
     lineage: LineageFn | None = None
     batch_when: BatchWhenFn | None = None
+    equals: str | None = None
 
 
 def op(
@@ -93,6 +94,7 @@ def op(
     stateful: bool = False,
     lineage: LineageFn | None = None,
     batch_when: BatchWhenFn | None = None,
+    equals: str | None = None,
 ) -> Callable[[F], F]:
     """Mark a function as the operation ``name`` of ``kind`` (image, analysis or batch).
 
@@ -110,7 +112,9 @@ def op(
     ``lineage``: a function of the parameters giving ``{key: text}`` for every
     result's ``lineage.versions`` (a model's sha256, the runtime, its
     providers). ``batch_when``: a batch operation's parameters that need the
-    micro-batch together (default: all; see above).
+    micro-batch together (default: all; see above). ``equals``: the library
+    call the operation equals, pixel for pixel (``cv2.GaussianBlur(img, (k, k),
+    0)``), shown by ``imgstream ops NAME`` and in the operations reference.
     """
     if not NAME.fullmatch(name):
         raise ValueError(f"@imgstream.op({name!r}): a name is letters, digits, '_' and '-'")
@@ -122,7 +126,9 @@ def op(
         raise ValueError(f"@imgstream.op({name!r}): a batch operation cannot be stateful")
     if batch_when is not None and kind != "batch":
         raise ValueError(f"@imgstream.op({name!r}): batch_when is for a batch operation")
-    mark = OpMark(name, kind, help, details, check, footprint, tiles, stateful, lineage, batch_when)
+    mark = OpMark(
+        name, kind, help, details, check, footprint, tiles, stateful, lineage, batch_when, equals
+    )
 
     def decorate(fn: F) -> F:
         setattr(fn, MARK, mark)

@@ -176,6 +176,8 @@ class Operation:
     state_fn: StateFn | None = None
     lineage: LineageFn | None = None
     batch_when: BatchWhenFn | None = None
+    #: The library call the operation equals, pixel for pixel ("" if none is named).
+    equals: str = ""
     _by_name: dict[str, Param] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

@@ -61,9 +61,10 @@ def test_ops_lists_the_plugin_with_its_distribution_and_version(example_plugin_s
 
     one = imgstream("ops", "posterize", sites=(example_plugin_site,))
     assert one.returncode == 0, one.stderr
-    assert one.stdout.splitlines()[:2] == [
+    assert one.stdout.splitlines()[:3] == [
         f"posterize  (image, {DIST} 0.1.0)  Reduce every channel to ``levels`` evenly spaced"
         " values.",
+        "  equals: a lookup table, (v * levels // 256) * 255 // (levels - 1)",
         "  levels: int = 4  range [2, 256]  values per channel",
     ]
     assert (

@@ -147,13 +147,23 @@ def test_every_reference_marker_is_known_and_used(hooks: ModuleType) -> None:
     assert used == set(hooks.GENERATORS)
 
 
-def test_the_operations_concepts_table_names_every_builtin() -> None:
-    """The hand-written 'what each equals in OpenCV' tables cannot lose an operation."""
-    text = (DOCS / "concepts" / "operations.md").read_text()
-    named = set(re.findall(r"^\| `([a-z]+)[:`]", text, re.MULTILINE))
-    builtins = {op.name for op in build_registry(())}
-    assert named <= builtins, named - builtins
-    assert builtins <= named, builtins - named
+def test_every_builtin_names_what_it_equals_and_the_concepts_tables_list_them(
+    hooks: ModuleType,
+) -> None:
+    """What each built-in equals in OpenCV comes from its ``@imgstream.op(equals=...)``."""
+    builtins = list(build_registry(()))
+    assert [op.name for op in builtins if not op.equals.strip()] == []
+    tables = "\n".join(
+        hooks.GENERATORS[f"equals-{kind}"]() for kind in ("image", "analysis", "batch")
+    )
+    named = re.findall(r"^\| \[`([a-z]+)[:`]", tables, re.MULTILINE)
+    assert sorted(named) == sorted(op.name for op in builtins)
+    page = (DOCS / "concepts" / "operations.md").read_text()
+    assert all(
+        f"<!-- reference: equals-{kind} -->" in page for kind in ("image", "analysis", "batch")
+    )
+    section = hooks.operations_md().split("{ #op-blur }")[1].split("\n### ")[0]
+    assert "**Equals** `cv2.GaussianBlur(img, (k, k), 0)`." in section
 
 
 def test_the_readme_is_short_and_every_figure_links_to_its_page_and_command() -> None:

@@ -22,7 +22,9 @@ import imgstream
 from imgstream import Arg
 
 
-@imgstream.op("posterize", footprint=0)
+@imgstream.op(
+    "posterize", footprint=0, equals="a lookup table, (v * levels // 256) * 255 // (levels - 1)"
+)
 def posterize(
     img: np.ndarray,
     *,

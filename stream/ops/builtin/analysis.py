@@ -19,6 +19,11 @@ from imgstream.ops.registry import Image
 
 @op(
     "stats",
+    equals=(
+        "per channel ``cv2.meanStdDev`` and ``cv2.minMaxLoc``; brightness and contrast are "
+        "the mean and std of the gray image, sharpness the variance of ``cv2.Laplacian(gray, "
+        "cv2.CV_64F)``"
+    ),
     kind="analysis",
     help="per-channel mean/std/min/max, brightness, contrast, sharpness",
     footprint=0,
@@ -46,7 +51,14 @@ def stats(img: Image) -> dict[str, Any]:
     }
 
 
-@op("hist", kind="analysis", help="per-channel histogram", footprint=0, tiles="core")
+@op(
+    "hist",
+    equals="per channel ``cv2.calcHist([plane], [0], None, [bins], [0, 256])``",
+    kind="analysis",
+    help="per-channel histogram",
+    footprint=0,
+    tiles="core",
+)
 def hist(
     img: Image, *, bins: Annotated[int, Arg("number of bins", min=1, max=256)] = 32
 ) -> dict[str, Any]:
@@ -68,7 +80,15 @@ def phash_bits(img: Image) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
-@op("phash", kind="analysis", help="64-bit DCT perceptual hash (hex)")
+@op(
+    "phash",
+    equals=(
+        "``cv2.dct`` of the gray image resized to 32x32 (``cv2.INTER_AREA``): its 8x8 lowest "
+        "frequencies against their median, 64 bits as hex"
+    ),
+    kind="analysis",
+    help="64-bit DCT perceptual hash (hex)",
+)
 def phash(img: Image) -> dict[str, Any]:
     """64-bit perceptual hash as 16 hex digits."""
     return {"hash": f"{phash_bits(img):016x}"}

@@ -34,6 +34,10 @@ def to_uint8(img: Image) -> Image:
 
 @op(
     "gray",
+    equals=(
+        "BT.601 luma, Y = 0.299 R + 0.587 G + 0.114 B, no offset: ``cv2.cvtColor(img, "
+        "cv2.COLOR_BGR2GRAY)``; 1-channel passes through, alpha dropped, 16-bit ``>> 8``"
+    ),
     help="BT.601 luma (cv2.COLOR_BGR2GRAY); gray passes through, alpha dropped, 16-bit >> 8",
     details=__doc__ or "",
     footprint=0,
@@ -63,7 +67,7 @@ def channels(img: Image) -> int:
     return 1 if img.ndim == 2 else int(img.shape[2])
 
 
-@op("identity", help="pass the image through unchanged", footprint=0)
+@op("identity", equals="the image, unchanged", help="pass the image through unchanged", footprint=0)
 def identity(img: Image) -> Image:
     """The image, unchanged."""
     return img

@@ -85,7 +85,18 @@ def _detect(
     return apply_action(img, boxes, action), {"count": len(boxes), "boxes": boxes}
 
 
-@op("faces", kind="analysis", help="frontal faces (Haar cascade)", footprint=0, tiles="boxes")
+@op(
+    "faces",
+    equals=(
+        "``cv2.CascadeClassifier(haarcascade_frontalface_default.xml).detectMultiScale(gray, "
+        "scale, neighbors, minSize=(min, min))``: boxes ``[x, y, w, h]``; ``action=blur`` "
+        "anonymises them (no pixel outside a box changes)"
+    ),
+    kind="analysis",
+    help="frontal faces (Haar cascade)",
+    footprint=0,
+    tiles="boxes",
+)
 def faces(
     img: Image,
     *,
@@ -127,6 +138,11 @@ Read = Annotated[bool | None, Arg("read the text in each box (PP-OCR), across th
 
 @op(
     "plates",
+    equals=(
+        "``detectMultiScale`` as for ``faces``, with "
+        "``haarcascade_russian_plate_number.xml``; ``read=true`` reads the text of each plate"
+        " with the recogniser of ``ocr``"
+    ),
     kind="batch",
     help="licence plates (Haar cascade); read=true reads their text",
     footprint=_plates_footprint,
@@ -167,7 +183,14 @@ def plates(
     return out
 
 
-@op("qr", kind="analysis", help="QR code: decoded text and corners", footprint=0, tiles="boxes")
+@op(
+    "qr",
+    equals="``cv2.QRCodeDetector().detectAndDecode``: text and corner points",
+    kind="analysis",
+    help="QR code: decoded text and corners",
+    footprint=0,
+    tiles="boxes",
+)
 def qr(img: Image) -> dict[str, Any]:
     """``cv2.QRCodeDetector().detectAndDecode``: decoded text and corner points."""
     text, points, _ = cv2.QRCodeDetector().detectAndDecode(to_uint8(img))

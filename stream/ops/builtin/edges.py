@@ -34,6 +34,7 @@ def _check_sobel(params: Mapping[str, Any]) -> None:
 
 @op(
     "canny",
+    equals="``cv2.Canny(gray, lo, hi)``",
     help="Canny edges on gray",
     check=_check_canny,
     footprint=whole_image,  # hysteresis follows edges across the image
@@ -50,6 +51,7 @@ def canny(
 
 @op(
     "sobel",
+    equals="``cv2.convertScaleAbs(cv2.Sobel(gray, cv2.CV_16S, dx, dy, ksize=k))``",
     help="Sobel derivative on gray (absolute, 8-bit)",
     check=_check_sobel,
     footprint=lambda p: max(1, p["k"] // 2),
@@ -67,6 +69,7 @@ def sobel(
 
 @op(
     "laplacian",
+    equals="``cv2.convertScaleAbs(cv2.Laplacian(gray, cv2.CV_16S, ksize=k))``",
     help="Laplacian on gray (absolute, 8-bit)",
     footprint=lambda p: max(1, p["k"] // 2),
 )

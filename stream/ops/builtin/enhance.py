@@ -30,7 +30,12 @@ def _one_channel(img: Image) -> Image | None:
     return None
 
 
-@op("equalize", help="histogram equalisation (gray, or Y of YCrCb)", footprint=whole_image)
+@op(
+    "equalize",
+    equals="``cv2.equalizeHist`` on gray; on colour, on the Y of YCrCb",
+    help="histogram equalisation (gray, or Y of YCrCb)",
+    footprint=whole_image,
+)
 def equalize(img: Image) -> Image:
     """``cv2.equalizeHist`` on gray; on colour, on the Y of YCrCb."""
     img = to_uint8(img)
@@ -44,6 +49,10 @@ def equalize(img: Image) -> Image:
 
 @op(
     "clahe",
+    equals=(
+        "``cv2.createCLAHE(clipLimit=clip, tileGridSize=(tile, tile)).apply`` on gray, or on "
+        "the L of Lab"
+    ),
     help="contrast-limited adaptive equalisation (gray, or L of Lab)",
     footprint=whole_image,
 )
@@ -70,7 +79,12 @@ def gamma_lut(g: float) -> Image:
     return np.clip(np.rint(255.0 * levels ** (1.0 / g)), 0, 255).astype(np.uint8)
 
 
-@op("gamma", help="gamma correction, out = 255*(in/255)^(1/g)", footprint=0)
+@op(
+    "gamma",
+    equals="a lookup table of 255 (v/255)^(1/g), ``cv2.LUT`` (g > 1 brightens)",
+    help="gamma correction, out = 255*(in/255)^(1/g)",
+    footprint=0,
+)
 def gamma(
     img: Image, *, g: Annotated[float, Arg("gamma; > 1 brightens", min=0.01, max=100.0)] = 1.0
 ) -> Image:
@@ -78,7 +92,12 @@ def gamma(
     return cv2.LUT(to_uint8(img), gamma_lut(g))
 
 
-@op("normalize", help="stretch the value range to 0..255 (min-max)", footprint=whole_image)
+@op(
+    "normalize",
+    equals="``cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)``",
+    help="stretch the value range to 0..255 (min-max)",
+    footprint=whole_image,
+)
 def normalize(img: Image) -> Image:
     """``cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)``: the image's range to 0..255."""
     return cv2.normalize(to_uint8(img), None, 0, 255, cv2.NORM_MINMAX, dtype=cv2.CV_8U)  # type: ignore[call-overload, no-any-return]
@@ -86,6 +105,10 @@ def normalize(img: Image) -> Image:
 
 @op(
     "sharpen",
+    equals=(
+        "unsharp mask: ``cv2.addWeighted(img, 1 + amount, cv2.GaussianBlur(img, (0, 0), "
+        "sigma), -amount, 0)``"
+    ),
     help="unsharp mask",
     footprint=lambda p: (int(p["sigma"] * 6 + 1.5) | 1) // 2,  # OpenCV's ksize for 8-bit
 )

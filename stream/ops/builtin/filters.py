@@ -27,13 +27,25 @@ def _odd(name: str, key: str = "k", minimum: int = 1) -> Any:
     return check
 
 
-@op("blur", help="Gaussian blur", check=_odd("blur"), footprint=radius("k"))
+@op(
+    "blur",
+    equals="``cv2.GaussianBlur(img, (k, k), 0)``",
+    help="Gaussian blur",
+    check=_odd("blur"),
+    footprint=radius("k"),
+)
 def blur(img: Image, *, k: Annotated[int, Arg("kernel size (odd)", min=1, max=255)] = 5) -> Image:
     """``cv2.GaussianBlur(img, (k, k), 0)`` (sigma from k)."""
     return cv2.GaussianBlur(img, (k, k), 0)
 
 
-@op("median", help="median filter", check=_odd("median", minimum=3), footprint=radius("k"))
+@op(
+    "median",
+    equals="``cv2.medianBlur(img, k)``",
+    help="median filter",
+    check=_odd("median", minimum=3),
+    footprint=radius("k"),
+)
 def median(
     img: Image, *, k: Annotated[int, Arg("aperture (odd, >= 3)", min=3, max=255)] = 5
 ) -> Image:
@@ -41,7 +53,12 @@ def median(
     return cv2.medianBlur(to_uint8(img), k)
 
 
-@op("bilateral", help="edge-preserving bilateral filter", footprint=radius("d"))
+@op(
+    "bilateral",
+    equals="``cv2.bilateralFilter(img, d, sigma_color, sigma_space)``",
+    help="edge-preserving bilateral filter",
+    footprint=radius("d"),
+)
 def bilateral(
     img: Image,
     *,
@@ -58,6 +75,10 @@ def bilateral(
 
 @op(
     "denoise",
+    equals=(
+        "``cv2.fastNlMeansDenoisingColored(img, None, h, h, 7, 21)`` (gray: "
+        "``cv2.fastNlMeansDenoising(img, None, h, 7, 21)``)"
+    ),
     help="non-local means denoising",
     footprint=3 + 10,  # 7x7 template in a 21x21 search window
 )

@@ -48,6 +48,11 @@ def _check_resize(params: Mapping[str, Any]) -> None:
 
 @op(
     "resize",
+    equals=(
+        "``cv2.resize``, aspect kept when one side is given (rounded half up); "
+        "``cv2.INTER_AREA`` when shrinking, ``cv2.INTER_LINEAR`` when enlarging; ``max`` "
+        "never enlarges"
+    ),
     help="resize; aspect kept when one side is given",
     check=_check_resize,
     footprint=whole_image,
@@ -70,7 +75,12 @@ def resize(
     return cv2.resize(img, (new_w, new_h), interpolation=interp)
 
 
-@op("crop", help="crop a box (clipped to the image)", footprint=whole_image)
+@op(
+    "crop",
+    equals="``img[y:y + h, x:x + w]``, the box clipped to the image",
+    help="crop a box (clipped to the image)",
+    footprint=whole_image,
+)
 def crop(
     img: Image,
     *,
@@ -94,7 +104,12 @@ def crop(
 _ROTATIONS = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
 
 
-@op("rotate", help="rotate clockwise by a right angle", footprint=whole_image)
+@op(
+    "rotate",
+    equals="``cv2.rotate``, clockwise",
+    help="rotate clockwise by a right angle",
+    footprint=whole_image,
+)
 def rotate(
     img: Image, *, deg: Annotated[Literal[90, 180, 270], Arg("degrees clockwise")] = 90
 ) -> Image:
@@ -102,7 +117,12 @@ def rotate(
     return cv2.rotate(img, _ROTATIONS[deg])
 
 
-@op("flip", help="mirror the image", footprint=whole_image)
+@op(
+    "flip",
+    equals="``cv2.flip`` (h: left-right, v: top-bottom)",
+    help="mirror the image",
+    footprint=whole_image,
+)
 def flip(
     img: Image, *, axis: Annotated[Literal["h", "v"], Arg("h: left-right, v: top-bottom")] = "h"
 ) -> Image:

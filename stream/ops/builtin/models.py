@@ -131,6 +131,7 @@ Channels = Annotated[str, Arg("one number, or one per channel joined by '/'")]
 
 @op(
     "infer",
+    equals="``onnxruntime.InferenceSession(model).run`` once per micro-batch",
     kind="batch",
     help="a user's ONNX model on the micro-batch, in one session.run",
     check=_check_infer,
@@ -206,6 +207,10 @@ def _ocr_lineage(params: Mapping[str, Any]) -> dict[str, str]:
 
 @op(
     "ocr",
+    equals=(
+        "PP-OCR (text detection, angle classification, recognition) with the models of the "
+        "``rapidocr`` wheel on ONNX Runtime"
+    ),
     kind="batch",
     help="lines of text (PP-OCR's models in the rapidocr wheel)",
     check=_check_ocr,

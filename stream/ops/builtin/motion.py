@@ -50,7 +50,17 @@ from imgstream.ops.registry import Image
 BOX_COLOUR = (0, 255, 0)
 
 
-@op("motion", kind="analysis", stateful=True, check=_odd("motion", key="blur"))
+@op(
+    "motion",
+    equals=(
+        "a running-average background per source: ``cv2.accumulateWeighted``, "
+        "``cv2.absdiff``, ``cv2.threshold``, ``cv2.dilate``, ``cv2.findContours`` (the exact "
+        "definition is on Per-source state)"
+    ),
+    kind="analysis",
+    stateful=True,
+    check=_odd("motion", key="blur"),
+)
 def motion(
     img: Image,
     state: dict[str, Any],
@@ -106,7 +116,15 @@ def motion(
     return img, data
 
 
-@op("dedupe", kind="analysis", stateful=True)
+@op(
+    "dedupe",
+    equals=(
+        "``phash``, against the last kept frame of the source: within ``bits`` bits it is a "
+        "duplicate (no output image)"
+    ),
+    kind="analysis",
+    stateful=True,
+)
 def dedupe(
     img: Image,
     state: dict[str, Any],

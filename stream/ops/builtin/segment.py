@@ -31,6 +31,11 @@ def _check_threshold(params: Mapping[str, Any]) -> None:
 
 @op(
     "threshold",
+    equals=(
+        "``cv2.threshold(gray, t, 255, cv2.THRESH_BINARY)``; ``method=otsu`` adds "
+        "``cv2.THRESH_OTSU``; ``method=adaptive`` is ``cv2.adaptiveThreshold(gray, 255, "
+        "cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, c)``"
+    ),
     help="binary / Otsu / adaptive threshold on gray",
     check=_check_threshold,
     footprint=lambda p: {"binary": 0, "otsu": None, "adaptive": p["block"] // 2}[p["method"]],
@@ -64,6 +69,7 @@ _MORPH = {
 
 @op(
     "morph",
+    equals="``cv2.morphologyEx(img, op, cv2.getStructuringElement(cv2.MORPH_RECT, (k, k)))``",
     help="morphology with a square kernel",
     footprint=lambda p: (2 if p["op"] in ("open", "close") else 1) * (p["k"] // 2),
 )
@@ -81,7 +87,12 @@ def morph(
 KMEANS_SEED = 12345
 
 
-@op("kmeans", help="k-means colour quantisation (deterministic)", footprint=whole_image)
+@op(
+    "kmeans",
+    equals="colour quantisation with ``cv2.kmeans`` (k-means++, seeded: deterministic)",
+    help="k-means colour quantisation (deterministic)",
+    footprint=whole_image,
+)
 def kmeans(
     img: Image, *, k: Annotated[int, Arg("number of colours", min=1, max=64)] = 4
 ) -> tuple[Image, dict[str, Any]]:
@@ -110,6 +121,11 @@ def _binary(img: Image) -> Image:
 
 @op(
     "contours",
+    equals=(
+        "``cv2.findContours(binary, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)``, those with"
+        " ``cv2.contourArea`` >= ``min_area``, as ``cv2.boundingRect`` boxes (Otsu first if "
+        "the image is not binary)"
+    ),
     kind="analysis",
     help="count and boxes of objects in a binary image (Otsu first if not binary)",
     footprint=0,
