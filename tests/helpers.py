@@ -7,6 +7,7 @@ fixture instead.
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ from typing import TypeVar
 import cv2
 import numpy as np
 
-from imgstream.schema.records import ImageRef
+from imgstream.schema.records import ImageRef, Lineage, Result
 
 PHOTOS = Path(__file__).parent / "data" / "photos"
 
@@ -69,3 +70,26 @@ def refs_for(paths: list[Path], source: str = "test") -> list[ImageRef]:
     """One ref per file, id = the file's stem, stamped now."""
     now = int(time.time() * 1000)
     return [ImageRef(id=p.stem, uri=str(p), ts=now, source=source) for p in paths]
+
+
+def result_record(ref_id: str, **fields: object) -> Result:
+    """A small result record of ``ref_id`` (an 8x8 gray output), with ``fields`` replaced."""
+    record = Result(
+        id=ref_id,
+        uri=f"/{ref_id}.png",
+        output_uri=f"/o/{ref_id}.png",
+        pipeline="gray",
+        pipeline_hash="h",
+        width=8,
+        height=8,
+        channels=1,
+        outputs={},
+        timings={},
+        batch_id="b",
+        worker="w",
+        source="cam",
+        ts=1,
+        latency_ms=1,
+        lineage=Lineage("refs", 0, 0, None, {}),
+    )
+    return dataclasses.replace(record, **fields)

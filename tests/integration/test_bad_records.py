@@ -16,31 +16,15 @@ import pytest
 
 from imgstream.kafka_io import KafkaSink
 from imgstream.schema.codec import encode
-from imgstream.schema.records import Lineage, Result
+from imgstream.schema.records import Result
 from imgstream.store import Query, SQLiteStore
+from tests.helpers import result_record
 
 pytestmark = pytest.mark.both_brokers
 
 
 def _result(ref_id: str, ts: int) -> Result:
-    return Result(
-        id=ref_id,
-        uri=f"/{ref_id}.png",
-        output_uri=f"/o/{ref_id}.png",
-        pipeline="gray",
-        pipeline_hash="h",
-        width=8,
-        height=8,
-        channels=1,
-        outputs={},
-        timings={},
-        batch_id="b",
-        worker="w",
-        source="cam",
-        ts=ts,
-        latency_ms=1,
-        lineage=Lineage("refs", 0, 0, None, {}),
-    )
+    return result_record(ref_id, ts=ts)
 
 
 def test_aggregate_stores_the_good_records_around_a_bad_one(topics, tmp_path) -> None:

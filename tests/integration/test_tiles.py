@@ -10,9 +10,9 @@ import pytest
 
 from imgstream.kafka_io import KafkaSink, topic_state
 from imgstream.schema.codec import encode
-from imgstream.schema.records import Lineage, Result
 from imgstream.store import Query, SQLiteStore
 from imgstream.tiling import grid, tile_meta
+from tests.helpers import result_record
 
 
 def test_tiles_across_two_workers_fuse_into_the_whole_image(
@@ -115,25 +115,7 @@ def test_tiles_across_two_workers_fuse_into_the_whole_image(
 
 
 def _result(ref_id: str, ts: int, tile: object = None) -> dict:
-    record = Result(
-        id=ref_id,
-        uri=f"/{ref_id}.png",
-        output_uri=f"/o/{ref_id}.png",
-        pipeline="gray",
-        pipeline_hash="h",
-        width=8,
-        height=8,
-        channels=1,
-        outputs={},
-        timings={},
-        batch_id="b",
-        worker="w",
-        source="cam",
-        ts=ts,
-        latency_ms=1,
-        lineage=Lineage("refs", 0, 0, None, {}),
-    )
-    return {**json.loads(encode(record)), "tile": tile}
+    return {**json.loads(encode(result_record(ref_id, ts=ts))), "tile": tile}
 
 
 def test_aggregate_skips_results_with_malformed_tiles_and_commits_the_batch(

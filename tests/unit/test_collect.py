@@ -7,28 +7,12 @@ import json
 
 from imgstream.consumers.launcher import JobSummary, collect
 from imgstream.schema.codec import encode
-from imgstream.schema.records import BatchSummary, Failure, Lineage, Message, Result
+from imgstream.schema.records import BatchSummary, Failure, Message, Result
+from tests.helpers import result_record
 
 
 def _result(ref_id: str, latency_ms: int) -> Result:
-    return Result(
-        id=ref_id,
-        uri=f"/{ref_id}.png",
-        output_uri=f"/o/{ref_id}.png",
-        pipeline="gray",
-        pipeline_hash="h",
-        width=10,
-        height=20,
-        channels=1,
-        outputs={},
-        timings={},
-        batch_id="b",
-        worker="w1",
-        source="cam",
-        ts=1,
-        latency_ms=latency_ms,
-        lineage=Lineage("refs", 0, 0, None, {}),
-    )
+    return result_record(ref_id, width=10, height=20, worker="w1", latency_ms=latency_ms)
 
 
 class FakeReader:
