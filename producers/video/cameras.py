@@ -2,7 +2,8 @@
 
 A ``[defaults]`` table holds what cameras share; one ``[[camera]]`` table per
 camera names it (``name`` is the frames' source) and gives its ``url`` and,
-optionally, ``fps``, ``max_width`` and ``quality``::
+optionally, ``fps``, ``max_width``, ``quality`` and ``frames`` (``latest`` or
+``all``: this camera's ``--frames``)::
 
     [defaults]
     fps = 2
@@ -11,6 +12,7 @@ optionally, ``fps``, ``max_width`` and ``quality``::
     name = "gate"
     url = "rtsp://viewer:${GATE_PASSWORD}@10.0.0.5/stream1"
     fps = 5
+    frames = "all"  # every sampled frame, whatever capture's --frames
 
 ``${VAR}`` in a string is replaced by the environment variable ``VAR`` (the
 environment is passed in, so parsing stays pure), which keeps passwords out
@@ -42,8 +44,11 @@ import tomllib
 from imgstream.errors import ConfigError
 
 #: The keys a camera table (and the defaults table) may hold.
-CAMERA_KEYS = ("name", "url", "fps", "max_width", "quality")
-_DEFAULT_KEYS = ("fps", "max_width", "quality")
+CAMERA_KEYS = ("name", "url", "fps", "max_width", "quality", "frames")
+_DEFAULT_KEYS = ("fps", "max_width", "quality", "frames")
+_NUMBER_KEYS = ("fps", "max_width", "quality")
+#: Which sampled frames a live camera keeps: the newest (``latest``) or every one.
+FRAME_MODES = ("latest", "all")
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 #: Query parameters whose values are secrets (``?password=...``, ``&token=...``).
@@ -61,6 +66,8 @@ class Camera:
     fps: float = 5.0
     max_width: int | None = None
     quality: int = 90
+    #: ``latest`` or ``all``; None: capture's ``--frames``.
+    frames: str | None = None
     #: The values ``${VAR}`` put into the URL's user info or query (see
     #: :func:`expand_url`): secrets, masked wherever they appear. Not compared:
     #: they are inside ``url`` already.
@@ -232,7 +239,11 @@ def _checked(table: Any, allowed: tuple[str, ...], where: str) -> dict[str, Any]
     unknown = sorted(set(table) - set(allowed))
     if unknown:
         raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid: {', '.join(allowed)})")
-    return {k: _number(table, k, where) if k in _DEFAULT_KEYS else v for k, v in table.items()}
+    if "frames" in table and table["frames"] not in FRAME_MODES:
+        raise ConfigError(
+            f"{where}: frames must be one of {', '.join(FRAME_MODES)}, got {table['frames']!r}"
+        )
+    return {k: _number(table, k, where) if k in _NUMBER_KEYS else v for k, v in table.items()}
 
 
 def parse_cameras(text: str, env: Mapping[str, str], origin: str = "cameras file") -> list[Camera]:
@@ -288,7 +299,7 @@ class CameraChanges:
 
     added: tuple[Camera, ...] = ()
     removed: tuple[Camera, ...] = ()
-    #: The new settings of cameras whose URL, fps, max_width or quality changed.
+    #: The new settings of cameras whose URL, fps, max_width, quality or frames changed.
     changed: tuple[Camera, ...] = ()
     unchanged: tuple[str, ...] = ()
 

@@ -40,7 +40,7 @@ from imgstream.errors import ConfigError
 from imgstream.io.stores import OutputSink
 from imgstream.metrics import CameraHealth
 from imgstream.producers.video.backlog import Backlog
-from imgstream.producers.video.cameras import Camera
+from imgstream.producers.video.cameras import FRAME_MODES, Camera
 from imgstream.producers.video.frames import FrameWriter
 from imgstream.producers.video.stream_reader import StreamReader
 from imgstream.schema.records import ImageRef
@@ -48,8 +48,6 @@ from imgstream.schema.records import ImageRef
 log = logging.getLogger("imgstream.capture")
 
 
-#: How a live camera treats frames it cannot send at once (``capture --frames``).
-FRAME_MODES = ("latest", "all")
 #: Seconds between two warnings that a camera drops frames.
 DROP_WARNING_EVERY_S = 60.0
 

@@ -114,11 +114,12 @@ class CameraPool:
             camera.name, self.store_dir, self.emit, camera.quality, camera.max_width, self.outputs
         )
 
+        frames = camera.frames or opts.frames  # the cameras file's, else --frames
+        backlog = self.backlog if frames == "latest" else None
+
         def work() -> None:
             try:
-                stats = run_camera(
-                    camera, reader, writer, health, self.clock, opts.frames, self.backlog
-                )
+                stats = run_camera(camera, reader, writer, health, self.clock, frames, backlog)
             except Exception:
                 log.exception("camera %s: reader stopped by an unexpected error", camera.name)
                 health.disconnected("error")

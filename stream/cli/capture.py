@@ -118,7 +118,7 @@ log = logging.getLogger("imgstream.capture")
     default=None,
     help="Live sources: keep only the newest frames when storing or the workers cannot "
     "keep up, dropping the rest (latest, the default), or queue every sampled frame (all). "
-    "A file's frames are all kept.",
+    "A file's frames are all kept. A camera's frames = ... in --cameras wins.",
 )
 @click.option(
     "--max-lag",
@@ -213,7 +213,9 @@ def capture(
         log.info("metrics on http://%s:%d/metrics", metrics_host, server.server_port)
         click.echo(f"metrics on http://{metrics_host}:{server.server_port}/metrics", err=True)
 
-    backlog = Backlog(max_lag_s, group) if cameras and frames == "latest" else None
+    # A cameras file's ``frames`` wins over --frames, camera by camera.
+    latest = [c.name for c in cameras if (c.frames or frames) == "latest"]
+    backlog = Backlog(max_lag_s, group) if latest else None
 
     def emit(ref: Any) -> None:
         partition = partitioner.partition(ref, n)
@@ -240,9 +242,10 @@ def capture(
             if backlog is not None:
                 log.info(
                     "--frames latest: a camera drops new frames while group %r is %gs or more "
-                    "behind it (--max-lag)",
+                    "behind it (--max-lag): %s",
                     group,
                     max_lag_s,
+                    ", ".join(latest),
                 )
             follow.start(clock.monotonic)
             pool = live.CameraPool(store, emit, metrics, clock, options, outputs, backlog)

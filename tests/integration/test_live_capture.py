@@ -277,3 +277,42 @@ def test_latest_keeps_latency_flat_behind_a_slow_worker_while_all_queues(
     stored_all = int(re.search(r"captured (\d+) frames", summaries["all"])[1])  # type: ignore[index]
     assert stored_all - len(queued) >= 15, "no backlog with --frames all"
     assert queued[-1][1] > p99(late) + 2.0, "--frames all: the latency did not grow"
+
+
+def test_a_camera_of_the_cameras_file_keeps_every_frame_while_another_keeps_the_newest(
+    topics, background, stream_server, clip, tmp_path
+) -> None:
+    """``frames = "all"`` in a camera's table wins over capture's ``--frames latest``."""
+    site = write_plugin(
+        tmp_path / "site", "imgstream-slow", "1.0", {"imgstream_slow": SLOW_PLUGIN},
+        {"slow": "imgstream_slow"},
+    )  # fmt: skip
+    store = tmp_path / "frames"
+    store.mkdir()
+    extra = ("--ops", "slow:seconds=0.4", "--threads", "1", "--max-wait", "0.1")
+    worker = background(
+        *topics.worker_args(tmp_path / "out", store, *extra, "--max-batch", "2"),
+        name="worker",
+        env={"PYTHONPATH": env_with(site)["PYTHONPATH"]},
+    )
+    worker.wait_for_output("partitions assigned", 120)
+    cameras = tmp_path / "cameras.toml"
+    cameras.write_text(
+        "[defaults]\nfps = 4\n\n"
+        f'[[camera]]\nname = "fresh"\nurl = "{stream_server(clip).url}"\n\n'
+        f'[[camera]]\nname = "archive"\nurl = "{stream_server(clip).url}"\nframes = "all"\n'
+    )
+    capture = background(
+        *("capture", "--cameras", str(cameras), "--store", str(store)),
+        *("--bootstrap", topics.bootstrap, "--topic", topics.refs, "--group", topics.group),
+        *("--max-lag", "1", "--duration", "12"),
+        name="capture",
+    )
+    assert capture.wait(60) == 0, capture.output()
+    per_camera = r"^  (\w+): (\d+) frames stored \(\d+ read, (\d+) dropped"
+    lines = {m[1]: (int(m[2]), int(m[3])) for m in re.finditer(per_camera, capture.output(), re.M)}
+    print(f"\nstored, dropped per camera: {lines}")
+    assert set(lines) == {"fresh", "archive"}, capture.output()
+    assert lines["fresh"][1] > 0, "the latest camera dropped nothing behind a slow worker"
+    assert lines["archive"][1] == 0, "the camera with frames = 'all' dropped frames"
+    assert lines["archive"][0] == len(stored(store, "archive")) >= 30

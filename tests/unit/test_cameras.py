@@ -62,7 +62,12 @@ def test_the_example_file() -> None:
         ("[[camera]]\nname = 'a'\n", "url is required"),
         ("[[camera]]\nurl = 'http://x'\n", "name is required"),
         ("[[camera]]\nname='a'\nurl='http://x'\ncolour=1\n", "unknown key 'colour' (valid: name"),
-        ("[defaults]\nurl='http://x'\n", "unknown key 'url' (valid: fps, max_width, quality)"),
+        (
+            "[defaults]\nurl='http://x'\n",
+            "unknown key 'url' (valid: fps, max_width, quality, frames)",
+        ),
+        ("[[camera]]\nname='a'\nurl='http://x'\nframes='newest'\n", "frames must be one of"),
+        ("[defaults]\nframes=1\n[[camera]]\nname='a'\nurl='x'\n", "frames must be one of"),
         ("[camera]\nname='a'\n", "use [[camera]]"),
         ("[[camera]]\nname='a'\nurl='http://x'\nfps=0\n", "fps must be positive"),
         ("[[camera]]\nname='a'\nurl='http://x'\nfps='2'\n", "fps must be a number"),
@@ -79,6 +84,19 @@ def test_refused_files_name_the_problem(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match=None) as info:
         parse_cameras(text, {}, origin="cams.toml")
     assert message in str(info.value) and str(info.value).startswith("cams.toml")
+
+
+def test_frames_per_camera_or_from_the_defaults_or_from_the_command_line() -> None:
+    text = (
+        "[defaults]\nframes = 'all'\n\n[[camera]]\nname = 'a'\nurl = 'http://h/1'\n\n"
+        "[[camera]]\nname = 'b'\nurl = 'http://h/2'\nframes = 'latest'\n"
+    )
+    a, b = parse_cameras(text, {})
+    assert (a.frames, b.frames) == ("all", "latest")
+    (c,) = parse_cameras("[[camera]]\nname = 'c'\nurl = 'http://h/3'\n", {})
+    assert c.frames is None  # capture's --frames decides
+    changes = diff_cameras([a], [Camera("a", "http://h/1", frames="latest")])
+    assert changes.describe([a]) == "restarted a (frames); 0 unchanged"
 
 
 def test_a_missing_variable_does_not_show_the_url() -> None:
