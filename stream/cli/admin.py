@@ -188,15 +188,17 @@ def _cameras(urls: tuple[str, ...]) -> tuple[dict[str, dict[str, float]], list[s
 def _echo_cameras(cameras: dict[str, dict[str, float]], unreachable: list[str]) -> None:
     """The cameras table of ``status``."""
     click.echo(
-        f"{'camera':<16} {'connected':>9} {'stored':>8} {'skipped':>8} {'failed':>7} "
-        f"{'reconn':>7} {'age_s':>7} {'size':>10} {'outages':>7}"
+        f"{'camera':<16} {'connected':>9} {'stored':>8} {'skipped':>8} {'dropped':>8} "
+        f"{'failed':>7} {'reconn':>7} {'age_s':>7} {'size':>10} {'outages':>7}"
     )
+    counted = ("stored", "skipped", "dropped", "failed", "reconnects", "outages")
     for name, c in sorted(cameras.items()):
         size = f"{c.get('width', 0):.0f}x{c.get('height', 0):.0f}" if c.get("width") else "-"
-        n = {k: c.get(k, 0.0) for k in ("stored", "skipped", "failed", "reconnects", "outages")}
+        n = {k: c.get(k, 0.0) for k in counted}
         click.echo(
             f"{name:<16} {'yes' if c.get('connected') else 'NO':>9} {n['stored']:>8.0f} "
-            f"{n['skipped']:>8.0f} {n['failed']:>7.0f} {n['reconnects']:>7.0f} "
+            f"{n['skipped']:>8.0f} {n['dropped']:>8.0f} {n['failed']:>7.0f} "
+            f"{n['reconnects']:>7.0f} "
             f"{c.get('last_frame_age_seconds', 0):>7.1f} {size:>10} {n['outages']:>7.0f}"
         )
     for url in unreachable:

@@ -577,6 +577,19 @@ def test_a_removed_camera_leaves_metrics() -> None:
     assert camera_health(metrics.exposition().decode())["gate"]["dropped"] == 1
 
 
+def test_status_shows_each_cameras_dropped_frames(capsys) -> None:
+    from imgstream.cli.admin import _echo_cameras
+
+    metrics = CameraMetrics()
+    gate = metrics.camera("gate", lambda: 0.0)
+    for outcome in ("stored", "stored", "dropped", "dropped", "dropped", "skipped"):
+        gate.frame(outcome)
+    _echo_cameras(camera_health(metrics.exposition().decode()), [])
+    header, row = capsys.readouterr().out.splitlines()
+    columns = dict(zip(header.split(), row.split(), strict=True))
+    assert (columns["stored"], columns["skipped"], columns["dropped"]) == ("2", "1", "3")
+
+
 # --- the cameras file, read again while capture runs ----------------------------------
 
 
