@@ -378,7 +378,7 @@ def checkpoint_for(
     # A stateful pipeline commits (and snapshots its states) once a second.
     every = COMMIT_EVERY_S if snapshots is None else STATE_COMMIT_EVERY_S
     if transactor is None:
-        delivery = Delivery(sink_factory, metrics.producer_restarts.inc)
+        delivery = Delivery(sink_factory, metrics.producer_restarts.inc, clock.monotonic)
         checkpoint = Checkpoint(source.commit, delivery, clock, on_commit, every, snapshots)
         return delivery, checkpoint, snapshots
     staging = Staging()

@@ -11,8 +11,10 @@ thread that could cost the member its place in the group. After
 :class:`~imgstream.errors.DeliveryError` on the poll thread, and the
 record's offset is never committed. A sink that cannot be recreated (the
 broker still out of reach: the factory waits ``--connect-timeout`` for it) is
-tried again, ``restart_backoff_s`` apart, the record kept; only after
-``MAX_SEND_ATTEMPTS`` failed creations in a row is the delivery given up.
+tried again, ``restart_backoff_s`` apart, the record kept, for
+``RESTART_PATIENCE_S``: a whole-cluster outage of that long (a restart of a
+one-node Kafka, a network cut) is ridden out; a longer one gives the delivery
+up, and the worker exits with nothing committed past its delivered records.
 A replaced sink is always closed, in bounded time: a close that waits
 ``RETIRE_TIMEOUT_S`` for its records, and if that raises (kafka-python's
 close raises when it cannot flush, before it stops its I/O thread) a close
@@ -39,6 +41,10 @@ from imgstream.schema.records import TopicPartition
 log = logging.getLogger(__name__)
 
 MAX_SEND_ATTEMPTS = 4
+
+#: How long failed re-creations of the sink go on before the delivery is given up: as
+#: long as a record's own sends may take by default (4 x delivery.timeout.ms of 30 s).
+RESTART_PATIENCE_S = 120.0
 
 #: How long a replaced sink may take to flush before it is closed without waiting.
 RETIRE_TIMEOUT_S = 0.5
@@ -76,14 +82,18 @@ class Delivery:
         self,
         sink_factory: Callable[[], Sink],
         on_restart: Callable[[], None],
+        monotonic: Callable[[], float],
         restart_backoff_s: float = 1.0,
     ) -> None:
         self._sink_factory = sink_factory
         self._on_restart = on_restart
+        self._monotonic = monotonic
         self._restart_backoff_s = restart_backoff_s
         self._closing = threading.Event()
-        #: Failed sink creations in a row; the resend thread's own.
+        #: Failed sink creations in a row, and when the first of them failed; the
+        #: resend thread's own.
         self._failed_restarts = 0
+        self._failing_since = 0.0
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._sink = sink_factory()
@@ -180,23 +190,31 @@ class Delivery:
             try:
                 restarted = self._restart(record.generation)
             except Exception as exc:  # no producer could be made: the broker may still be away
+                now = self._monotonic()
+                if self._failed_restarts == 0:
+                    self._failing_since = now
                 self._failed_restarts += 1
-                if self._failed_restarts >= MAX_SEND_ATTEMPTS:
+                failing_s = now - self._failing_since
+                if failing_s >= RESTART_PATIENCE_S:
                     self._settle(
                         DeliveryError(
-                            f"could not recreate the producer ({self._failed_restarts} tries): "
-                            f"{exc}"
+                            f"could not recreate the producer for {failing_s:.0f}s "
+                            f"({self._failed_restarts} tries): {exc}"
                         )
                     )
                     continue
-                log.warning(
-                    "could not recreate the producer (%s); trying again in %ss",
+                # once per outage, not per try: the broker links say when it is back
+                (log.debug if self._failed_restarts > 1 else log.warning)(
+                    "could not recreate the producer (%s); trying again every %gs for up to %gs",
                     exc,
                     self._restart_backoff_s,
+                    RESTART_PATIENCE_S,
                 )
                 self._retries.put(record)  # the same attempt: it was not sent again
                 self._closing.wait(self._restart_backoff_s)
                 continue
+            if self._failed_restarts:
+                log.warning("recreated the producer after %d failed tries", self._failed_restarts)
             self._failed_restarts = 0
             try:
                 if restarted:

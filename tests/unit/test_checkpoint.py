@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from imgstream.clock import FakeClock
 from imgstream.commits.checkpoint import Checkpoint
 from imgstream.commits.delivery import Delivery
@@ -30,7 +32,7 @@ def _msg(offset: int, ts: int = 0) -> Message:
 
 def test_commit_applies_acks_and_commits_only_below_unfinished_work() -> None:
     clock = FakeClock()
-    delivery = Delivery(AckingSink, lambda: None)
+    delivery = Delivery(AckingSink, lambda: None, time.monotonic)
     commits: list[dict[TopicPartition, int]] = []
     cp = Checkpoint(commits.append, delivery, clock)
     try:
@@ -51,7 +53,7 @@ def test_commit_applies_acks_and_commits_only_below_unfinished_work() -> None:
 
 def test_commits_are_spaced_unless_forced_and_a_failed_commit_is_redone() -> None:
     clock = FakeClock()
-    delivery = Delivery(AckingSink, lambda: None)
+    delivery = Delivery(AckingSink, lambda: None, time.monotonic)
     attempts: list[dict[TopicPartition, int]] = []
     outcomes: list[bool] = []
 
@@ -76,7 +78,7 @@ def test_commits_are_spaced_unless_forced_and_a_failed_commit_is_redone() -> Non
 
 def test_a_run_of_failed_commits_is_one_warning_and_the_recovery_one_more(caplog) -> None:
     clock = FakeClock()
-    delivery = Delivery(AckingSink, lambda: None)
+    delivery = Delivery(AckingSink, lambda: None, time.monotonic)
     broken = [True]
 
     def commit(offsets):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 
@@ -52,7 +53,7 @@ def _deliver_once(
     sinks: list[FakeSink], on_restart=lambda: None
 ) -> list[tuple[TopicPartition, int]]:
     made = iter(sinks)
-    delivery = Delivery(lambda: next(made), on_restart)
+    delivery = Delivery(lambda: next(made), on_restart, time.monotonic)
     try:
         delivery.send("results", None, b"record", (TP, 7))
         assert delivery.wait_idle(10.0)
@@ -97,7 +98,7 @@ def test_a_sink_that_cannot_be_recreated_at_first_is_tried_again() -> None:
             raise ConnectionError("no broker answered in 10.0 s")
         return new
 
-    delivery = Delivery(factory, lambda: None, restart_backoff_s=0.0)
+    delivery = Delivery(factory, lambda: None, time.monotonic, restart_backoff_s=0.0)
     try:
         delivery.send("results", None, b"record", (TP, 7))
         assert delivery.wait_idle(10.0)
@@ -110,22 +111,31 @@ def test_a_sink_that_cannot_be_recreated_at_first_is_tried_again() -> None:
     assert old.closes and not old.thread.is_alive()
 
 
-def test_a_sink_that_can_never_be_recreated_gives_the_delivery_up() -> None:
+def test_a_sink_that_cannot_be_recreated_for_the_whole_patience_gives_the_delivery_up() -> None:
+    # Each creation waits for a broker (--connect-timeout), here 30 s of a fake clock:
+    # tries at 0, 30, 60, 90 s go on, the one at 120 s gives up.
     old = FakeSink(failing=True)
     made = iter([old])
+    now = {"s": 0.0}
+    tries = []
 
     def factory() -> FakeSink:
         sink = next(made, None)
         if sink is None:
-            raise ConnectionError("no broker answered in 10.0 s")
+            tries.append(now["s"])
+            now["s"] += 30.0
+            raise ConnectionError("no broker answered in 30.0 s")
         return sink
 
-    delivery = Delivery(factory, lambda: None, restart_backoff_s=0.0)
+    delivery = Delivery(factory, lambda: None, lambda: now["s"], restart_backoff_s=0.0)
     try:
         delivery.send("results", None, b"first", (TP, 7))
         delivery.send("results", None, b"second", (TP, 8))
         assert delivery.wait_idle(10.0)
-        with pytest.raises(DeliveryError, match=r"could not recreate the producer \(4 tries\)"):
+        with pytest.raises(
+            DeliveryError, match=r"could not recreate the producer for 120s \(5 tries\)"
+        ):
             delivery.drain(lambda tp, offset: None)
     finally:
         delivery.close(1.0)
+    assert tries == [0.0, 30.0, 60.0, 90.0, 120.0]
