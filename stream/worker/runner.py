@@ -180,9 +180,7 @@ class Runner:
                     log.info("the range is done: exiting")
                     break
                 if self._idle_expired():
-                    log.info(
-                        "idle for %.1fs with nothing in flight: exiting", self.config.idle_exit_s
-                    )
+                    log.info("idle for %.1fs, nothing in flight: exiting", self.config.idle_exit_s)
                     break
         finally:
             self._shutdown()
@@ -367,6 +365,7 @@ class Runner:
             if self.snapshots is not None:
                 self.snapshots.restore(tps, self.source.committed(tps))
         log.info("rewound %s to the committed offsets", _fmt_tps(tps))
+        self._last_activity = self.clock.monotonic()  # to read again, after a long block maybe
 
     # -- shutdown ------------------------------------------------------------
 

@@ -6,7 +6,11 @@ The worker's records expire meanwhile (``delivery.timeout.ms`` is 4 s here) and
 no new producer can be made while no broker answers: the worker must keep
 trying (every second, with ``--connect-timeout 2``) instead of giving up, and,
 once the broker is back, deliver everything and commit, with nothing lost.
-It once exited 4 at the first producer it could not make.
+It once exited 4 at the first producer it could not make. With
+``--exactly-once`` the open transaction fails after blocking ~15 s, the
+worker rewinds to the committed offsets and writes every result exactly once;
+it once took the blocked time for idle time and exited (``--idle-exit``) with
+all the rewound work left.
 
 Skipped, with the reason, where Java or Maven is missing (a failure under
 ``IMGSTREAM_REQUIRE_KAFKA=1`` or in CI).
@@ -45,7 +49,10 @@ def lone_kafka(tmp_path: Path) -> Iterator[Any]:
         kafka.close()
 
 
-def test_a_worker_rides_out_its_only_broker_being_away(lone_kafka, background, tmp_path) -> None:
+@pytest.mark.parametrize("mode", ["at-least-once", "exactly-once"])
+def test_a_worker_rides_out_its_only_broker_being_away(
+    mode: str, lone_kafka, background, tmp_path
+) -> None:
     root = tmp_path / "images"
     root.mkdir()
     rng = np.random.default_rng(7)
@@ -62,6 +69,7 @@ def test_a_worker_rides_out_its_only_broker_being_away(lone_kafka, background, t
         *topics.worker_args(tmp_path / "out", root, "--ops", "denoise:h=10"),
         *("--threads", "1", "--max-batch", "4", "--kafka-config", str(props)),
         *("--connect-timeout", "2", "--idle-exit", "15"),
+        *(("--exactly-once",) if mode == "exactly-once" else ()),
         name="worker",
     )
     try:
@@ -79,9 +87,13 @@ def test_a_worker_rides_out_its_only_broker_being_away(lone_kafka, background, t
     finally:
         topics.close()
     log = worker.output()
-    assert "could not recreate the producer" in log, "the outage did not reach the delivery"
-    assert log.count("could not recreate the producer") == 1  # once per outage, not per try
-    assert "recreated the producer after" in log
     results = [r.id for r in stream.records]
     print(f"{len(set(results))} refs, {len(results) - len(set(results))} duplicate records")
     assert set(results) == {r.id for r in refs}
+    if mode == "exactly-once":
+        assert "rewound" in log, "the outage did not reach the transaction"
+        assert len(results) == len(refs)  # read_committed: each once
+        return
+    assert "could not recreate the producer" in log, "the outage did not reach the delivery"
+    assert log.count("could not recreate the producer") == 1  # once per outage, not per try
+    assert "recreated the producer after" in log

@@ -7,6 +7,7 @@ successful transaction wrote; a failing one writes nothing, as Kafka's abort.
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -196,6 +197,38 @@ def test_a_fenced_producer_is_rewound_like_an_abort(tmp_path) -> None:
     _runner, source, n = _run(tmp_path, broker)
     assert source.rewinds == 2 and broker.offsets == {TP: n}
     assert set(_outcomes(broker).values()) == {1}
+
+
+class BlockedBroker(Broker):
+    """A transaction that fails after blocking for ``blocked_s`` (a broker away)."""
+
+    def __init__(self, fail: int, blocked_s: float) -> None:
+        super().__init__(fail)
+        self.blocked_s = blocked_s
+        self.clock: FakeClock | None = None
+
+    def commit(self, records: tuple[Staged, ...], offsets: dict[TopicPartition, int]) -> None:
+        if self.fail and self.clock is not None:
+            self.clock.advance(self.blocked_s)
+        super().commit(records, offsets)
+
+
+def test_a_transaction_blocked_past_idle_exit_is_not_idle_time(tmp_path) -> None:
+    """--idle-exit 20 once exited right after the rewind that followed a transaction
+    blocked for 25 s (the only broker away), with every message still to read again."""
+    broker = BlockedBroker(fail=1, blocked_s=3.0)  # scaled down: 2 s idle, 3 s blocked
+    config, processor, messages = _setup(tmp_path, n=12)
+    source = RewindingSource(messages, broker)
+    broker.clock = source.clock
+    processor.clock = source.clock
+    processor.gate.clock = source.clock
+    config = replace(config, idle_exit_s=2.0)
+    runner = Runner(config, processor, source, FakeSink, source.clock, Metrics(), None, broker)
+    source.bind(runner)
+    runner.run()
+    assert broker.aborted == 1 and source.rewinds == 1
+    assert broker.offsets == {TP: len(messages)}
+    assert set(_outcomes(broker).values()) == {1} and len(_outcomes(broker)) == len(messages)
 
 
 def test_the_highest_commit_outlives_a_revocation() -> None:
