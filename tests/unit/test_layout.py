@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE_ROOTS = ("stream", "producers", "consumers")
@@ -45,3 +46,20 @@ def test_the_architecture_page_names_every_folder_and_module() -> None:
             missing.append(folder + "/")
         missing += [f"{folder}/{m.name}" for m in _modules(package) if f"`{m.name}`" not in page]
     assert not missing, f"docs/concepts/architecture.md does not name: {missing}"
+
+
+def test_every_subpackage_is_in_pyprojects_package_list() -> None:
+    """setuptools installs the packages pyproject lists: a new folder must be there too."""
+    listed = set(
+        tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    )
+    names = {
+        "stream": "imgstream",
+        "producers": "imgstream.producers",
+        "consumers": "imgstream.consumers",
+    }
+    found = set()
+    for package in _packages():
+        base, *rest = package.relative_to(ROOT).parts
+        found.add(".".join([names[base], *rest]))
+    assert found == listed
