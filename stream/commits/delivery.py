@@ -18,8 +18,8 @@ up, and the worker exits with nothing committed past its delivered records.
 A replaced sink is always closed, in bounded time: a close that waits
 ``RETIRE_TIMEOUT_S`` for its records, and if that raises (kafka-python's
 close raises when it cannot flush, before it stops its I/O thread) a close
-that does not wait; otherwise each restart
-would leak a producer and its thread.
+that does not wait; otherwise each restart would leak a producer and its
+thread.
 
 Ownership: ``_sink`` is swapped by the resend thread under ``_lock``;
 ``_outstanding`` (records tied to an offset, not yet acknowledged) and
