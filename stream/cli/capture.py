@@ -203,7 +203,7 @@ def capture(
     sink = KafkaSink(bootstrap, "imgstream-capture", settings=kafka)
     n = sink.partitions(topic)
     partitioner = BySource()
-    undelivered = Undelivered()
+    undelivered = Undelivered(clock.monotonic)
     stop = stop_on_signals()
     metrics = CameraMetrics()
     for camera in cameras:  # every camera on /metrics from the first scrape
@@ -313,17 +313,32 @@ def default_source(video: str) -> str:
 
 
 class Undelivered:
-    """Counts refs the broker did not take (errbacks run on the producer's thread)."""
+    """Counts refs the broker did not take (errbacks run on the producer's thread).
 
-    def __init__(self) -> None:
+    The first is logged at once; then, while they keep failing (a broker away,
+    a camera at 5 frames/s), one line a minute with the count, not one per ref.
+    """
+
+    def __init__(self, monotonic: Callable[[], float], every_s: float = 60.0) -> None:
+        self._monotonic = monotonic
+        self._every_s = every_s
         self._lock = threading.Lock()
         self.count = 0
+        self._logged_at: float | None = None
+        self._logged_count = 0
 
     def add(self, exc: BaseException) -> None:
         """One more ref not delivered."""
+        now = self._monotonic()
         with self._lock:
             self.count += 1
-        log.error("a ref was not delivered: %s", exc)
+            due = self._logged_at is None or now - self._logged_at >= self._every_s
+            total = self.count
+            if due:
+                since, self._logged_count = total - self._logged_count, total
+                self._logged_at = now
+        if due:
+            log.error("%d ref(s) not delivered (%d in all): %s", since, total, exc)
 
 
 class Following:

@@ -682,3 +682,19 @@ def test_a_good_new_cameras_file_is_applied_and_its_secrets_hidden_first(tmp_pat
     assert changes is not None and [c.name for c in changes.added] == ["door"]
     assert "hunter2" in hidden
     assert caplog.messages == [f"cameras file {path}: added door; 1 unchanged"]
+
+
+def test_refs_not_delivered_are_counted_each_and_logged_once_a_minute(caplog) -> None:
+    from imgstream.cli.capture import Undelivered
+
+    now = [0.0]
+    undelivered = Undelivered(lambda: now[0])
+    with caplog.at_level(logging.ERROR):
+        for t in (0.0, 1.0, 2.0, 30.0, 61.0, 62.0):
+            now[0] = t
+            undelivered.add(TimeoutError("broker away"))
+    assert undelivered.count == 6
+    assert [r.getMessage() for r in caplog.records] == [
+        "1 ref(s) not delivered (1 in all): broker away",
+        "4 ref(s) not delivered (5 in all): broker away",
+    ]
