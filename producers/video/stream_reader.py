@@ -127,10 +127,20 @@ def why_not_opened(url: str, elapsed_s: float, timeouts: Timeouts) -> str:
 
     OpenCV only says "not opened"; one small probe of the server tells a
     stream that never answered, a refused connection and a refused password
-    apart.
+    apart. The probe runs even when the open took its whole timeout: OpenCV
+    opens one FFmpeg stream at a time per process, so an open may have waited
+    behind another camera's (a server that never answers holds the others
+    back for up to ``open_s``), and the elapsed time alone would blame a
+    server that answers at once.
     """
-    if elapsed_s >= timeouts.open_s * 0.9:
+    reason = _probe(url, min(timeouts.open_s, 3.0))
+    if reason.startswith("no answer") and elapsed_s >= timeouts.open_s * 0.9:
         return f"no answer within {timeouts.open_s:g}s"
+    return reason
+
+
+def _probe(url: str, probe_s: float) -> str:
+    """What one small request to the stream's server says about it."""
     try:
         parts = urlsplit(url)
         host, port = parts.hostname, parts.port
@@ -143,7 +153,6 @@ def why_not_opened(url: str, elapsed_s: float, timeouts: Timeouts) -> str:
     port = port if port is not None else default
     if port is None:
         return "the stream could not be opened"
-    probe_s = min(timeouts.open_s, 3.0)
     try:
         if scheme in ("http", "https"):
             return _http_reason(parts, host, port, probe_s)

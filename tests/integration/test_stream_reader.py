@@ -144,3 +144,22 @@ def test_a_refused_password_is_named_and_never_shown(unauthorized_server) -> Non
         reading.close()
     assert "HTTP 401" in down[2] and "viewer:***@" in down[2]
     assert "Sesame-42" not in down[2]
+
+
+def test_an_open_held_back_behind_a_silent_camera_still_names_its_own_cause(
+    silent_server, unauthorized_server
+) -> None:
+    """OpenCV opens one FFmpeg stream at a time per process: a camera refusing the
+    password, opened while another camera waits on a server that never answers,
+    waits too. Its failure must name the 401, not a timeout it did not have."""
+    silent = Reading(silent_server, Timeouts(open_s=3, read_s=2))
+    time.sleep(0.3)  # the silent camera's open is under way
+    url = unauthorized_server.replace("http://", "http://viewer:Sesame-42@")
+    refused = Reading(url, Timeouts(open_s=3, read_s=2))
+    try:
+        (down,) = wait_until(lambda: refused.health.of("disconnected")[:1], 30, what="a failure")
+    finally:
+        refused.close()
+        silent.close()
+    print(f"\nthe refused camera's first failure: {down[2]}")
+    assert "HTTP 401" in down[2], down[2]
