@@ -92,6 +92,18 @@ class Backlog:
         self._queues: dict[str, _Queue] = {}
         #: Partitions the group has committed an offset on.
         self._followed: set[int] = set()
+        #: The cameras whose refs are tracked (those that keep the newest frames).
+        self._tracked: set[str] = set()
+
+    def track(self, camera: str) -> None:
+        """Track ``camera``'s refs from now on (it runs with ``--frames latest``)."""
+        with self._lock:
+            self._tracked.add(camera)
+
+    def tracks(self, camera: str) -> bool:
+        """Whether ``camera``'s refs are tracked."""
+        with self._lock:
+            return camera in self._tracked
 
     def sent(self, camera: str, partition: int, now: float) -> Sent:
         """A ref of ``camera`` goes to ``partition`` at ``now`` (monotonic seconds)."""
@@ -183,9 +195,10 @@ class Backlog:
         return lag if lag >= self.max_lag_s else None
 
     def forget(self, camera: str) -> None:
-        """``camera`` is gone (removed from the cameras file)."""
+        """``camera`` is gone (removed from the cameras file), or keeps every frame now."""
         with self._lock:
             self._queues.pop(camera, None)
+            self._tracked.discard(camera)
 
 
 def follow_commits(

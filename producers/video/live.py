@@ -116,6 +116,11 @@ class CameraPool:
 
         frames = camera.frames or opts.frames  # the cameras file's, else --frames
         backlog = self.backlog if frames == "latest" else None
+        if self.backlog is not None:  # a reload may switch a camera either way
+            if backlog is None:
+                self.backlog.forget(camera.name)
+            else:
+                self.backlog.track(camera.name)
 
         def work() -> None:
             try:

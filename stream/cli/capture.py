@@ -213,14 +213,17 @@ def capture(
         log.info("metrics on http://%s:%d/metrics", metrics_host, server.server_port)
         click.echo(f"metrics on http://{metrics_host}:{server.server_port}/metrics", err=True)
 
-    # A cameras file's ``frames`` wins over --frames, camera by camera.
+    # A cameras file's ``frames`` wins over --frames, camera by camera; a reload may
+    # switch one, so live sources always have a backlog (it tracks the latest ones).
     latest = [c.name for c in cameras if (c.frames or frames) == "latest"]
-    backlog = Backlog(max_lag_s, group) if latest else None
+    backlog = Backlog(max_lag_s, group) if cameras else None
 
     def emit(ref: Any) -> None:
         partition = partitioner.partition(ref, n)
         now = clock.monotonic()
-        sent = None if backlog is None else backlog.sent(ref.source or "", partition, now)
+        sent = None
+        if backlog is not None and backlog.tracks(ref.source or ""):
+            sent = backlog.sent(ref.source or "", partition, now)
         try:
             future = sink.send_partition(topic, partition, partition_key(ref), encode(ref))
         except Exception:
@@ -239,7 +242,7 @@ def capture(
     try:
         if cameras:
             options = live.LiveOptions(Timeouts(open_timeout_s, read_timeout_s), frames=frames)
-            if backlog is not None:
+            if latest:
                 log.info(
                     "--frames latest: a camera drops new frames while group %r is %gs or more "
                     "behind it (--max-lag): %s",
@@ -293,7 +296,7 @@ def capture(
         sink.close()
     failed = undelivered.count
     who = f" as {(cameras[0].name if cameras else name)!r}" if cameras_path is None else ""
-    dropped = f"{totals.dropped} dropped (--frames latest), " if backlog is not None else ""
+    dropped = f"{totals.dropped} dropped (--frames latest), " if latest or totals.dropped else ""
     click.echo(
         f"captured {totals.stored} frames from {shown}{who} "
         f"({totals.read} read, {totals.skipped} skipped by --fps, {dropped}"

@@ -698,3 +698,27 @@ def test_refs_not_delivered_are_counted_each_and_logged_once_a_minute(caplog) ->
         "1 ref(s) not delivered (1 in all): broker away",
         "4 ref(s) not delivered (5 in all): broker away",
     ]
+
+
+def test_the_pool_tracks_exactly_the_cameras_that_keep_the_newest_frames(tmp_path) -> None:
+    """A reload that switches a camera's ``frames`` switches its tracking too, even when
+    no camera kept the newest frames at start."""
+    from imgstream.clock import SystemClock
+    from imgstream.producers.video.live import CameraPool, LiveOptions
+
+    backlog = Backlog(1.0, "workers")
+    options = LiveOptions(Timeouts(0.2, 0.2), backoff_initial_s=0.05, frames="all")
+    pool = CameraPool(str(tmp_path), lambda ref: None, CameraMetrics(), SystemClock(), options)
+    pool.backlog = backlog
+    missing = str(tmp_path / "no-such-stream.ts")  # the reader retries it until stopped
+    try:
+        pool.apply([Camera("gate", missing), Camera("door", missing)])
+        assert not backlog.tracks("gate") and not backlog.tracks("door")
+        pool.apply([Camera("gate", missing, frames="latest"), Camera("door", missing)])
+        assert backlog.tracks("gate") and not backlog.tracks("door")
+        pool.apply([Camera("gate", missing), Camera("door", missing)])
+        assert not backlog.tracks("gate")
+        pool.apply([Camera("door", missing, frames="latest")])
+        assert backlog.tracks("door") and not backlog.tracks("gate")
+    finally:
+        pool.stop_all()
