@@ -291,8 +291,14 @@ def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return [obj for obj, _ in decode_messages(messages)]
 
 
+#: A member still joining its group has had no chance to receive anything: idle
+#: time counts from its first assignment (or from this long after the start).
+JOIN_GRACE_S = 60.0
+
+
 class AggregatorLoop:
-    """Consume results and failures into an Aggregator until stopped."""
+    """Consume results and failures into an Aggregator until stopped, or until
+    ``idle_exit_s`` pass without a message once the group has assigned partitions."""
 
     def __init__(
         self,
@@ -300,11 +306,13 @@ class AggregatorLoop:
         source: Any,
         poll_s: float = 0.2,
         stop: threading.Event | None = None,
+        idle_exit_s: float | None = None,
     ) -> None:
         self.aggregator = aggregator
         self.source = source
         self.poll_s = poll_s
         self._stop = stop if stop is not None else threading.Event()
+        self.idle_exit_s = idle_exit_s
         self.records = 0
 
     def stop(self) -> None:
@@ -312,10 +320,20 @@ class AggregatorLoop:
         self._stop.set()
 
     def run(self) -> None:
-        """Poll, store, flush emitted records, commit; until stopped."""
+        """Poll, store, flush emitted records, commit; until stopped or idle."""
+        monotonic = self.aggregator.clock.monotonic
+        started = last = monotonic()
+        assigned = False
         try:
             while not self._stop.is_set():
                 messages = self.source.poll(self.poll_s)
+                now = monotonic()
+                if messages or not (assigned or now - started >= JOIN_GRACE_S):
+                    assigned = assigned or bool(messages) or bool(self.source.assignment())
+                    last = now
+                elif self.idle_exit_s is not None and now - last > self.idle_exit_s:
+                    log.info("no new record for %.1fs: exiting", self.idle_exit_s)
+                    break
                 if messages:
                     self.records += self.aggregator.handle(messages)
                 self.aggregator.check_timeouts()

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import threading
-import time
 from typing import TYPE_CHECKING
 
 import click
@@ -52,7 +50,8 @@ def open_store(db_path: str) -> SQLiteStore:
     "idle_exit_s",
     type=float,
     default=None,
-    help="Exit after this many seconds without a new record.",
+    help="Exit after this many seconds without a new record (counted once the group "
+    "has assigned partitions).",
 )
 def aggregate(
     bootstrap: str,
@@ -91,19 +90,7 @@ def aggregate(
         bootstrap, group, [results_topic, dlq_topic], settings=kafka, fetch_max_wait_ms=50
     )
     stop = stop_on_signals()
-    loop = AggregatorLoop(agg, source, stop=stop)
-    if idle_exit_s is not None:
-
-        def watchdog() -> None:
-            last, seen = time.monotonic(), -1
-            while not stop.is_set():
-                if loop.records != seen:
-                    last, seen = time.monotonic(), loop.records
-                elif time.monotonic() - last > idle_exit_s:
-                    stop.set()
-                time.sleep(0.2)
-
-        threading.Thread(target=watchdog, daemon=True).start()
+    loop = AggregatorLoop(agg, source, stop=stop, idle_exit_s=idle_exit_s)
     try:
         loop.run()
     finally:

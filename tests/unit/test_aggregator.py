@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from imgstream.clock import FakeClock
-from imgstream.consumers.aggregator import Aggregator
+from imgstream.consumers.aggregator import JOIN_GRACE_S, Aggregator, AggregatorLoop
 from imgstream.io.png import encode_png
 from imgstream.ops import build_registry
 from imgstream.ops.pipeline import parse_spec
 from imgstream.schema.decoding import decode_record
-from imgstream.schema.records import Message, Result
+from imgstream.schema.records import Message, Result, TopicPartition
 from imgstream.store import Query, SQLiteStore
 from imgstream.tiling import TileView, grid, tile_meta
 from tests.unit.test_tiling import BAD_TILES
@@ -332,3 +332,51 @@ def test_a_tile_whose_grid_is_huge_times_out_without_listing_the_whole_grid(stor
     [(_topic, record)] = sink.sent
     assert record["error"]["message"].startswith("1599999999 of 1600000000 tiles missing")
     assert "r0c1, r0c2" in record["error"]["message"]
+
+
+class JoiningSource:
+    """A member that is assigned partitions only after ``join_s``, then gets ``messages``
+    at the given times; each poll takes its timeout on the fake clock."""
+
+    def __init__(self, clock: FakeClock, join_s: float, messages: dict[float, Message]) -> None:
+        self.clock = clock
+        self.join_s = join_s
+        self.messages = dict(messages)
+        self.started = clock.monotonic()
+        self.commits: list[dict] = []
+
+    def poll(self, timeout_s: float) -> list[Message]:
+        self.clock.advance(timeout_s)
+        now = self.clock.monotonic() - self.started
+        due = [t for t in self.messages if t <= now]
+        return [self.messages.pop(t) for t in sorted(due)]
+
+    def assignment(self) -> list[TopicPartition]:
+        joined = self.clock.monotonic() - self.started >= self.join_s
+        return [TopicPartition("results", 0)] if joined else []
+
+    def commit(self, offsets: dict) -> None:
+        self.commits.append(offsets)
+
+    def close(self) -> None:
+        pass
+
+
+def test_idle_time_counts_from_the_first_assignment(store) -> None:
+    """A join that took longer than --idle-exit once ended the aggregator before its
+    first record (test_tiles under CI load: "stored 0 new records")."""
+    clock = FakeClock()
+    agg = Aggregator(store, Sink(), "results", "dlq", clock, "agg")
+    source = JoiningSource(clock, join_s=10.0, messages={12.0: msg(result("a"), 0)})
+    loop = AggregatorLoop(agg, source, poll_s=0.2, idle_exit_s=6.0)
+    loop.run()
+    assert loop.records == 1 and source.commits == [{TopicPartition("results", 0): 1}]
+    assert 12.0 + 6.0 <= clock.monotonic() - source.started <= 12.0 + 6.0 + 0.5
+
+
+def test_a_group_that_never_assigns_still_ends_after_the_join_grace(store) -> None:
+    clock = FakeClock()
+    agg = Aggregator(store, Sink(), "results", "dlq", clock, "agg")
+    source = JoiningSource(clock, join_s=float("inf"), messages={})
+    AggregatorLoop(agg, source, poll_s=0.5, idle_exit_s=6.0).run()
+    assert JOIN_GRACE_S + 6.0 <= clock.monotonic() - source.started <= JOIN_GRACE_S + 7.0
