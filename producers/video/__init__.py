@@ -6,5 +6,5 @@ stalls and comes back; ``live`` runs the cameras of a capture, one thread
 each, started, stopped and restarted by name; ``cameras`` reads the cameras
 file (TOML) with stream URLs whose secrets never print; ``frames`` stores one
 source's frames; ``backlog`` tells ``--frames latest`` how far the workers are
-behind each camera.
+behind each camera, from the committed offsets ``following`` reads.
 """

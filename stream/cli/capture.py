@@ -16,7 +16,6 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -26,8 +25,7 @@ from imgstream.cli.app import cli, hide_in_logs
 from imgstream.cli.options import LOCATION, kafka_options, option_for, topic_options
 
 if TYPE_CHECKING:  # kafka is imported only by the commands that talk to a broker
-    from imgstream.kafka_io import ClientSettings, KafkaSource
-    from imgstream.producers.video.backlog import Backlog
+    from imgstream.kafka_io import ClientSettings
     from imgstream.schema.topics import TopicSettings
 
 log = logging.getLogger("imgstream.capture")
@@ -164,10 +162,12 @@ def capture(
     from imgstream.kafka_io import KafkaSink, ensure_topics
     from imgstream.metrics import CameraMetrics
     from imgstream.partitioning import BySource, partition_key
+    from imgstream.producers.produce import Undelivered
     from imgstream.producers.video import capture as cap
     from imgstream.producers.video import live
     from imgstream.producers.video.backlog import Backlog
     from imgstream.producers.video.cameras import Camera, CamerasFile, redact_url
+    from imgstream.producers.video.following import Following
     from imgstream.producers.video.stream_reader import Timeouts
     from imgstream.schema.codec import encode
 
@@ -313,92 +313,3 @@ def default_source(video: str) -> str:
         return f"cam{video}"
     path = urlsplit(video).path if "://" in video else video
     return os.path.splitext(os.path.basename(path.rstrip("/")))[0] or "cam"
-
-
-class Undelivered:
-    """Counts refs the broker did not take (errbacks run on the producer's thread).
-
-    The first is logged at once; then, while they keep failing (a broker away,
-    a camera at 5 frames/s), one line a minute with the count, not one per ref.
-    """
-
-    def __init__(self, monotonic: Callable[[], float], every_s: float = 60.0) -> None:
-        self._monotonic = monotonic
-        self._every_s = every_s
-        self._lock = threading.Lock()
-        self.count = 0
-        self._logged_at: float | None = None
-        self._logged_count = 0
-
-    def add(self, exc: BaseException) -> None:
-        """One more ref not delivered."""
-        now = self._monotonic()
-        with self._lock:
-            self.count += 1
-            due = self._logged_at is None or now - self._logged_at >= self._every_s
-            total = self.count
-            if due:
-                since, self._logged_count = total - self._logged_count, total
-                self._logged_at = now
-        if due:
-            log.error("%d ref(s) not delivered (%d in all): %s", since, total, exc)
-
-
-class Following:
-    """Reads the workers' committed offsets into the backlog of ``--frames latest``,
-    on a thread of its own (nothing to do without a backlog)."""
-
-    def __init__(
-        self,
-        bootstrap: str,
-        group: str,
-        topic: str,
-        partitions: int,
-        kafka: ClientSettings,
-        backlog: Backlog | None,
-    ) -> None:
-        self._args = (bootstrap, group, topic, partitions, kafka)
-        self.backlog = backlog
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._source: KafkaSource | None = None
-
-    def start(self, now: Callable[[], float]) -> None:
-        """Start following (a consumer that reads the group's offsets, never joins it);
-        ``now`` is the monotonic clock."""
-        if self.backlog is None:
-            return
-        from imgstream.kafka_io import KafkaSource
-        from imgstream.producers.video.backlog import follow_commits
-        from imgstream.schema.records import TopicPartition
-
-        bootstrap, group, topic, n, kafka = self._args
-        source = KafkaSource(
-            bootstrap,
-            group,
-            [topic],
-            client_id="imgstream-capture",
-            settings=kafka,
-            partitions=list(range(n)),
-        )
-        self._source = source
-
-        def committed(partitions: Sequence[int]) -> dict[int, int | None]:
-            tps = [TopicPartition(topic, p) for p in partitions]
-            return {tp.partition: o for tp, o in source.committed(tps, timeout_s=5.0).items()}
-
-        self._thread = threading.Thread(
-            target=follow_commits,
-            args=(self.backlog, committed, self._stop.wait, now),
-            name="capture-follow-commits",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop following and close the consumer."""
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-        if self._source is not None:
-            self._source.close()

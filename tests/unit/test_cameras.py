@@ -685,7 +685,7 @@ def test_a_good_new_cameras_file_is_applied_and_its_secrets_hidden_first(tmp_pat
 
 
 def test_refs_not_delivered_are_counted_each_and_logged_once_a_minute(caplog) -> None:
-    from imgstream.cli.capture import Undelivered
+    from imgstream.producers.produce import Undelivered
 
     now = [0.0]
     undelivered = Undelivered(lambda: now[0])
