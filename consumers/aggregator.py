@@ -35,6 +35,7 @@ from imgstream.schema.decoding import check_tile_fields, parse_json_object, reco
 from imgstream.schema.records import Failure, Message, Record, Result, TopicPartition
 from imgstream.store import SQLiteStore
 from imgstream.tiling import Tile, tile_from_meta, tile_id
+from imgstream.worker.runner import JOIN_GRACE_S
 
 log = logging.getLogger("imgstream.aggregator")
 
@@ -291,14 +292,10 @@ def parse_records(messages: Sequence[Message]) -> list[dict[str, Any]]:
     return [obj for obj, _ in decode_messages(messages)]
 
 
-#: A member still joining its group has had no chance to receive anything: idle
-#: time counts from its first assignment (or from this long after the start).
-JOIN_GRACE_S = 60.0
-
-
 class AggregatorLoop:
     """Consume results and failures into an Aggregator until stopped, or until
-    ``idle_exit_s`` pass without a message once the group has assigned partitions."""
+    ``idle_exit_s`` pass without a message once the group has assigned partitions
+    (or ``JOIN_GRACE_S`` after the start: the worker's rule)."""
 
     def __init__(
         self,
